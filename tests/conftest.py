@@ -1,0 +1,52 @@
+"""Shared test fixtures: the reference policies and their oracle outputs; opt-in markers."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES_DIR = Path(__file__).parent / "fixtures"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="run tests marked slow")
+    parser.addoption("--gpu", action="store_true", help="run tests marked gpu (needs CUDA)")
+    parser.addoption("--minerl", action="store_true", help="run tests marked minerl (needs a MineRL interpreter)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for marker, option in (("slow", "--runslow"), ("gpu", "--gpu"), ("minerl", "--minerl")):
+        if config.getoption(option):
+            continue
+        skip = pytest.mark.skip(reason=f"marked {marker}: run with {option}")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
+
+
+def fixture_paths(name: str) -> tuple[Path, Path]:
+    return FIXTURES_DIR / name / "agent.model", FIXTURES_DIR / name / "agent.weights"
+
+
+@pytest.fixture(scope="session")
+def vpt_tiny():
+    from vptlens.agents import load_policy
+
+    return load_policy(*fixture_paths("vpt_tiny"))
+
+
+@pytest.fixture(scope="session")
+def steve1_tiny():
+    from vptlens.agents import load_policy
+
+    return load_policy(*fixture_paths("steve1_tiny"))
+
+
+@pytest.fixture(scope="session")
+def vpt_oracle():
+    return dict(np.load(FIXTURES_DIR / "vpt_tiny" / "oracle.npz"))
+
+
+@pytest.fixture(scope="session")
+def steve1_oracle():
+    return dict(np.load(FIXTURES_DIR / "steve1_tiny" / "oracle.npz"))

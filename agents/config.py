@@ -89,8 +89,19 @@ _FIXED_OPTIONS = {
     "impala_kwargs": {"post_pool_groups": 1},
     "init_norm_kwargs": {"batch_norm": False, "group_norm_groups": 1},
 }
-_IGNORED_OPTIONS = {"only_img_input", "single_output", "scale_input_img", "input_shape", "active_reward_monitors"}
-_FIELD_OPTIONS = {f.name for f in dataclasses.fields(PolicyConfig)} - {"raw_kwargs", "goal_dim", "temperature", "cnn_outsize"}
+_IGNORED_OPTIONS = {
+    "only_img_input",
+    "single_output",
+    "scale_input_img",
+    "input_shape",
+    "active_reward_monitors",
+}
+_FIELD_OPTIONS = {f.name for f in dataclasses.fields(PolicyConfig)} - {
+    "raw_kwargs",
+    "goal_dim",
+    "temperature",
+    "cnn_outsize",
+}
 _DEFAULTS_OF_REFERENCE = {"img_statistics": None, "first_conv_norm": False, "obs_processing_width": 256}
 
 
@@ -121,9 +132,7 @@ def config_from_kwargs(net_kwargs: dict, pi_head_opts: dict | None = None, goal_
     temperature = float(opts.pop("temperature", 1.0))
     if opts:
         raise ValueError(f"unknown pi_head_opts {sorted(opts)}; only 'temperature' is supported")
-    return PolicyConfig(
-        **values, goal_dim=goal_dim, temperature=temperature, raw_kwargs=dict(net_kwargs)
-    )
+    return PolicyConfig(**values, goal_dim=goal_dim, temperature=temperature, raw_kwargs=dict(net_kwargs))
 
 
 def load_config(model_path: str | Path, goal_dim: int | None = None) -> PolicyConfig:
@@ -141,4 +150,3 @@ def load_config(model_path: str | Path, goal_dim: int | None = None) -> PolicyCo
     if not isinstance(net_kwargs, dict):
         raise ValueError(f"{model_path}: model.args.net.args is a {type(net_kwargs).__name__}, expected a dict")
     return config_from_kwargs(net_kwargs, pi_head_opts, goal_dim=goal_dim)
-

@@ -11,8 +11,8 @@ everything with a time axis `t`; in step mode (one frame per environment) the ho
 functions see the tensor without that axis, as documented for each name.
 """
 
-import fnmatch
 import difflib
+import fnmatch
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 

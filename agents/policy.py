@@ -57,9 +57,7 @@ class PolicyState:
 
     def select(self, rows: Tensor | slice | list[int]) -> "PolicyState":
         """The state of some batch rows (e.g. to drop finished environments)."""
-        return PolicyState(
-            tuple(k[rows] for k in self.keys), tuple(v[rows] for v in self.values), self.valid[rows]
-        )
+        return PolicyState(tuple(k[rows] for k in self.keys), tuple(v[rows] for v in self.values), self.valid[rows])
 
     @staticmethod
     def cat(states: "list[PolicyState]") -> "PolicyState":
@@ -72,9 +70,7 @@ class PolicyState:
         )
 
     def detach(self) -> "PolicyState":
-        return PolicyState(
-            tuple(k.detach() for k in self.keys), tuple(v.detach() for v in self.values), self.valid
-        )
+        return PolicyState(tuple(k.detach() for k in self.keys), tuple(v.detach() for v in self.values), self.valid)
 
 
 @dataclass
@@ -227,9 +223,7 @@ class RelativeAttention(nn.Module):
         cols = torch.cat([bias_bntL.new_zeros(b, self.n_heads, t, 1), bias_bntL.flip(-1)], dim=-1)
         return lags_to_keys(cols, self.M, fill=0.0)
 
-    def forward(
-        self, h_btd: Tensor, mem_k: Tensor, mem_v: Tensor, mask_btK: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, h_btd: Tensor, mem_k: Tensor, mem_v: Tensor, mask_btK: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         b, t, d = h_btd.shape
         n, k = self.n_heads, d // self.n_heads
         q = self.hook_q(self.q_layer(h_btd).view(b, t, n, k))
@@ -422,7 +416,7 @@ class VPTPolicy(HookedMixin, nn.Module):
     def step(
         self,
         frames: UInt8[Tensor, "b h w c"],
-        first: Bool[Tensor, "b"],
+        first: Bool[Tensor, " b"],
         state: PolicyState,
         goal: Float[Tensor, "b g"] | None = None,
         cond_scale: float | None = None,
@@ -523,7 +517,9 @@ class VPTPolicy(HookedMixin, nn.Module):
             if goal.ndim == 2:
                 goal = goal[:, None].expand(b, t, goal.shape[-1])
             if goal.shape != (b, t, self.cfg.goal_dim):
-                raise ValueError(f"goal must be (B, {self.cfg.goal_dim}) or (B, T, {self.cfg.goal_dim}), got {tuple(goal.shape)}")
+                raise ValueError(
+                    f"goal must be (B, {self.cfg.goal_dim}) or (B, T, {self.cfg.goal_dim}), got {tuple(goal.shape)}"
+                )
         return frames, first.bool(), goal
 
     def _attention_mask(self, first_bt: Tensor, valid_bM: Tensor) -> tuple[Tensor, Tensor]:

@@ -65,7 +65,8 @@ def test_cache_values_are_the_activations_flowing(vpt_tiny, vpt_oracle):
     torch.testing.assert_close(cache["blocks.0.hook_resid_pre"], cache["img.hook_out"])
     torch.testing.assert_close(cache["blocks.1.hook_resid_pre"], cache["blocks.0.hook_resid_post"])
     torch.testing.assert_close(
-        cache["blocks.0.hook_resid_mid"], cache["blocks.0.ln1.hook_normalized"] + cache["blocks.0.hook_attn_out"]
+        cache["blocks.0.hook_resid_mid"],
+        cache["blocks.0.ln1.hook_normalized"] + cache["blocks.0.hook_attn_out"],
     )
     torch.testing.assert_close(
         cache["blocks.0.hook_resid_post"], cache["blocks.0.hook_resid_mid"] + cache["blocks.0.hook_mlp_out"]

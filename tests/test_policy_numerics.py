@@ -13,7 +13,11 @@ def _step_all(policy, oracle, names="blocks.*.attn.hook_pattern", goal=None):
     outs, caches = [], []
     for i in range(n):
         out, state, cache = policy.run_with_cache(
-            torch.from_numpy(oracle["frames"][:, i]), torch.from_numpy(oracle["first"][:, i]), state, names, goal=goal
+            torch.from_numpy(oracle["frames"][:, i]),
+            torch.from_numpy(oracle["first"][:, i]),
+            state,
+            names,
+            goal=goal,
         )
         outs.append(out)
         caches.append(cache)
@@ -118,12 +122,18 @@ def test_mid_chunk_reset_in_sequence(vpt_tiny, vpt_oracle):
     # Row 0 resets at frame 50; a chunk of 80 contains it: same as stepping (the oracle).
     o = vpt_oracle
     with torch.no_grad():
-        out, _ = vpt_tiny(torch.from_numpy(o["frames"]), torch.from_numpy(o["first"]), vpt_tiny.initial_state(2), chunk_len=80)
+        out, _ = vpt_tiny(
+            torch.from_numpy(o["frames"]),
+            torch.from_numpy(o["first"]),
+            vpt_tiny.initial_state(2),
+            chunk_len=80,
+        )
     np.testing.assert_allclose(out.buttons_logits[0, 50:].numpy(), o["buttons_logits"][0, 50:], atol=TOL, rtol=0)
 
 
 def test_bfloat16_close_to_float32(vpt_oracle):
     from conftest import fixture_paths
+
     from vptlens.agents import load_policy
 
     policy = load_policy(*fixture_paths("vpt_tiny"), dtype=torch.bfloat16)

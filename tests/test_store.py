@@ -1,0 +1,131 @@
+"""The episode store: round trips, committed length, plain-zarr readability, schema checks."""
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vptlens.recordings.store import TEXT, ArraySpec, Episode, EpisodeWriter, iter_blocks
+
+SPECS = {
+    "frames": ArraySpec((4, 4, 3), "uint8", chunk_steps=8),
+    "value": ArraySpec((), "float32", chunk_steps=16),
+    "attention/L0": ArraySpec((2, 5), "float16", chunk_steps=16),
+    "events": ArraySpec((), TEXT, chunk_steps=16),
+}
+
+
+def _step(i: int) -> dict:
+    return {
+        "frames": np.full((4, 4, 3), i % 256, np.uint8),
+        "value": np.float32(i) / 3,
+        "attention/L0": np.full((2, 5), i / 100, np.float16),
+        "events": json.dumps([{"step": i}]) if i % 3 == 0 else "",
+    }
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n_steps=st.integers(0, 70))
+def test_round_trip_any_length(tmp_path_factory, n_steps):
+    path = tmp_path_factory.mktemp("ep") / "ep.zarr"
+    with EpisodeWriter(path, SPECS, attrs={"seed": 3}) as writer:
+        for i in range(n_steps):
+            writer.append(_step(i))
+        writer.close("complete")
+    ep = Episode(path)
+    assert len(ep) == n_steps and ep.status == "complete" and ep.attrs["seed"] == 3
+    for name in SPECS:
+        got = ep[name][:]
+        expected = [_step(i)[name] for i in range(n_steps)]
+        assert got.shape[0] == n_steps
+        if SPECS[name].dtype == TEXT:
+            assert list(got) == expected
+        else:
+            np.testing.assert_array_equal(got, np.array(expected).reshape(got.shape))
+
+
+def test_flushes_whole_chunks_and_commits_after(tmp_path):
+    writer = EpisodeWriter(tmp_path / "ep.zarr", SPECS)
+    assert writer.flush_steps == 16  # lcm of the chunk lengths
+    for i in range(40):
+        writer.append(_step(i))
+    group = zarr.open_group(str(tmp_path / "ep.zarr"), mode="r")
+    assert group.attrs["committed_length"] == 32  # 8 steps still buffered
+    assert group["frames"].shape[0] == 32
+    writer.close()
+    assert Episode(tmp_path / "ep.zarr").length == 40
+
+
+def test_reader_trusts_committed_length_over_shape(tmp_path):
+    writer = EpisodeWriter(tmp_path / "ep.zarr", SPECS)
+    for i in range(20):
+        writer.append(_step(i))
+    writer.flush()
+    # simulate a writer killed after growing an array but before committing
+    writer.arrays["frames"].resize((30, 4, 4, 3))
+    ep = Episode(tmp_path / "ep.zarr")
+    assert len(ep) == 20 and ep["frames"].shape == (20, 4, 4, 3) and ep.status == "recording"
+    with pytest.raises(IndexError):
+        ep["frames"][25]
+    assert ep["frames"][-1][0, 0, 0] == 19
+
+
+def test_exception_marks_partial_and_keeps_data(tmp_path):
+    with pytest.raises(RuntimeError), EpisodeWriter(tmp_path / "ep.zarr", SPECS) as writer:
+        for i in range(5):
+            writer.append(_step(i))
+        raise RuntimeError("env crashed")
+    ep = Episode(tmp_path / "ep.zarr")
+    assert json.loads(ep["events"][3]) == [{"step": 3}]
+    assert ep.status == "partial" and len(ep) == 5 and ep.attrs["interrupted_by"] == "RuntimeError"
+
+
+def test_plain_zarr_reads_an_episode(tmp_path):
+    with EpisodeWriter(tmp_path / "ep.zarr", SPECS) as writer:
+        for i in range(10):
+            writer.append(_step(i))
+        writer.close()
+    group = zarr.open_group(str(tmp_path / "ep.zarr"), mode="r")
+    n = group.attrs["committed_length"]
+    assert group["value"][:n][4] == np.float32(4) / 3
+    assert json.loads(str(group["events"][3])) == [{"step": 3}]
+
+
+def test_bad_steps_and_unknown_schema_are_refused(tmp_path):
+    writer = EpisodeWriter(tmp_path / "ep.zarr", SPECS)
+    with pytest.raises(KeyError, match="missing"):
+        writer.append({"frames": np.zeros((4, 4, 3), np.uint8)})
+    with pytest.raises(ValueError, match="shape"):
+        writer.append({**_step(0), "value": np.zeros(2)})
+    writer.close()
+    with pytest.raises(FileExistsError):
+        EpisodeWriter(tmp_path / "ep.zarr", SPECS)
+    group = zarr.open_group(str(tmp_path / "ep.zarr"), mode="r+")
+    group.attrs["schema_version"] = 99
+    with pytest.raises(ValueError, match="schema version 99"):
+        Episode(tmp_path / "ep.zarr")
+
+
+def test_iter_blocks_streams_across_episodes(tmp_path):
+    episodes = []
+    for e, n in enumerate([37, 0, 50]):
+        with EpisodeWriter(tmp_path / f"ep{e}.zarr", SPECS) as writer:
+            for i in range(n):
+                writer.append(_step(i))
+            writer.close()
+        episodes.append(Episode(tmp_path / f"ep{e}.zarr"))
+    blocks = list(iter_blocks(episodes, "value", block_steps=20))
+    assert [(i, start, len(b)) for i, start, b in blocks] == [
+        (0, 0, 16),
+        (0, 16, 16),
+        (0, 32, 5),
+        (2, 0, 16),
+        (2, 16, 16),
+        (2, 32, 16),
+        (2, 48, 2),
+    ]
+    joined = np.concatenate([b for _, _, b in blocks])
+    np.testing.assert_array_equal(joined, np.concatenate([np.arange(37), np.arange(50)]).astype(np.float32) / 3)

@@ -35,9 +35,8 @@ def hook_shapes(policy: VPTPolicy, step: bool = True) -> dict[str, str]:
         "a": str(N_BUTTON_CLASSES),
         "c": str(N_CAMERA_CLASSES),
     }
-    return {
-        name: "(" + ", ".join(sizes[c] for c in dims.split()) + ")" for name, dims in policy.hook_dims(step).items()
-    }
+    shapes = {name: tuple(sizes[c] for c in dims.split()) for name, dims in policy.hook_dims(step).items()}
+    return {name: f"({shape[0]},)" if len(shape) == 1 else f"({', '.join(shape)})" for name, shape in shapes.items()}
 
 
 def describe(policy: VPTPolicy, hooks: bool = True) -> str:

@@ -1,0 +1,22 @@
+"""Smoke tests of every subcommand through `main(cfg)` and through the console entry point."""
+
+import re
+
+from conftest import fixture_paths
+
+from vptlens.agents.info import InfoConfig, main
+from vptlens.cli import entrypoint
+
+
+def test_info_main_lists_architecture_and_hooks():
+    text = main(InfoConfig(*fixture_paths("vpt_tiny")))
+    assert "VPT policy, " in text and "M=32 frames" in text
+    assert re.search(r"blocks\.1\.attn\.hook_pattern +\(B, 4, 33\) +\(B, 4, t, 33\)", text)
+    assert re.search(r"value_head\.hook_value +\(B,\) +\(B, t\)", text)
+
+
+def test_info_entrypoint_steve1(capsys):
+    model, weights = fixture_paths("steve1_tiny")
+    entrypoint(["info", str(model), str(weights), "--no-hooks"])
+    out = capsys.readouterr().out
+    assert "STEVE-1" in out and "MineCLIP 512" in out and "hook points" not in out

@@ -1,0 +1,229 @@
+"""BlockWorld as a Gymnasium 1.x environment with MineRL's observation and action spaces."""
+
+import math
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from vptlens.envs.blockworld.hud import draw_hud
+from vptlens.envs.blockworld.render import render
+from vptlens.envs.blockworld.textures import texture_atlas
+from vptlens.envs.blockworld.world import ITEMS, World
+
+MINERL_KEYS: tuple[str, ...] = (
+    "forward", "back", "left", "right", "jump", "sneak", "sprint", "attack", "use", "drop", "inventory", "ESC",
+    *(f"hotbar.{i}" for i in range(1, 10)), "pickItem", "swapHands",
+)  # fmt: skip
+"""The binary keys of MineRL 1.0's action space (besides `camera`)."""
+
+
+@dataclass(frozen=True)
+class BlockWorldConfig:
+    """BlockWorld's settings (recorded into an episode's provenance)."""
+
+    height: int = 360
+    """Frame height in pixels (MineRL's VPT setting is 360)."""
+    width: int = 640
+    """Frame width in pixels (640 for VPT; 128x128 renders what the agent sees, fast)."""
+    fov: float = 70.0
+    """Vertical field of view in degrees (Minecraft's default and VPT's setting)."""
+    render_distance: float = 48.0
+    """Blocks to the end of the distance fog."""
+    max_steps: int = 6000
+    """Ticks before the episode is truncated (5 minutes)."""
+    hud: bool = True
+    """Draw the crosshair and hotbar, as the game's GUI at gui scale 1."""
+    spawn_mobs: bool = True
+    """Scatter animals and villagers around the spawn when generating the world."""
+
+    def __post_init__(self):
+        if self.height < 16 or self.width < 16:
+            raise ValueError(f"resolution {self.height}x{self.width} is too small (at least 16x16)")
+        if not 10 <= self.fov <= 150:
+            raise ValueError(f"fov {self.fov} is outside 10..150 degrees")
+
+
+def _stat_box(low, high, dtype=np.float64):
+    return spaces.Box(low=low, high=high, shape=(), dtype=dtype)
+
+
+class BlockWorldEnv(gym.Env):
+    """A small Minecraft-like world: `reset(seed=..., options={"scene": scene})`, `step(action_dict)`.
+
+    One step is one game tick (1/20 s). `info` carries ground truth: `crosshair` (what the
+    crosshair is on and how far), `visible_entities` (each with its screen box in pixels),
+    `pose`, `time_of_day` and the step's `events`.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(self, config: BlockWorldConfig | None = None, render_mode: str | None = "rgb_array", **overrides):
+        self.config = BlockWorldConfig(**overrides) if config is None else config
+        if overrides and config is not None:
+            raise ValueError("pass either a BlockWorldConfig or keyword settings, not both")
+        self.render_mode = render_mode
+        h, w = self.config.height, self.config.width
+        self.observation_space = spaces.Dict(
+            {
+                "pov": spaces.Box(0, 255, (h, w, 3), np.uint8),
+                "inventory": spaces.Dict({item: _stat_box(0, 2304, np.int64) for item in ITEMS}),
+                "location_stats": spaces.Dict(
+                    {
+                        "xpos": _stat_box(-1e6, 1e6),
+                        "ypos": _stat_box(-1e6, 1e6),
+                        "zpos": _stat_box(-1e6, 1e6),
+                        "pitch": _stat_box(-90.0, 90.0),
+                        "yaw": _stat_box(-180.0, 180.0),
+                    }
+                ),
+                "life_stats": spaces.Dict({"life": _stat_box(0.0, 20.0), "food": _stat_box(0.0, 20.0)}),
+            }
+        )
+        self.action_space = spaces.Dict(
+            {**{key: spaces.Discrete(2) for key in MINERL_KEYS}, "camera": spaces.Box(-180.0, 180.0, (2,), np.float32)}
+        )
+        self.world: World | None = None
+        self._pov: np.ndarray | None = None
+        self._steps = 0
+        self._scene_name: str | None = None
+
+    # ------------------------------------------------------------------ gymnasium API
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        world_seed = int(self.np_random.integers(0, 2**31 - 1))
+        self.world = World(world_seed)
+        if not self.config.spawn_mobs:
+            self.world.entities.clear()
+        self._steps = 0
+        self._scene_name = None
+        scene = (options or {}).get("scene")
+        applied = {}
+        if scene is not None:
+            from vptlens.envs.scenes import apply_scene, as_scene
+
+            scene = as_scene(scene)
+            applied = apply_scene(scene, self.world)
+            self._scene_name = scene.name
+        obs, info = self._observe(events=[])
+        info["world_seed"] = world_seed
+        if scene is not None:
+            info["scene"] = {"name": scene.name, **applied}
+        return obs, info
+
+    def step(self, action: dict):
+        if self.world is None:
+            raise RuntimeError("call reset() before step()")
+        events = self.world.tick(action)
+        self._steps += 1
+        obs, info = self._observe(events)
+        terminated = self.world.player.health <= 0
+        truncated = self._steps >= self.config.max_steps
+        return obs, 0.0, terminated, truncated, info
+
+    def render(self):
+        return None if self._pov is None else self._pov.copy()
+
+    # ------------------------------------------------------------------ observation and ground truth
+
+    def _observe(self, events: list[dict]):
+        world, cfg = self.world, self.config
+        boxes = world.entity_boxes()
+        fwd, right, up = world.camera_basis()
+        tan_half = math.tan(math.radians(cfg.fov) / 2)
+        rects = self._entity_rects(boxes, fwd, right, up, tan_half)
+        img, ent_buf = render(
+            world.blocks, world.kinds, texture_atlas(), world.eye, fwd, right, up, tan_half, cfg.height, cfg.width,
+            world.sun_direction, world.daylight, cfg.render_distance,
+            boxes["center"], boxes["half"], boxes["cos"], boxes["sin"], boxes["color"], boxes["pattern"],
+            boxes["tint"], boxes["start"], boxes["end"], rects,
+        )  # fmt: skip
+        if cfg.hud:
+            draw_hud(img, world.player.hotbar, world.player.selected)
+        self._pov = img
+        p = world.player
+        obs = {
+            "pov": img,
+            "inventory": {item: np.int64(n) for item, n in world.inventory.items()},
+            "location_stats": {
+                "xpos": np.float64(p.pos[0]),
+                "ypos": np.float64(p.pos[1]),
+                "zpos": np.float64(p.pos[2]),
+                "pitch": np.float64(p.pitch),
+                "yaw": np.float64(p.yaw),
+            },
+            "life_stats": {"life": np.float64(p.health), "food": np.float64(p.food)},
+        }
+        info = {
+            "crosshair": world.target(boxes),
+            "visible_entities": self._visible(ent_buf, boxes),
+            "pose": {"x": float(p.pos[0]), "y": float(p.pos[1]), "z": float(p.pos[2]), "pitch": p.pitch, "yaw": p.yaw},
+            "time_of_day": int(world.time),
+            "events": events,
+            "step": self._steps,
+        }
+        return obs, info
+
+    def _entity_rects(self, boxes, fwd, right, up, tan_half):
+        """Screen rectangles (x0, y0, x1, y1) that hold each mob, to cull the renderer's box tests."""
+        h, w = self.config.height, self.config.width
+        n = len(boxes["ids"])
+        rects = np.zeros((n, 4), np.int64)
+        if n == 0:
+            return rects
+        eye = self.world.eye
+        for e in range(n):
+            sl = slice(boxes["start"][e], boxes["end"][e])
+            r = np.abs(boxes["half"][sl]).max(1, keepdims=True) * 1.5  # rotated boxes fit in their spheres
+            lo = (boxes["center"][sl] - r).min(0)
+            hi = (boxes["center"][sl] + r).max(0)
+            corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+            rel = corners - eye
+            depth = rel @ fwd
+            if np.all(depth <= 0.05):
+                rects[e] = (1, 1, 0, 0)  # behind the camera: an empty rectangle
+                continue
+            if np.any(depth <= 0.05):
+                rects[e] = (0, 0, w - 1, h - 1)  # straddles the camera plane: test every pixel
+                continue
+            xs = (rel @ right) / (depth * tan_half * w / h)
+            ys = (rel @ up) / (depth * tan_half)
+            cols, rows = (xs + 1) / 2 * w, (1 - ys) / 2 * h
+            rects[e] = (
+                max(0, int(cols.min()) - 1),
+                max(0, int(rows.min()) - 1),
+                min(w - 1, int(cols.max()) + 1),
+                min(h - 1, int(rows.max()) + 1),
+            )
+        return rects
+
+    def _visible(self, ent_buf: np.ndarray, boxes) -> list[dict]:
+        """Every mob with at least one pixel on screen: id, type, screen box (x0, y0, x1, y1) and distance."""
+        if len(boxes["ids"]) == 0:
+            return []
+        flat = ent_buf.ravel()
+        counts = np.bincount(flat[flat >= 0], minlength=len(boxes["ids"]))
+        out = []
+        eye = self.world.eye
+        for e in np.nonzero(counts)[0]:
+            mask = ent_buf == e
+            rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+            entity = self.world.entities[int(boxes["ids"][e])]
+            centre = entity.pos + np.array([0.0, entity.height / 2, 0.0])
+            out.append(
+                {
+                    "entity_id": entity.id,
+                    "entity_type": entity.type,
+                    "profession": entity.profession,
+                    "tag": entity.tag,
+                    "box": [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])],
+                    "pixels": int(counts[e]),
+                    "distance": float(np.linalg.norm(centre - eye)),
+                    "health": float(max(entity.health, 0.0)),
+                    "no_ai": entity.no_ai,
+                }
+            )
+        return out
+

@@ -49,6 +49,10 @@ def _stat_box(low, high, dtype=np.float64):
     return spaces.Box(low=low, high=high, shape=(), dtype=dtype)
 
 
+_BOX_EDGES = np.array([(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1])
+"""The 12 edges of a box whose corners are numbered by bits (x, y, z)."""
+
+
 class BlockWorldEnv(gym.Env):
     """A small Minecraft-like world: `reset(seed=..., options={"scene": scene})`, `step(action_dict)`.
 
@@ -135,7 +139,7 @@ class BlockWorldEnv(gym.Env):
         tan_half = math.tan(math.radians(cfg.fov) / 2)
         rects = self._entity_rects(boxes, fwd, right, up, tan_half)
         img, ent_buf = render(
-            world.blocks, world.kinds, texture_atlas(), world.eye, fwd, right, up, tan_half, cfg.height, cfg.width,
+            world.blocks, world.occupancy[4], world.occupancy[16], world.column_heights[4], world.column_heights[16], world.top_y, world.kinds, texture_atlas(), world.eye, fwd, right, up, tan_half, cfg.height, cfg.width,
             world.sun_direction, world.daylight, cfg.render_distance,
             boxes["center"], boxes["half"], boxes["cos"], boxes["sin"], boxes["color"], boxes["pattern"],
             boxes["tint"], boxes["start"], boxes["end"], rects,
@@ -182,12 +186,17 @@ class BlockWorldEnv(gym.Env):
             corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
             rel = corners - eye
             depth = rel @ fwd
-            if np.all(depth <= 0.05):
+            near = 0.05
+            if np.all(depth <= near):
                 rects[e] = (1, 1, 0, 0)  # behind the camera: an empty rectangle
                 continue
-            if np.any(depth <= 0.05):
-                rects[e] = (0, 0, w - 1, h - 1)  # straddles the camera plane: test every pixel
-                continue
+            if np.any(depth <= near):  # clip the box's edges at the near plane
+                a, b = _BOX_EDGES[:, 0], _BOX_EDGES[:, 1]
+                crossing = (depth[a] > near) != (depth[b] > near)
+                f = (near - depth[a[crossing]]) / (depth[b[crossing]] - depth[a[crossing]])
+                cut = rel[a[crossing]] + f[:, None] * (rel[b[crossing]] - rel[a[crossing]])
+                rel = np.concatenate([rel[depth > near], cut])
+                depth = rel @ fwd
             xs = (rel @ right) / (depth * tan_half * w / h)
             ys = (rel @ up) / (depth * tan_half)
             cols, rows = (xs + 1) / 2 * w, (1 - ys) / 2 * h

@@ -51,12 +51,14 @@ def draw_hud(img: np.ndarray, hotbar: list, selected: int) -> np.ndarray:
     """Draw the crosshair and the hotbar onto a frame, in place; returns it."""
     h, w = img.shape[:2]
     s = h / 360.0
-    # crosshair: Minecraft inverts the colours under it
-    cy, cx, arm, thick = h // 2, w // 2, max(1, round(4.5 * s)), max(1, round(s))
+    # crosshair: Minecraft inverts the colours under it; lifted towards white to stay visible on mid-tones
+    cy, cx, arm, thick = h // 2, w // 2, max(1, int(4.5 * s + 0.5)), max(1, round(s))
     t0 = thick // 2
-    img[cy - t0 : cy - t0 + thick, cx - arm : cx + arm + 1] = 255 - img[cy - t0 : cy - t0 + thick, cx - arm : cx + arm + 1]
-    for y in (slice(cy - arm, cy - t0), slice(cy - t0 + thick, cy + arm + 1)):
-        img[y, cx - t0 : cx - t0 + thick] = 255 - img[y, cx - t0 : cx - t0 + thick]
+    for ys, xs in ((slice(cy - t0, cy - t0 + thick), slice(cx - arm, cx + arm + 1)),
+                   (slice(cy - arm, cy + arm + 1), slice(cx - t0, cx - t0 + thick))):  # fmt: skip
+        img[ys, xs] = ((255 - img[ys, xs].astype(np.int16)) // 2 + 128).astype(np.uint8)
+        if ys.stop - ys.start > thick:  # the vertical arm: undo the double inversion at the centre
+            img[cy - t0 : cy - t0 + thick, cx - t0 : cx - t0 + thick] = 230
     # hotbar
     slot = 20 * s
     bar_w = 182 * s
@@ -68,7 +70,9 @@ def draw_hud(img: np.ndarray, hotbar: list, selected: int) -> np.ndarray:
         sx0 = int(round(x0 + (1 + i * 20) * s))
         sx1 = int(round(x0 + (1 + i * 20 + slot / s) * s))
         sy0, sy1 = y0 + max(1, round(s)), y1 - max(1, round(s))
-        _blend(img, sy0, sy1, sx0, sx1, (139, 139, 139), 0.35)
+        _blend(img, sy0, sy1, sx0, sx1, (139, 139, 139), 0.45)  # the slot's frame
+        fr = max(1, round(s))
+        _blend(img, sy0 + fr, sy1 - fr, sx0 + fr, sx1 - fr, (45, 45, 45), 0.55)  # and its dark inside
         item, count = hotbar[i]
         inner = max(1, round(16 * s))
         if count > 0 and item in BLOCK_ID:

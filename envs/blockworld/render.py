@@ -27,21 +27,36 @@ def _hash(a: int, b: int, c: int) -> float:
 def _sky(dx, dy, dz, sun, daylight, out):
     """Sky colour along a unit direction: gradient, square sun, square moon, stars at night."""
     k = min(max(dy * 1.6 + 0.15, 0.0), 1.0)
-    for c in range(3):
-        horizon = (0.75, 0.85, 1.0)[c] * daylight + (0.03, 0.04, 0.08)[c] * (1 - daylight)
-        top = (0.47, 0.65, 1.0)[c] * daylight + (0.0, 0.0, 0.02)[c] * (1 - daylight)
-        out[c] = horizon * (1 - k) + top * k
+    night = 1.0 - daylight
+    out[0] = (0.75 * daylight + 0.03 * night) * (1 - k) + (0.47 * daylight) * k
+    out[1] = (0.85 * daylight + 0.04 * night) * (1 - k) + (0.65 * daylight) * k
+    out[2] = (1.00 * daylight + 0.08 * night) * (1 - k) + (1.00 * daylight + 0.02 * night) * k
     along = dx * sun[0] + dy * sun[1]
-    across_z = dz
-    across_p = -dx * sun[1] + dy * sun[0]
-    if along > 0.9 and abs(across_z) < 0.07 and abs(across_p) < 0.07:
-        out[0], out[1], out[2] = 1.0, 0.97, 0.75
-    elif along < -0.9 and abs(across_z) < 0.05 and abs(across_p) < 0.05:
-        out[0], out[1], out[2] = 0.85, 0.85, 0.80
-    elif daylight < 0.5 and dy > 0.0:
-        if _hash(int(dx * 300), int(dy * 300), int(dz * 300)) > 0.996:
+    if abs(along) > 0.9:
+        across_p = -dx * sun[1] + dy * sun[0]
+        if along > 0 and abs(dz) < 0.07 and abs(across_p) < 0.07:
+            out[0], out[1], out[2] = 1.0, 0.97, 0.75
+        elif along < 0 and abs(dz) < 0.05 and abs(across_p) < 0.05:
+            out[0], out[1], out[2] = 0.85, 0.85, 0.80
+    if daylight < 0.5 and dy > 0.0:
+        if _hash(int(dx * 300 + 400), int(dy * 300 + 400), int(dz * 300 + 400)) > 0.996:
             v = 0.9 * (1 - 2 * daylight)
             out[0], out[1], out[2] = max(out[0], v), max(out[1], v), max(out[2], v)
+
+
+@njit(cache=True, inline="always")
+def _cell_exit(ox, oy, oz, dx, dy, dz, vx, vy, vz, shift):
+    """Ray time and axis at which the ray leaves the aligned cell of side 2**shift holding voxel (vx, vy, vz)."""
+    size = 1 << shift
+    cx, cy, cz = (vx >> shift) << shift, (vy >> shift) << shift, (vz >> shift) << shift
+    ex = ((cx + size - ox) / dx) if dx > 0 else (((cx - ox) / dx) if dx < 0 else 1e30)
+    ey = ((cy + size - oy) / dy) if dy > 0 else (((cy - oy) / dy) if dy < 0 else 1e30)
+    ez = ((cz + size - oz) / dz) if dz > 0 else (((cz - oz) / dz) if dz < 0 else 1e30)
+    if ex <= ey and ex <= ez:
+        return ex, 0
+    if ey <= ez:
+        return ey, 1
+    return ez, 2
 
 
 @njit(cache=True)
@@ -112,11 +127,18 @@ def _box_hit(ox, oy, oz, dx, dy, dz, cx, cy, cz, hx, hy, hz, cs, sn):
 
 @njit(cache=True, parallel=True)
 def render(
-    blocks, kinds, atlas, eye, fwd, right, up, tan_half, height, width, sun, daylight, fog_end,
+    blocks, occupancy, occupancy16, heights4, heights16, top_y, kinds, atlas, eye, fwd, right, up, tan_half, height, width, sun, daylight, fog_end,
     box_center, box_half, box_cos, box_sin, box_color, box_pattern, box_tint,
     ent_box_start, ent_box_end, ent_rect,
 ):  # fmt: skip
-    """Render (height, width, 3) uint8 and an entity-index buffer (-1 where no mob is seen)."""
+    """Render (height, width, 3) uint8 and an entity-index buffer (-1 where no mob is seen).
+
+    `occupancy[x // 4, y // 4, z // 4]` and `occupancy16[x // 16, ...]` say whether a cell of
+    4 or 16 blocks a side holds any block; rays cross empty cells in one jump. `top_y` is
+    above every block: a climbing ray above it sees only sky. `heights4[x // 4, z // 4]` (and
+    `heights16`) is one above the highest block of each column of 4x4 (16x16) blocks: a ray
+    that stays above it across the column skips it whole, which is most rays near the horizon.
+    """
     img = np.empty((height, width, 3), np.uint8)
     ent_buf = np.full((height, width), -1, np.int32)
     X, Y, Z = blocks.shape
@@ -170,7 +192,47 @@ def render(
             while t <= max_t:
                 if vx < 0 or vx >= X or vz < 0 or vz >= Z or vy < 0 or (vy >= Y and sy > 0):
                     break
-                if vy < Y and axis >= 0:
+                if vy >= top_y and sy > 0:
+                    break  # above everything and climbing: only sky ahead
+                # above every block of this 16- or 4-wide column, and still above it where the ray leaves it?
+                skipped = False
+                for shift in (4, 2):
+                    h_col = heights16[vx >> 4, vz >> 4] if shift == 4 else heights4[vx >> 2, vz >> 2]
+                    if vy >= h_col:
+                        size = 1 << shift
+                        cx, cz = (vx >> shift) << shift, (vz >> shift) << shift
+                        ex = ((cx + size - ox) / dx) if dx > 0 else (((cx - ox) / dx) if dx < 0 else 1e30)
+                        ez = ((cz + size - oz) / dz) if dz > 0 else (((cz - oz) / dz) if dz < 0 else 1e30)
+                        t_exit = min(ex, ez)
+                        if oy + t_exit * dy >= h_col:
+                            t, axis = t_exit, (0 if ex <= ez else 2)
+                            skipped = True
+                            break
+                if skipped:
+                    te = t + 1e-6
+                    vx = int(math.floor(ox + te * dx))
+                    vy = int(math.floor(oy + te * dy))
+                    vz = int(math.floor(oz + te * dz))
+                    tmx = ((vx + 1 - ox) if dx > 0 else (ox - vx)) * tdx
+                    tmy = ((vy + 1 - oy) if dy > 0 else (oy - vy)) * tdy
+                    tmz = ((vz + 1 - oz) if dz > 0 else (oz - vz)) * tdz
+                    continue
+                shift = 0
+                if vy >= Y or occupancy16[vx >> 4, vy >> 4, vz >> 4] == 0:
+                    shift = 4
+                elif occupancy[vx >> 2, vy >> 2, vz >> 2] == 0:
+                    shift = 2
+                if shift > 0:  # jump to where the ray leaves this empty cell
+                    t, axis = _cell_exit(ox, oy, oz, dx, dy, dz, vx, vy, vz, shift)
+                    te = t + 1e-6
+                    vx = int(math.floor(ox + te * dx))
+                    vy = int(math.floor(oy + te * dy))
+                    vz = int(math.floor(oz + te * dz))
+                    tmx = ((vx + 1 - ox) if dx > 0 else (ox - vx)) * tdx
+                    tmy = ((vy + 1 - oy) if dy > 0 else (oy - vy)) * tdy
+                    tmz = ((vz + 1 - oz) if dz > 0 else (oz - vz)) * tdz
+                    continue
+                if axis >= 0:
                     blk = blocks[vx, vy, vz]
                     kind = kinds[blk]
                     if kind == OPAQUE or kind == CUTOUT:

@@ -84,6 +84,35 @@ class World:
         self.events: list[dict] = []
         if terrain:
             self._generate()
+        self.occupancy = {c: self._occupancy(c) for c in (4, 16)}
+        self.column_heights = {c: self._column_heights(c) for c in (4, 16)}
+        filled = np.nonzero(self.blocks.any(axis=(0, 2)))[0]
+        self.top_y = int(filled[-1]) + 1 if len(filled) else 0
+
+    def _occupancy(self, c: int) -> np.ndarray:
+        """Which c x c x c cells hold any non-air block: the renderer crosses empty ones in one jump."""
+        cells = self.blocks.reshape(WORLD_SIZE_XZ // c, c, WORLD_HEIGHT // c, c, WORLD_SIZE_XZ // c, c)
+        return cells.any(axis=(1, 3, 5)).astype(np.uint8)
+
+    def _column_heights(self, c: int, x: int | None = None, z: int | None = None) -> np.ndarray:
+        """One above the highest non-air block of each column of c x c blocks (or of the one holding x, z)."""
+        if x is not None:
+            filled = np.nonzero(self.blocks[x // c * c : x // c * c + c, :, z // c * c : z // c * c + c].any(axis=(0, 2)))[0]
+            return filled[-1] + 1 if len(filled) else 0
+        cols = self.blocks.reshape(WORLD_SIZE_XZ // c, c, WORLD_HEIGHT, WORLD_SIZE_XZ // c, c).any(axis=(1, 4))
+        top = WORLD_HEIGHT - np.argmax(cols[:, ::-1, :], axis=1)
+        return np.where(cols.any(axis=1), top, 0).astype(np.int64)
+
+    def _put(self, x: int, y: int, z: int, block_id: int) -> None:
+        """Change one block, keeping the renderer's acceleration grids in step."""
+        self.blocks[x, y, z] = block_id
+        for c, grid in self.occupancy.items():
+            cx, cy, cz = x // c * c, y // c * c, z // c * c
+            grid[x // c, y // c, z // c] = self.blocks[cx : cx + c, cy : cy + c, cz : cz + c].any()
+        for c, heights in self.column_heights.items():
+            heights[x // c, z // c] = self._column_heights(c, x, z)
+        if block_id:
+            self.top_y = max(self.top_y, y + 1)
 
     # ------------------------------------------------------------------ terrain
 
@@ -180,7 +209,7 @@ class World:
             raise ValueError(f"unknown block {block!r}; known: {', '.join(BLOCKS)}")
         if not (0 <= x < WORLD_SIZE_XZ and 0 <= y < WORLD_HEIGHT and 0 <= z < WORLD_SIZE_XZ):
             raise ValueError(f"block ({x}, {y}, {z}) is outside the world")
-        self.blocks[x, y, z] = BLOCK_ID[block]
+        self._put(x, y, z, BLOCK_ID[block])
 
     def summon(self, entity_type: str, x: float, y: float, z: float, *, no_ai: bool = False,
                profession: str | None = None, health: float | None = None, yaw: float = 0.0,
@@ -369,7 +398,7 @@ class World:
         p.break_progress += 1
         needed = break_ticks(target["block"])
         if needed is not None and p.break_progress >= needed:
-            self.blocks[pos] = BLOCK_ID["air"]
+            self._put(*pos, BLOCK_ID["air"])
             self.events.append({"type": "block_broken", "block": target["block"], "pos": list(pos)})
             item = drop_of(target["block"])
             if item is not None and p.add_item(item):
@@ -411,10 +440,10 @@ class World:
             return
         if self.solid[self.blocks[x, y, z]]:
             return
-        self.blocks[x, y, z] = BLOCK_ID[item]
+        self._put(x, y, z, BLOCK_ID[item])
         if self.solid[BLOCK_ID[item]] and physics.box_hits_blocks(self.blocks, self.solid, p.pos, PLAYER_HALF_WIDTH,
                                                                    PLAYER_HEIGHT):  # fmt: skip
-            self.blocks[x, y, z] = BLOCK_ID["air"]  # would trap the player
+            self._put(x, y, z, BLOCK_ID["air"])  # would trap the player
             return
         p.hotbar[p.selected] = [item, count - 1] if count > 1 else ["", 0]
         p.use_cooldown = 4

@@ -88,7 +88,9 @@ def _eyes(y0, y1, z, pupil, half_width=3.2, inner=0.8):
     mid = (half_width + inner) / 2
     boxes = []
     for sign in (-1, 1):
-        boxes.append(_box((min(sign * half_width, sign * mid), y0, z), (max(sign * half_width, sign * mid), y1, z + 0.3), WHITE))
+        boxes.append(
+            _box((min(sign * half_width, sign * mid), y0, z), (max(sign * half_width, sign * mid), y1, z + 0.3), WHITE)
+        )
         boxes.append(_box((min(sign * mid, sign * inner), y0, z), (max(sign * mid, sign * inner), y1, z + 0.3), pupil))
     return boxes
 

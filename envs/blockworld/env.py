@@ -37,10 +37,14 @@ class BlockWorldConfig:
     """Draw the crosshair and hotbar, as the game's GUI at gui scale 1."""
     spawn_mobs: bool = True
     """Scatter animals and villagers around the spawn when generating the world."""
+    terrain: str = "hills"
+    """'hills': seeded hills, forest, plains and beach; 'flat': a superflat grass world (controlled experiments)."""
 
     def __post_init__(self):
         if self.height < 16 or self.width < 16:
             raise ValueError(f"resolution {self.height}x{self.width} is too small (at least 16x16)")
+        if self.terrain not in ("hills", "flat"):
+            raise ValueError(f"terrain {self.terrain!r} unknown; use 'hills' or 'flat'")
         if not 10 <= self.fov <= 150:
             raise ValueError(f"fov {self.fov} is outside 10..150 degrees")
 
@@ -98,9 +102,7 @@ class BlockWorldEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         world_seed = int(self.np_random.integers(0, 2**31 - 1))
-        self.world = World(world_seed)
-        if not self.config.spawn_mobs:
-            self.world.entities.clear()
+        self.world = World(world_seed, terrain=self.config.terrain, mobs=self.config.spawn_mobs)
         self._steps = 0
         self._scene_name = None
         scene = (options or {}).get("scene")
@@ -139,7 +141,8 @@ class BlockWorldEnv(gym.Env):
         tan_half = math.tan(math.radians(cfg.fov) / 2)
         rects = self._entity_rects(boxes, fwd, right, up, tan_half)
         img, ent_buf = render(
-            world.blocks, world.occupancy[4], world.occupancy[16], world.column_heights[4], world.column_heights[16], world.top_y, world.kinds, texture_atlas(), world.eye, fwd, right, up, tan_half, cfg.height, cfg.width,
+            world.blocks, world.occupancy[4], world.occupancy[16], world.column_heights[4], world.column_heights[16],
+            world.top_y, world.kinds, texture_atlas(), world.eye, fwd, right, up, tan_half, cfg.height, cfg.width,
             world.sun_direction, world.daylight, cfg.render_distance,
             boxes["center"], boxes["half"], boxes["cos"], boxes["sin"], boxes["color"], boxes["pattern"],
             boxes["tint"], boxes["start"], boxes["end"], rects,
@@ -235,4 +238,3 @@ class BlockWorldEnv(gym.Env):
                 }
             )
         return out
-

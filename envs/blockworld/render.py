@@ -127,7 +127,8 @@ def _box_hit(ox, oy, oz, dx, dy, dz, cx, cy, cz, hx, hy, hz, cs, sn):
 
 @njit(cache=True, parallel=True)
 def render(
-    blocks, occupancy, occupancy16, heights4, heights16, top_y, kinds, atlas, eye, fwd, right, up, tan_half, height, width, sun, daylight, fog_end,
+    blocks, occupancy, occupancy16, heights4, heights16, top_y, kinds, atlas,
+    eye, fwd, right, up, tan_half, height, width, sun, daylight, fog_end,
     box_center, box_half, box_cos, box_sin, box_color, box_pattern, box_tint,
     ent_box_start, ent_box_end, ent_rect,
 ):  # fmt: skip

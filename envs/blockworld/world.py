@@ -72,7 +72,7 @@ def _value_noise(rng: np.random.Generator, size: int, cell: int) -> np.ndarray:
 class World:
     """The voxel grid `blocks[x, y, z]`, the player, the mobs and the time of day."""
 
-    def __init__(self, seed: int, terrain: bool = True):
+    def __init__(self, seed: int, terrain: str = "hills", mobs: bool = True):
         self.rng = np.random.default_rng(seed)
         self.blocks = np.zeros((WORLD_SIZE_XZ, WORLD_HEIGHT, WORLD_SIZE_XZ), np.uint8)
         self.kinds = render_kinds()
@@ -82,8 +82,12 @@ class World:
         self.time = 1000  # morning
         self.player = Player(pos=np.array([WORLD_SIZE_XZ / 2, 40.0, WORLD_SIZE_XZ / 2]))
         self.events: list[dict] = []
-        if terrain:
-            self._generate()
+        if terrain == "hills":
+            self._generate(mobs)
+        elif terrain == "flat":
+            self._flat(mobs)
+        else:
+            raise ValueError(f"unknown terrain {terrain!r}; use 'hills' (seeded hills, forest, beach) or 'flat'")
         self.occupancy = {c: self._occupancy(c) for c in (4, 16)}
         self.column_heights = {c: self._column_heights(c) for c in (4, 16)}
         filled = np.nonzero(self.blocks.any(axis=(0, 2)))[0]
@@ -97,7 +101,9 @@ class World:
     def _column_heights(self, c: int, x: int | None = None, z: int | None = None) -> np.ndarray:
         """One above the highest non-air block of each column of c x c blocks (or of the one holding x, z)."""
         if x is not None:
-            filled = np.nonzero(self.blocks[x // c * c : x // c * c + c, :, z // c * c : z // c * c + c].any(axis=(0, 2)))[0]
+            filled = np.nonzero(
+                self.blocks[x // c * c : x // c * c + c, :, z // c * c : z // c * c + c].any(axis=(0, 2))
+            )[0]
             return filled[-1] + 1 if len(filled) else 0
         cols = self.blocks.reshape(WORLD_SIZE_XZ // c, c, WORLD_HEIGHT, WORLD_SIZE_XZ // c, c).any(axis=(1, 4))
         top = WORLD_HEIGHT - np.argmax(cols[:, ::-1, :], axis=1)
@@ -116,7 +122,17 @@ class World:
 
     # ------------------------------------------------------------------ terrain
 
-    def _generate(self) -> None:
+    def _flat(self, mobs: bool) -> None:
+        """A superflat world: bedrock, stone, dirt, grass at y = SEA_LEVEL - 1; the player in the middle facing south."""
+        self.blocks[:, 0] = BLOCK_ID["bedrock"]
+        self.blocks[:, 1 : SEA_LEVEL - 3] = BLOCK_ID["stone"]
+        self.blocks[:, SEA_LEVEL - 3 : SEA_LEVEL - 1] = BLOCK_ID["dirt"]
+        self.blocks[:, SEA_LEVEL - 1] = BLOCK_ID["grass_block"]
+        self.player.pos = np.array([WORLD_SIZE_XZ / 2 + 0.5, float(SEA_LEVEL), WORLD_SIZE_XZ / 2 + 0.5])
+        if mobs:
+            self._spawn_animals()
+
+    def _generate(self, mobs: bool) -> None:
         rng, n = self.rng, WORLD_SIZE_XZ
         height = 21 + 9 * (_value_noise(rng, n, 32) - 0.5) * 2 + 2.5 * (_value_noise(rng, n, 8) - 0.5) * 2
         height = np.clip(np.round(height), 6, WORLD_HEIGHT - 16).astype(int)
@@ -124,7 +140,9 @@ class World:
         ids = BLOCK_ID
         ys = np.arange(WORLD_HEIGHT)[None, None, :]
         h = height[:, :, None]
-        grid = np.where(ys < h - 3, ids["stone"], np.where(ys < h, ids["dirt"], np.where(ys == h, ids["grass_block"], 0)))
+        grid = np.where(
+            ys < h - 3, ids["stone"], np.where(ys < h, ids["dirt"], np.where(ys == h, ids["grass_block"], 0))
+        )
         near_water = cv2.dilate((height < SEA_LEVEL).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
         beach = near_water & (height <= SEA_LEVEL + 1)
         grid = np.where(beach[:, :, None] & (ys <= h) & (ys >= h - 3), ids["sand"], grid)
@@ -144,7 +162,8 @@ class World:
                 elif r < 0.12 and self.blocks[x, y + 1, z] == 0:
                     self.blocks[x, y + 1, z] = ids["grass"] if r < 0.10 else ids[rng.choice(["dandelion", "poppy"])]
         self._place_player_on_land()
-        self._spawn_animals()
+        if mobs:
+            self._spawn_animals()
 
     def _tree(self, x: int, y: int, z: int, birch: bool = False) -> None:
         ids, b = BLOCK_ID, self.blocks
@@ -179,11 +198,11 @@ class World:
                 for dz in (-radius, radius):
                     x, z = c + dx, c + dz
                     y = self.surface_y(x, z)
-                    if self.blocks[x, y - 1, z] in (BLOCK_ID["grass_block"], BLOCK_ID["sand"], BLOCK_ID["dirt"]):
-                        if y + 2 < WORLD_HEIGHT and not self.solid[self.blocks[x, y : y + 2, z]].any():
-                            self.player.pos = np.array([x + 0.5, float(y), z + 0.5])
-                            self.player.yaw = float(self.rng.uniform(-180, 180))
-                            return
+                    ground = self.blocks[x, y - 1, z] in (BLOCK_ID["grass_block"], BLOCK_ID["sand"], BLOCK_ID["dirt"])
+                    if ground and y + 2 < WORLD_HEIGHT and not self.solid[self.blocks[x, y : y + 2, z]].any():
+                        self.player.pos = np.array([x + 0.5, float(y), z + 0.5])
+                        self.player.yaw = float(self.rng.uniform(-180, 180))
+                        return
 
     def _spawn_animals(self) -> None:
         kinds = ["cow", "pig", "sheep", "cow", "pig", "sheep", "villager"]
@@ -192,9 +211,14 @@ class World:
                 x = int(np.clip(self.player.pos[0] + self.rng.integers(-24, 25), 2, WORLD_SIZE_XZ - 3))
                 z = int(np.clip(self.player.pos[2] + self.rng.integers(-24, 25), 2, WORLD_SIZE_XZ - 3))
                 y = self.surface_y(x, z)
-                if self.blocks[x, y - 1, z] == BLOCK_ID["grass_block"] and not self.solid[self.blocks[x, y : y + 2, z]].any():
+                if (
+                    self.blocks[x, y - 1, z] == BLOCK_ID["grass_block"]
+                    and not self.solid[self.blocks[x, y : y + 2, z]].any()
+                ):
                     kind = kinds[int(self.rng.integers(len(kinds)))]
-                    prof = str(self.rng.choice(["farmer", "librarian", "none", "cleric"])) if kind == "villager" else None
+                    prof = (
+                        str(self.rng.choice(["farmer", "librarian", "none", "cleric"])) if kind == "villager" else None
+                    )
                     self.summon(kind, x + 0.5, float(y), z + 0.5, no_ai=False, profession=prof, health=None,
                                 yaw=float(self.rng.uniform(-180, 180)), tag=None)  # fmt: skip
                     break

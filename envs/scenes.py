@@ -18,7 +18,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import yaml
 
@@ -302,7 +302,7 @@ class Scene:
                     )
             for coord in _coords(edit):
                 if coord.is_absolute:
-                    _check_inside(coord.resolve((0, 0, 0)), where)
+                    _check_inside(coord.resolve((0.0, 0.0, 0.0)), where)
 
     def to_commands(self) -> list[str]:
         """Minecraft 1.16 commands, one per edit, in order (run as the player, so `~` is the player's feet)."""
@@ -357,6 +357,7 @@ def _command(edit: Edit) -> str:
 # ----------------------------------------------------------------------------- applying
 
 
+@runtime_checkable
 class SceneTarget(Protocol):
     """What a world must offer for scenes to be applied to it natively (BlockWorld's `World` does)."""
 

@@ -153,15 +153,15 @@ class BlockWorldEnv(gym.Env):
         p = world.player
         obs = {
             "pov": img,
-            "inventory": {item: np.int64(n) for item, n in world.inventory.items()},
+            "inventory": {item: np.array(n, np.int64) for item, n in world.inventory.items()},
             "location_stats": {
-                "xpos": np.float64(p.pos[0]),
-                "ypos": np.float64(p.pos[1]),
-                "zpos": np.float64(p.pos[2]),
-                "pitch": np.float64(p.pitch),
-                "yaw": np.float64(p.yaw),
+                "xpos": np.array(p.pos[0], np.float64),
+                "ypos": np.array(p.pos[1], np.float64),
+                "zpos": np.array(p.pos[2], np.float64),
+                "pitch": np.array(p.pitch, np.float64),
+                "yaw": np.array(p.yaw, np.float64),
             },
-            "life_stats": {"life": np.float64(p.health), "food": np.float64(p.food)},
+            "life_stats": {"life": np.array(p.health, np.float64), "food": np.array(p.food, np.float64)},
         }
         info = {
             "crosshair": world.target(boxes),

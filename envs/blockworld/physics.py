@@ -7,6 +7,7 @@ axis at a time (y, then x, then z) and stops a box at the first solid block face
 """
 
 import math
+from typing import no_type_check
 
 import numpy as np
 from numba import njit
@@ -24,6 +25,7 @@ EPS = 1e-7
 
 
 @njit(cache=True)
+@no_type_check  # numba compiles the plain function; no test-time type checker
 def _solid(blocks, solid, x, y, z):
     X, Y, Z = blocks.shape
     if x < 0 or x >= X or z < 0 or z >= Z or y < 0:
@@ -34,6 +36,7 @@ def _solid(blocks, solid, x, y, z):
 
 
 @njit(cache=True)
+@no_type_check  # numba compiles the plain function; no test-time type checker
 def _sweep(blocks, solid, lo, hi, axis, d):
     """Clamp a move of d along axis so the box [lo, hi] stops at the first solid block."""
     if d == 0.0:
@@ -58,6 +61,7 @@ def _sweep(blocks, solid, lo, hi, axis, d):
 
 
 @njit(cache=True)
+@no_type_check  # numba compiles the plain function; no test-time type checker
 def move_box(blocks, solid, pos, vel, half_width, height):
     """Move a feet-centred box by vel, colliding; returns (new pos, new vel, on_ground, hit a wall)."""
     p = pos.copy()
@@ -80,6 +84,7 @@ def move_box(blocks, solid, pos, vel, half_width, height):
 
 
 @njit(cache=True)
+@no_type_check  # numba compiles the plain function; no test-time type checker
 def box_hits_blocks(blocks, solid, pos, half_width, height):
     """Whether a feet-centred box overlaps any solid block (e.g. before placing a block in it)."""
     for x in range(int(math.floor(pos[0] - half_width + EPS)), int(math.floor(pos[0] + half_width - EPS)) + 1):

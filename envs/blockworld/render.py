@@ -7,6 +7,7 @@ pure function of the inputs, so frames are deterministic.
 """
 
 import math
+from typing import no_type_check
 
 import numpy as np
 from numba import njit, prange
@@ -17,6 +18,7 @@ FACE_SHADE = np.array([0.6, 1.0, 0.8], np.float32)  # by axis x, y (top), z; bot
 
 
 @njit(cache=True, inline="always")
+@no_type_check  # numba compiles the plain function; no test-time type checker
 def _hash(a: int, b: int, c: int) -> float:
     h = (a * 374761393 + b * 668265263 + c * 2147483647) & 0xFFFFFFFF
     h = ((h ^ (h >> 13)) * 1274126177) & 0xFFFFFFFF
@@ -24,6 +26,7 @@ def _hash(a: int, b: int, c: int) -> float:
 
 
 @njit(cache=True)
+@no_type_check  # numba compiles the plain function; no test-time type checker
 def _sky(dx, dy, dz, sun, daylight, out):
     """Sky colour along a unit direction: gradient, square sun, square moon, stars at night."""
     k = min(max(dy * 1.6 + 0.15, 0.0), 1.0)
@@ -45,6 +48,7 @@ def _sky(dx, dy, dz, sun, daylight, out):
 
 
 @njit(cache=True, inline="always")
+@no_type_check  # numba compiles the plain function; no test-time type checker
 def _cell_exit(ox, oy, oz, dx, dy, dz, vx, vy, vz, shift):
     """Ray time and axis at which the ray leaves the aligned cell of side 2**shift holding voxel (vx, vy, vz)."""
     size = 1 << shift
@@ -60,6 +64,7 @@ def _cell_exit(ox, oy, oz, dx, dy, dz, vx, vy, vz, shift):
 
 
 @njit(cache=True)
+@no_type_check  # numba compiles the plain function; no test-time type checker
 def _texel(atlas, block, face, u, v, rgba):
     col = min(max(int(u * 16.0), 0), 15)
     row = min(max(int((1.0 - v) * 16.0), 0), 15)
@@ -68,6 +73,7 @@ def _texel(atlas, block, face, u, v, rgba):
 
 
 @njit(cache=True)
+@no_type_check  # numba compiles the plain function; no test-time type checker
 def _plant_hit(atlas, block, vx, vy, vz, ox, oy, oz, dx, dy, dz, t0, t1, rgba):
     """Intersect the two diagonal quads of a plant in voxel (vx, vy, vz) between ray times t0..t1."""
     best = -1.0
@@ -99,6 +105,7 @@ def _plant_hit(atlas, block, vx, vy, vz, ox, oy, oz, dx, dy, dz, t0, t1, rgba):
 
 
 @njit(cache=True)
+@no_type_check  # numba compiles the plain function; no test-time type checker
 def _box_hit(ox, oy, oz, dx, dy, dz, cx, cy, cz, hx, hy, hz, cs, sn):
     """Ray against a box rotated by yaw about y; returns (t, face axis, local hit point) or t < 0."""
     rx, ry, rz = ox - cx, oy - cy, oz - cz
@@ -126,6 +133,7 @@ def _box_hit(ox, oy, oz, dx, dy, dz, cx, cy, cz, hx, hy, hz, cs, sn):
 
 
 @njit(cache=True, parallel=True)
+@no_type_check  # numba compiles the plain function; no test-time type checker
 def render(
     blocks, occupancy, occupancy16, heights4, heights16, top_y, kinds, atlas,
     eye, fwd, right, up, tan_half, height, width, sun, daylight, fog_end,
@@ -313,6 +321,7 @@ def render(
 
 
 @njit(cache=True)
+@no_type_check  # numba compiles the plain function; no test-time type checker
 def raycast_block(blocks, kinds, eye, d, max_t):
     """First targetable block along a unit ray (plants and leaves count, water does not).
 
@@ -354,6 +363,7 @@ def raycast_block(blocks, kinds, eye, d, max_t):
 
 
 @njit(cache=True)
+@no_type_check  # numba compiles the plain function; no test-time type checker
 def raycast_boxes(eye, d, box_center, box_half, box_cos, box_sin, box_entity, max_t):
     """Nearest mob box along a ray: (entity index, t) or (-1, -1)."""
     best_t, best_e = max_t, -1

@@ -98,16 +98,17 @@ class World:
         cells = self.blocks.reshape(WORLD_SIZE_XZ // c, c, WORLD_HEIGHT // c, c, WORLD_SIZE_XZ // c, c)
         return cells.any(axis=(1, 3, 5)).astype(np.uint8)
 
-    def _column_heights(self, c: int, x: int | None = None, z: int | None = None) -> np.ndarray:
-        """One above the highest non-air block of each column of c x c blocks (or of the one holding x, z)."""
-        if x is not None:
-            filled = np.nonzero(
-                self.blocks[x // c * c : x // c * c + c, :, z // c * c : z // c * c + c].any(axis=(0, 2))
-            )[0]
-            return filled[-1] + 1 if len(filled) else 0
+    def _column_heights(self, c: int) -> np.ndarray:
+        """One above the highest non-air block of each column of c x c blocks."""
         cols = self.blocks.reshape(WORLD_SIZE_XZ // c, c, WORLD_HEIGHT, WORLD_SIZE_XZ // c, c).any(axis=(1, 4))
         top = WORLD_HEIGHT - np.argmax(cols[:, ::-1, :], axis=1)
         return np.where(cols.any(axis=1), top, 0).astype(np.int64)
+
+    def _column_height(self, c: int, x: int, z: int) -> int:
+        """One above the highest non-air block of the column of c x c blocks holding (x, z)."""
+        x0, z0 = x // c * c, z // c * c
+        filled = np.nonzero(self.blocks[x0 : x0 + c, :, z0 : z0 + c].any(axis=(0, 2)))[0]
+        return int(filled[-1]) + 1 if len(filled) else 0
 
     def _put(self, x: int, y: int, z: int, block_id: int) -> None:
         """Change one block, keeping the renderer's acceleration grids in step."""
@@ -116,7 +117,7 @@ class World:
             cx, cy, cz = x // c * c, y // c * c, z // c * c
             grid[x // c, y // c, z // c] = self.blocks[cx : cx + c, cy : cy + c, cz : cz + c].any()
         for c, heights in self.column_heights.items():
-            heights[x // c, z // c] = self._column_heights(c, x, z)
+            heights[x // c, z // c] = self._column_height(c, x, z)
         if block_id:
             self.top_y = max(self.top_y, y + 1)
 
@@ -153,7 +154,7 @@ class World:
         # vegetation
         for x in range(2, n - 2):
             for z in range(2, n - 2):
-                y = height[x, z]
+                y = int(height[x, z])
                 if self.blocks[x, y, z] != ids["grass_block"]:
                     continue
                 r = rng.random()

@@ -1,0 +1,188 @@
+"""BlockWorld: the gymnasium contract, determinism, mechanics and ground truth on hand-built scenes."""
+
+import json
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import vptlens.envs  # noqa: F401  (registers vptlens/BlockWorld-v0)
+from vptlens.envs.blockworld import BlockWorldEnv
+from vptlens.envs.blockworld.textures import break_ticks
+
+NOOP = {"camera": np.zeros(2, np.float32)}
+
+
+def _flat_env(**kw):
+    return BlockWorldEnv(height=64, width=64, terrain="flat", spawn_mobs=False, **kw)
+
+
+def _scene(*edits):
+    # face south (+z), level, at the flat world's spawn; then the given edits
+    return {"name": "test", "edits": [{"op": "teleport", "pos": ["~", "~", "~"], "pitch": 0, "yaw": 0}, *edits]}
+
+
+def _run(env, action, n):
+    out = []
+    for _ in range(n):
+        out.append(env.step(action))
+    return out
+
+
+def test_check_env_passes():
+    env = BlockWorldEnv(height=64, width=64)
+    check_env(env, skip_render_check=False)
+
+
+def test_registered_with_gymnasium():
+    env = gymnasium.make("vptlens/BlockWorld-v0", height=32, width=48)
+    obs, _ = env.reset(seed=0)
+    assert obs["pov"].shape == (32, 48, 3) and obs["pov"].dtype == np.uint8
+
+
+def test_same_seed_same_actions_same_frames_and_infos():
+    rng = np.random.default_rng(0)
+    actions = []
+    for _ in range(40):
+        action = {k: int(rng.random() < 0.3) for k in ("forward", "left", "jump", "attack", "use")}
+        action["camera"] = rng.uniform(-5, 5, 2).astype(np.float32)
+        actions.append(action)
+    runs = []
+    for _ in range(2):
+        env = BlockWorldEnv(height=48, width=64)
+        obs, info = env.reset(seed=7)
+        frames, infos = [obs["pov"]], [json.dumps(info, sort_keys=True)]
+        for action in actions:
+            obs, _, _, _, info = env.step(action)
+            frames.append(obs["pov"])
+            infos.append(json.dumps(info, sort_keys=True))
+        runs.append((frames, infos))
+    assert all(np.array_equal(a, b) for a, b in zip(runs[0][0], runs[1][0]))
+    assert runs[0][1] == runs[1][1]
+    other, _ = BlockWorldEnv(height=48, width=64).reset(seed=8)
+    assert not np.array_equal(other["pov"], runs[0][0][0])
+
+
+def test_crosshair_target_of_a_hand_built_scene():
+    env = _flat_env()
+    _, info = env.reset(
+        seed=0, options={"scene": _scene({"op": "set_block", "pos": ["~", "~1", "~3"], "block": "oak_log"})}
+    )
+    x, y, z = (int(np.floor(v)) for v in (info["pose"]["x"], info["pose"]["y"], info["pose"]["z"]))
+    target = info["crosshair"]
+    assert target["kind"] == "block" and target["block"] == "oak_log"
+    assert target["pos"] == [x, y + 1, z + 3] and target["face"] == "north"
+    assert target["distance"] == pytest.approx((z + 3) - info["pose"]["z"])  # eye level, straight ahead
+
+
+def test_visible_entity_box_contains_the_crosshair():
+    env = _flat_env()
+    scene = _scene({"op": "summon", "entity": "villager", "pos": ["~", "~", "~4"], "no_ai": True, "profession": "farmer",
+                    "tag": "target"})  # fmt: skip
+    _, info = env.reset(seed=0, options={"scene": scene})
+    (seen,) = info["visible_entities"]
+    x0, y0, x1, y1 = seen["box"]
+    assert seen["entity_type"] == "villager" and seen["profession"] == "farmer" and seen["tag"] == "target"
+    assert x0 <= 32 <= x1 and y0 <= 32 <= y1 and seen["pixels"] > 20
+    assert info["crosshair"]["kind"] == "entity" and info["crosshair"]["entity_id"] == seen["entity_id"]
+    assert info["scene"]["summoned"] == {"target": seen["entity_id"]}
+
+
+def test_holding_attack_breaks_a_log_after_60_ticks():
+    assert break_ticks("oak_log") == 60 and break_ticks("dirt") == 15 and break_ticks("stone") == 150
+    env = _flat_env()
+    env.reset(seed=0, options={"scene": _scene({"op": "set_block", "pos": ["~", "~1", "~2"], "block": "oak_log"})})
+    steps = _run(env, {**NOOP, "attack": 1}, 60)
+    events = [(i, e["type"]) for i, (_, _, _, _, info) in enumerate(steps) for e in info["events"]]
+    assert events == [(59, "block_broken"), (59, "item_collected")]
+    obs = steps[-1][0]
+    assert obs["inventory"]["oak_log"] == 1 and steps[-1][4]["crosshair"]["kind"] == "none"
+    assert steps[-1][4]["events"][1] == {"type": "item_collected", "item": "oak_log", "count": 1}
+
+
+def test_releasing_attack_resets_break_progress():
+    env = _flat_env()
+    env.reset(seed=0, options={"scene": _scene({"op": "set_block", "pos": ["~", "~1", "~2"], "block": "oak_log"})})
+    _run(env, {**NOOP, "attack": 1}, 50)
+    env.step(NOOP)
+    steps = _run(env, {**NOOP, "attack": 1}, 50)
+    assert not any(info["events"] for *_, info in steps)
+
+
+def test_punching_a_villager_to_death():
+    env = _flat_env()
+    scene = _scene(
+        {"op": "summon", "entity": "villager", "pos": ["~", "~", "~2"], "no_ai": True, "profession": "farmer"}
+    )
+    env.reset(seed=0, options={"scene": scene})
+    attacked, killed_at = [], None
+    for t in range(400):
+        _, _, _, _, info = env.step({**NOOP, "attack": 1})
+        for event in info["events"]:
+            if event["type"] == "entity_attacked":
+                attacked.append((t, event["damage"], event["health"]))
+            if event["type"] == "entity_killed":
+                killed_at = t
+        if killed_at is not None:
+            break
+    assert len(attacked) == 20 and all(d == 1.0 for _, d, _ in attacked)  # 20 health, 1 per fist hit
+    assert [t2 - t1 for (t1, *_), (t2, *_) in zip(attacked, attacked[1:])] == [10] * 19  # invulnerability
+    assert attacked[-1][2] == 0.0 and killed_at == attacked[-1][0]
+    _run(env, NOOP, 20)
+    assert env.world.entities == {}  # removed after the death animation
+
+
+def test_pitch_clamps_and_yaw_wraps():
+    env = _flat_env()
+    env.reset(seed=0)
+    obs, *_ = env.step({"camera": np.array([80.0, 170.0], np.float32)})
+    obs, *_ = env.step({"camera": np.array([80.0, 170.0], np.float32)})
+    assert obs["location_stats"]["pitch"] == 90.0
+    assert -180.0 <= obs["location_stats"]["yaw"] < 180.0
+    obs, *_ = env.step({"camera": np.array([-400.0, 0.0], np.float32)})
+    assert obs["location_stats"]["pitch"] == -90.0
+
+
+def test_walking_into_a_wall_stops():
+    env = _flat_env()
+    wall = {"op": "fill", "from": ["~-1", "~", "~2"], "to": ["~1", "~1", "~2"], "block": "stone"}
+    _, info = env.reset(seed=0, options={"scene": _scene(wall)})
+    z0 = info["pose"]["z"]
+    steps = _run(env, {**NOOP, "forward": 1}, 40)
+    z = steps[-1][4]["pose"]["z"]
+    assert z == pytest.approx(np.floor(z0) + 2 - 0.3, abs=1e-6)  # the player's half width from the wall
+    free = _flat_env()
+    free.reset(seed=0, options={"scene": _scene()})
+    z_free = _run(free, {**NOOP, "forward": 1}, 40)[-1][4]["pose"]["z"]
+    assert 40 * 0.17 < z_free - z0 < 40 * 0.22  # Minecraft walks 4.3 m/s = 0.216 blocks per tick at full speed
+
+
+def test_gravity_lands_the_player_and_falls_hurt():
+    env = _flat_env()
+    obs, info = env.reset(seed=0, options={"scene": _scene({"op": "teleport", "pos": ["~", "~5", "~"]})})
+    ground = info["pose"]["y"] - 5
+    steps = _run(env, NOOP, 40)
+    obs, info = steps[-1][0], steps[-1][4]
+    assert info["pose"]["y"] == pytest.approx(ground)
+    hurt = [e for *_, i in steps for e in i["events"] if e["type"] == "player_hurt"]
+    assert hurt == [{"type": "player_hurt", "cause": "fall", "damage": 2.0}]  # ceil(5 - 3)
+    assert obs["life_stats"]["life"] == 18.0
+
+
+def test_placing_the_held_block():
+    env = _flat_env()
+    env.reset(seed=0, options={"scene": _scene({"op": "set_block", "pos": ["~", "~1", "~2"], "block": "oak_log"})})
+    _run(env, {**NOOP, "attack": 1}, 60)
+    obs, _, _, _, info = env.step({"camera": np.array([45.0, 0.0], np.float32)})  # look down at the ground
+    obs, _, _, _, info = env.step({**NOOP, "use": 1})
+    placed = [e for e in info["events"] if e["type"] == "block_placed"]
+    assert placed and placed[0]["block"] == "oak_log" and obs["inventory"]["oak_log"] == 0
+
+
+def test_scene_by_name_through_reset():
+    env = _flat_env()
+    _, info = env.reset(seed=0, options={"scene": "villager_under_leaves"})
+    assert info["scene"]["name"] == "villager_under_leaves"
+    assert info["crosshair"]["kind"] == "entity" and info["crosshair"]["profession"] == "farmer"
+    assert info["time_of_day"] == 6000

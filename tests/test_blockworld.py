@@ -78,8 +78,8 @@ def test_crosshair_target_of_a_hand_built_scene():
 
 def test_visible_entity_box_contains_the_crosshair():
     env = _flat_env()
-    scene = _scene({"op": "summon", "entity": "villager", "pos": ["~", "~", "~4"], "no_ai": True, "profession": "farmer",
-                    "tag": "target"})  # fmt: skip
+    villager = {"op": "summon", "entity": "villager", "pos": ["~", "~", "~4"], "no_ai": True, "tag": "target"}
+    scene = _scene({**villager, "profession": "farmer"})
     _, info = env.reset(seed=0, options={"scene": scene})
     (seen,) = info["visible_entities"]
     x0, y0, x1, y1 = seen["box"]

@@ -124,7 +124,7 @@ class World:
     # ------------------------------------------------------------------ terrain
 
     def _flat(self, mobs: bool) -> None:
-        """A superflat world: bedrock, stone, dirt, grass at y = SEA_LEVEL - 1; the player in the middle facing south."""
+        """A superflat world: bedrock, stone, dirt, and grass at y = SEA_LEVEL - 1; the player in the middle."""
         self.blocks[:, 0] = BLOCK_ID["bedrock"]
         self.blocks[:, 1 : SEA_LEVEL - 3] = BLOCK_ID["stone"]
         self.blocks[:, SEA_LEVEL - 3 : SEA_LEVEL - 1] = BLOCK_ID["dirt"]

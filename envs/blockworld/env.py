@@ -4,6 +4,7 @@ import math
 from dataclasses import dataclass
 
 import gymnasium as gym
+import numba
 import numpy as np
 from gymnasium import spaces
 
@@ -139,14 +140,15 @@ class BlockWorldEnv(gym.Env):
         boxes = world.entity_boxes()
         fwd, right, up = world.camera_basis()
         tan_half = math.tan(math.radians(cfg.fov) / 2)
-        rects = self._entity_rects(boxes, fwd, right, up, tan_half)
-        img, ent_buf = render(
-            world.blocks, world.occupancy[4], world.occupancy[16], world.column_heights[4], world.column_heights[16],
-            world.top_y, world.kinds, texture_atlas(), world.eye, fwd, right, up, tan_half, cfg.height, cfg.width,
-            world.sun_direction, world.daylight, cfg.render_distance,
-            boxes["center"], boxes["half"], boxes["cos"], boxes["sin"], boxes["color"], boxes["pattern"],
-            boxes["tint"], boxes["start"], boxes["end"], rects,
-        )  # fmt: skip
+        rects, lo, hi = self._entity_bounds(boxes, fwd, right, up, tan_half)
+        with numba.parallel_chunksize(4):  # interleave rows across threads: the horizon's rows cost most
+            img, ent_buf, ent_rows = render(
+                world.blocks, world.occupancy[4], world.occupancy[16], world.column_heights[4], world.column_heights[16],
+                world.top_y, world.kinds, texture_atlas(), world.eye, fwd, right, up, tan_half, cfg.height, cfg.width,
+                world.sun_direction, world.daylight, cfg.render_distance,
+                boxes["center"], boxes["half"], boxes["cos"], boxes["sin"], boxes["color"], boxes["pattern"],
+                boxes["tint"], boxes["start"], boxes["end"], rects, lo, hi,
+            )  # fmt: skip
         if cfg.hud:
             draw_hud(img, world.player.hotbar, world.player.selected)
         self._pov = img
@@ -165,7 +167,7 @@ class BlockWorldEnv(gym.Env):
         }
         info = {
             "crosshair": world.target(boxes),
-            "visible_entities": self._visible(ent_buf, boxes),
+            "visible_entities": self._visible(ent_rows, boxes),
             "pose": {"x": float(p.pos[0]), "y": float(p.pos[1]), "z": float(p.pos[2]), "pitch": p.pitch, "yaw": p.yaw},
             "time_of_day": int(world.time),
             "events": events,
@@ -173,19 +175,21 @@ class BlockWorldEnv(gym.Env):
         }
         return obs, info
 
-    def _entity_rects(self, boxes, fwd, right, up, tan_half):
-        """Screen rectangles (x0, y0, x1, y1) that hold each mob, to cull the renderer's box tests."""
+    def _entity_bounds(self, boxes, fwd, right, up, tan_half):
+        """Each mob's world box and the screen rectangle (x0, y0, x1, y1) that holds it, to cull box tests."""
         h, w = self.config.height, self.config.width
         n = len(boxes["ids"])
         rects = np.zeros((n, 4), np.int64)
+        lo_all, hi_all = np.zeros((n, 3)), np.zeros((n, 3))
         if n == 0:
-            return rects
+            return rects, lo_all, hi_all
         eye = self.world.eye
         for e in range(n):
             sl = slice(boxes["start"][e], boxes["end"][e])
             r = np.abs(boxes["half"][sl]).max(1, keepdims=True) * 1.5  # rotated boxes fit in their spheres
             lo = (boxes["center"][sl] - r).min(0)
             hi = (boxes["center"][sl] + r).max(0)
+            lo_all[e], hi_all[e] = lo, hi
             corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
             rel = corners - eye
             depth = rel @ fwd
@@ -209,29 +213,26 @@ class BlockWorldEnv(gym.Env):
                 min(w - 1, int(cols.max()) + 1),
                 min(h - 1, int(rows.max()) + 1),
             )
-        return rects
+        return rects, lo_all, hi_all
 
-    def _visible(self, ent_buf: np.ndarray, boxes) -> list[dict]:
+    def _visible(self, ent_rows: np.ndarray, boxes) -> list[dict]:
         """Every mob with at least one pixel on screen: id, type, screen box (x0, y0, x1, y1) and distance."""
-        if len(boxes["ids"]) == 0:
-            return []
-        flat = ent_buf.ravel()
-        counts = np.bincount(flat[flat >= 0], minlength=len(boxes["ids"]))
         out = []
         eye = self.world.eye
-        for e in np.nonzero(counts)[0]:
-            mask = ent_buf == e
-            rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+        counts = ent_rows[:, :, 0]
+        for e in np.nonzero(counts.sum(0))[0]:
+            rows = np.nonzero(counts[:, e])[0]
             entity = self.world.entities[int(boxes["ids"][e])]
             centre = entity.pos + np.array([0.0, entity.height / 2, 0.0])
+            x0, x1 = ent_rows[rows, e, 1].min(), ent_rows[rows, e, 2].max()
             out.append(
                 {
                     "entity_id": entity.id,
                     "entity_type": entity.type,
                     "profession": entity.profession,
                     "tag": entity.tag,
-                    "box": [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])],
-                    "pixels": int(counts[e]),
+                    "box": [int(x0), int(rows[0]), int(x1), int(rows[-1])],
+                    "pixels": int(counts[:, e].sum()),
                     "distance": float(np.linalg.norm(centre - eye)),
                     "health": float(max(entity.health, 0.0)),
                     "no_ai": entity.no_ai,

@@ -17,7 +17,7 @@ from vptlens.envs.blockworld.textures import CUTOUT, OPAQUE, PLANT, WATER
 FACE_SHADE = np.array([0.6, 1.0, 0.8], np.float32)  # by axis x, y (top), z; bottom faces use 0.5
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 @no_type_check  # numba compiles the plain function; no test-time type checker
 def _hash(a: int, b: int, c: int) -> float:
     h = (a * 374761393 + b * 668265263 + c * 2147483647) & 0xFFFFFFFF
@@ -25,7 +25,7 @@ def _hash(a: int, b: int, c: int) -> float:
     return ((h ^ (h >> 16)) & 0xFFFF) / 65535.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 @no_type_check  # numba compiles the plain function; no test-time type checker
 def _sky(dx, dy, dz, sun, daylight, out):
     """Sky colour along a unit direction: gradient, square sun, square moon, stars at night."""
@@ -47,7 +47,7 @@ def _sky(dx, dy, dz, sun, daylight, out):
             out[0], out[1], out[2] = max(out[0], v), max(out[1], v), max(out[2], v)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 @no_type_check  # numba compiles the plain function; no test-time type checker
 def _cell_exit(ox, oy, oz, dx, dy, dz, vx, vy, vz, shift):
     """Ray time and axis at which the ray leaves the aligned cell of side 2**shift holding voxel (vx, vy, vz)."""
@@ -63,7 +63,7 @@ def _cell_exit(ox, oy, oz, dx, dy, dz, vx, vy, vz, shift):
     return ez, 2
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 @no_type_check  # numba compiles the plain function; no test-time type checker
 def _texel(atlas, block, face, u, v, rgba):
     col = min(max(int(u * 16.0), 0), 15)
@@ -72,7 +72,7 @@ def _texel(atlas, block, face, u, v, rgba):
         rgba[c] = atlas[block, face, row, col, c]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 @no_type_check  # numba compiles the plain function; no test-time type checker
 def _plant_hit(atlas, block, vx, vy, vz, ox, oy, oz, dx, dy, dz, t0, t1, rgba):
     """Intersect the two diagonal quads of a plant in voxel (vx, vy, vz) between ray times t0..t1."""
@@ -104,7 +104,7 @@ def _plant_hit(atlas, block, vx, vy, vz, ox, oy, oz, dx, dy, dz, t0, t1, rgba):
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 @no_type_check  # numba compiles the plain function; no test-time type checker
 def _box_hit(ox, oy, oz, dx, dy, dz, cx, cy, cz, hx, hy, hz, cs, sn):
     """Ray against a box rotated by yaw about y; returns (t, face axis, local hit point) or t < 0."""
@@ -132,15 +132,39 @@ def _box_hit(ox, oy, oz, dx, dy, dz, cx, cy, cz, hx, hy, hz, cs, sn):
     return tnear, axis, lx + tnear * ldx, ry + tnear * dy, lz + tnear * ldz
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, inline="always", error_model="numpy")
+@no_type_check  # numba compiles the plain function; no test-time type checker
+def _aabb_enter(ox, oy, oz, dx, dy, dz, lo, hi):
+    """Ray time at which the ray enters an axis-aligned box (0 if it starts inside), or -1 if it misses."""
+    tnear, tfar = 0.0, 1e30
+    o = (ox, oy, oz)
+    d = (dx, dy, dz)
+    for a in range(3):
+        if abs(d[a]) < 1e-12:
+            if o[a] < lo[a] or o[a] > hi[a]:
+                return -1.0
+            continue
+        t1 = (lo[a] - o[a]) / d[a]
+        t2 = (hi[a] - o[a]) / d[a]
+        if t1 > t2:
+            t1, t2 = t2, t1
+        tnear = max(tnear, t1)
+        tfar = min(tfar, t2)
+    return tnear if tnear <= tfar else -1.0
+
+
+@njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
 @no_type_check  # numba compiles the plain function; no test-time type checker
 def render(
     blocks, occupancy, occupancy16, heights4, heights16, top_y, kinds, atlas,
     eye, fwd, right, up, tan_half, height, width, sun, daylight, fog_end,
     box_center, box_half, box_cos, box_sin, box_color, box_pattern, box_tint,
-    ent_box_start, ent_box_end, ent_rect,
+    ent_box_start, ent_box_end, ent_rect, ent_lo, ent_hi,
 ):  # fmt: skip
-    """Render (height, width, 3) uint8 and an entity-index buffer (-1 where no mob is seen).
+    """Render (height, width, 3) uint8, an entity-index buffer (-1 where no mob is seen), and per-row
+    mob statistics (height, n_mobs, 3): pixels, first and last column, from which screen boxes follow.
+
+    Mobs are culled by their screen rectangle `ent_rect` and their world box `ent_lo..ent_hi`.
 
     `occupancy[x // 4, y // 4, z // 4]` and `occupancy16[x // 16, ...]` say whether a cell of
     4 or 16 blocks a side holds any block; rays cross empty cells in one jump. `top_y` is
@@ -155,6 +179,7 @@ def render(
     brightness = 0.22 + 0.78 * daylight
     fog_start = fog_end * 0.6
     n_ent = ent_rect.shape[0]
+    ent_rows = np.zeros((height, n_ent, 3), np.int32)
     for i in prange(height):
         rgba = np.empty(4, np.uint8)
         sky = np.empty(3, np.float64)
@@ -175,6 +200,9 @@ def render(
             hit_axis, hpx, hpy, hpz = 0, 0.0, 0.0, 0.0
             for e in range(n_ent):
                 if not (ent_rect[e, 0] <= j <= ent_rect[e, 2] and ent_rect[e, 1] <= i <= ent_rect[e, 3]):
+                    continue
+                t_box = _aabb_enter(ox, oy, oz, dx, dy, dz, ent_lo[e], ent_hi[e])
+                if t_box < 0 or t_box >= t_ent:
                     continue
                 for b in range(ent_box_start[e], ent_box_end[e]):
                     t, ax, px, py, pz = _box_hit(
@@ -197,50 +225,48 @@ def render(
             tmz = ((vz + 1 - oz) if dz > 0 else (oz - vz)) * tdz
             t, axis, hit_t = 0.0, -1, -1.0
             t_water = -1.0
+            last_cell = -1
             max_t = min(fog_end, t_ent)
             while t <= max_t:
                 if vx < 0 or vx >= X or vz < 0 or vz >= Z or vy < 0 or (vy >= Y and sy > 0):
                     break
                 if vy >= top_y and sy > 0:
                     break  # above everything and climbing: only sky ahead
-                # above every block of this 16- or 4-wide column, and still above it where the ray leaves it?
-                skipped = False
-                for shift in (4, 2):
-                    h_col = heights16[vx >> 4, vz >> 4] if shift == 4 else heights4[vx >> 2, vz >> 2]
-                    if vy >= h_col:
-                        size = 1 << shift
-                        cx, cz = (vx >> shift) << shift, (vz >> shift) << shift
-                        ex = ((cx + size - ox) / dx) if dx > 0 else (((cx - ox) / dx) if dx < 0 else 1e30)
-                        ez = ((cz + size - oz) / dz) if dz > 0 else (((cz - oz) / dz) if dz < 0 else 1e30)
-                        t_exit = min(ex, ez)
-                        if oy + t_exit * dy >= h_col:
-                            t, axis = t_exit, (0 if ex <= ez else 2)
+                cell = ((vx >> 2) * 64 + (vy >> 2)) * 64 + (vz >> 2)
+                if cell != last_cell:  # skips are looked for once per 4x4x4 cell the ray enters
+                    last_cell = cell
+                    skipped = False
+                    # above every block of this 16- or 4-wide column, and still above it where the ray leaves it?
+                    for shift in (4, 2):
+                        h_col = heights16[vx >> 4, vz >> 4] if shift == 4 else heights4[vx >> 2, vz >> 2]
+                        if vy >= h_col:
+                            size = 1 << shift
+                            cx, cz = (vx >> shift) << shift, (vz >> shift) << shift
+                            ex = ((cx + size - ox) / dx) if dx > 0 else (((cx - ox) / dx) if dx < 0 else 1e30)
+                            ez = ((cz + size - oz) / dz) if dz > 0 else (((cz - oz) / dz) if dz < 0 else 1e30)
+                            t_exit = min(ex, ez)
+                            if oy + t_exit * dy >= h_col:
+                                t, axis = t_exit, (0 if ex <= ez else 2)
+                                skipped = True
+                                break
+                    if not skipped:  # or inside an empty cell of 16 or 4 blocks a side?
+                        shift = 0
+                        if vy >= Y or occupancy16[vx >> 4, vy >> 4, vz >> 4] == 0:
+                            shift = 4
+                        elif occupancy[vx >> 2, vy >> 2, vz >> 2] == 0:
+                            shift = 2
+                        if shift > 0:
+                            t, axis = _cell_exit(ox, oy, oz, dx, dy, dz, vx, vy, vz, shift)
                             skipped = True
-                            break
-                if skipped:
-                    te = t + 1e-6
-                    vx = int(math.floor(ox + te * dx))
-                    vy = int(math.floor(oy + te * dy))
-                    vz = int(math.floor(oz + te * dz))
-                    tmx = ((vx + 1 - ox) if dx > 0 else (ox - vx)) * tdx
-                    tmy = ((vy + 1 - oy) if dy > 0 else (oy - vy)) * tdy
-                    tmz = ((vz + 1 - oz) if dz > 0 else (oz - vz)) * tdz
-                    continue
-                shift = 0
-                if vy >= Y or occupancy16[vx >> 4, vy >> 4, vz >> 4] == 0:
-                    shift = 4
-                elif occupancy[vx >> 2, vy >> 2, vz >> 2] == 0:
-                    shift = 2
-                if shift > 0:  # jump to where the ray leaves this empty cell
-                    t, axis = _cell_exit(ox, oy, oz, dx, dy, dz, vx, vy, vz, shift)
-                    te = t + 1e-6
-                    vx = int(math.floor(ox + te * dx))
-                    vy = int(math.floor(oy + te * dy))
-                    vz = int(math.floor(oz + te * dz))
-                    tmx = ((vx + 1 - ox) if dx > 0 else (ox - vx)) * tdx
-                    tmy = ((vy + 1 - oy) if dy > 0 else (oy - vy)) * tdy
-                    tmz = ((vz + 1 - oz) if dz > 0 else (oz - vz)) * tdz
-                    continue
+                    if skipped:  # continue the walk from where the ray leaves the skipped cell
+                        te = t + 1e-6
+                        vx = int(math.floor(ox + te * dx))
+                        vy = int(math.floor(oy + te * dy))
+                        vz = int(math.floor(oz + te * dz))
+                        tmx = ((vx + 1 - ox) if dx > 0 else (ox - vx)) * tdx
+                        tmy = ((vy + 1 - oy) if dy > 0 else (oy - vy)) * tdy
+                        tmz = ((vz + 1 - oz) if dz > 0 else (oz - vz)) * tdz
+                        continue
                 if axis >= 0:
                     blk = blocks[vx, vy, vz]
                     kind = kinds[blk]
@@ -303,24 +329,29 @@ def render(
                 for c in range(3):
                     col[c] *= shade * box_tint[box_hit, c]
                 ent_buf[i, j] = ent_hit
+                if ent_rows[i, ent_hit, 0] == 0:
+                    ent_rows[i, ent_hit, 1] = j
+                ent_rows[i, ent_hit, 0] += 1
+                ent_rows[i, ent_hit, 2] = j
             if hit_t < 0:
                 _sky(dx, dy, dz, sun, daylight, sky)
                 for c in range(3):
                     col[c] = sky[c]
             else:
                 fog = min(max((hit_t - fog_start) / (fog_end - fog_start), 0.0), 1.0)
-                _sky(dx, 0.0, dz, sun, daylight, sky)
+                if fog > 0:
+                    _sky(dx, 0.0, dz, sun, daylight, sky)
                 for c in range(3):
-                    col[c] = col[c] * brightness * (1 - fog) + sky[c] * fog
+                    col[c] = col[c] * brightness * (1 - fog) + (sky[c] * fog if fog > 0 else 0.0)
             if t_water >= 0:
                 for c in range(3):
                     col[c] = col[c] * 0.45 + water_col[c] * brightness * 0.55
             for c in range(3):
                 img[i, j, c] = min(max(int(col[c] * 255.0 + 0.5), 0), 255)
-    return img, ent_buf
+    return img, ent_buf, ent_rows
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 @no_type_check  # numba compiles the plain function; no test-time type checker
 def raycast_block(blocks, kinds, eye, d, max_t):
     """First targetable block along a unit ray (plants and leaves count, water does not).
@@ -362,7 +393,7 @@ def raycast_block(blocks, kinds, eye, d, max_t):
     return -1, -1, -1, -1, 0, -1.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 @no_type_check  # numba compiles the plain function; no test-time type checker
 def raycast_boxes(eye, d, box_center, box_half, box_cos, box_sin, box_entity, max_t):
     """Nearest mob box along a ray: (entity index, t) or (-1, -1)."""

@@ -4,6 +4,7 @@
 blocks, summon mobs, teleport the player, set the time.
 """
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -287,38 +288,29 @@ class World:
 
     def entity_boxes(self) -> dict[str, np.ndarray]:
         """Every mob's model boxes in world space, as the renderer and ray casts take them."""
-        centers, halves, cos, sin, colors, patterns, tints, owner = [], [], [], [], [], [], [], []
-        starts, ends, ids = [], [], []
-        for entity in self.entities.values():
-            yaw = math.radians(entity.yaw)
-            c, s = math.cos(yaw), math.sin(yaw)
-            tint = (1.0, 0.45, 0.45) if entity.hurt_ticks > 0 or not entity.alive else (1.0, 1.0, 1.0)
-            starts.append(len(centers))
-            for center, half, color, pattern in model_boxes(entity):
-                lx, ly, lz = center
-                centers.append(entity.pos + np.array([lx * c - lz * s, ly, lx * s + lz * c]))
-                halves.append(half)
-                cos.append(c)
-                sin.append(s)
-                colors.append(color)
-                patterns.append(pattern)
-                tints.append(tint)
-                owner.append(len(ids))
-            ends.append(len(centers))
-            ids.append(entity.id)
-        f = lambda rows, width: np.array(rows, np.float64).reshape(-1, width)
+        if not self.entities:
+            return _NO_BOXES
+        models = [_model_arrays(e.type, e.profession) for e in self.entities.values()]
+        counts = np.array([len(m["half"]) for m in models])
+        ends = np.cumsum(counts)
+        yaw = np.radians([e.yaw for e in self.entities.values()]).repeat(counts)
+        c, s = np.cos(yaw), np.sin(yaw)
+        local = np.concatenate([m["center"] for m in models])
+        pos = np.array([e.pos for e in self.entities.values()]).repeat(counts, axis=0)
+        hurt = np.array([e.hurt_ticks > 0 or not e.alive for e in self.entities.values()]).repeat(counts)
+        center = pos + np.stack([local[:, 0] * c - local[:, 2] * s, local[:, 1], local[:, 0] * s + local[:, 2] * c], 1)
         return {
-            "center": f(centers, 3),
-            "half": f(halves, 3),
-            "cos": np.array(cos, np.float64),
-            "sin": np.array(sin, np.float64),
-            "color": f(colors, 3),
-            "pattern": np.array(patterns, np.int64),
-            "tint": f(tints, 3),
-            "owner": np.array(owner, np.int64),
-            "start": np.array(starts, np.int64),
-            "end": np.array(ends, np.int64),
-            "ids": np.array(ids, np.int64),
+            "center": center,
+            "half": np.concatenate([m["half"] for m in models]),
+            "cos": c,
+            "sin": s,
+            "color": np.concatenate([m["color"] for m in models]),
+            "pattern": np.concatenate([m["pattern"] for m in models]),
+            "tint": np.where(hurt[:, None], _HURT_TINT, 1.0),
+            "owner": np.arange(len(models)).repeat(counts),
+            "start": ends - counts,
+            "end": ends,
+            "ids": np.array(list(self.entities), np.int64),
         }
 
     def target(self, boxes: dict[str, np.ndarray] | None = None, max_distance: float = 64.0) -> dict:
@@ -532,6 +524,27 @@ class World:
     @property
     def inventory(self) -> dict[str, int]:
         return {item: self.player.count(item) for item in ITEMS}
+
+
+_HURT_TINT = np.array([1.0, 0.45, 0.45])
+"""Mobs flash red for the ticks after a hit, and while dying."""
+_NO_BOXES = {
+    **{k: np.zeros((0, 3)) for k in ("center", "half", "color", "tint")},
+    **{k: np.zeros(0) for k in ("cos", "sin")},
+    **{k: np.zeros(0, np.int64) for k in ("pattern", "owner", "start", "end", "ids")},
+}
+
+
+@functools.cache
+def _model_arrays(entity_type: str, profession: str | None) -> dict[str, np.ndarray]:
+    """A mob's model boxes in its own frame, as arrays (a model depends only on type and profession)."""
+    boxes = model_boxes(Entity(0, entity_type, np.zeros(3), profession=profession))
+    return {
+        "center": np.array([b[0] for b in boxes], np.float64),
+        "half": np.array([b[1] for b in boxes], np.float64),
+        "color": np.array([b[2] for b in boxes], np.float64),
+        "pattern": np.array([b[3] for b in boxes], np.int64),
+    }
 
 
 def _turn(current: float, goal: float, max_step: float) -> float:

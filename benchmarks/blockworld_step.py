@@ -53,7 +53,8 @@ def main():
     rows = [run(128, 128, args.steps), run(360, 640, args.steps // 3)]
     for row in rows:
         print(
-            f"{row['height']}x{row['width']}: {row['steps_per_s']:.1f} steps/s (first reset {row['first_reset_s']:.2f} s)"
+            f"{row['height']}x{row['width']}: {row['steps_per_s']:.1f} steps/s "
+            f"(first reset {row['first_reset_s']:.2f} s)"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))

@@ -4,7 +4,6 @@ import math
 from dataclasses import dataclass
 
 import gymnasium as gym
-import numba
 import numpy as np
 from gymnasium import spaces
 
@@ -97,6 +96,7 @@ class BlockWorldEnv(gym.Env):
         self._pov: np.ndarray | None = None
         self._steps = 0
         self._scene_name: str | None = None
+        self.entity_buffer: np.ndarray | None = None
 
     # ------------------------------------------------------------------ gymnasium API
 
@@ -141,16 +141,17 @@ class BlockWorldEnv(gym.Env):
         fwd, right, up = world.camera_basis()
         tan_half = math.tan(math.radians(cfg.fov) / 2)
         rects, lo, hi = self._entity_bounds(boxes, fwd, right, up, tan_half)
-        with numba.parallel_chunksize(4):  # interleave rows across threads: the horizon's rows cost most
-            img, ent_buf, ent_rows = render(
-                world.blocks, world.occupancy[4], world.occupancy[16], world.column_heights[4], world.column_heights[16],
-                world.top_y, world.kinds, texture_atlas(), world.eye, fwd, right, up, tan_half, cfg.height, cfg.width,
-                world.sun_direction, world.daylight, cfg.render_distance,
-                boxes["center"], boxes["half"], boxes["cos"], boxes["sin"], boxes["color"], boxes["pattern"],
-                boxes["tint"], boxes["start"], boxes["end"], rects, lo, hi,
-            )  # fmt: skip
+        img, ent_buf, ent_rows = render(
+            world.blocks, world.occupancy[4], world.occupancy[16],
+            world.column_heights[4], world.column_heights[16],
+            world.top_y, world.kinds, texture_atlas(), world.eye, fwd, right, up, tan_half, cfg.height, cfg.width,
+            world.sun_direction, world.daylight, cfg.render_distance,
+            boxes["center"], boxes["half"], boxes["cos"], boxes["sin"], boxes["color"], boxes["pattern"],
+            boxes["tint"], boxes["start"], boxes["end"], rects, lo, hi,
+        )  # fmt: skip
         if cfg.hud:
             draw_hud(img, world.player.hotbar, world.player.selected)
+        self.entity_buffer = ent_buf  # per pixel, the index into boxes["ids"] of the mob seen (-1: none)
         self._pov = img
         p = world.player
         obs = {

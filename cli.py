@@ -8,10 +8,12 @@ from collections.abc import Callable
 def _subcommands() -> dict[str, tuple[type, Callable]]:
     """Subcommand name -> (its frozen config dataclass, whose docstring is the help, and its main)."""
     from vptlens.agents import info, zoo
+    from vptlens.envs import minerl_env
 
     return {
         "info": (info.InfoConfig, info.main),
         "download": (zoo.DownloadConfig, zoo.main),
+        "doctor": (minerl_env.DoctorConfig, minerl_env.doctor_main),
     }
 
 

@@ -20,3 +20,10 @@ def test_info_entrypoint_steve1(capsys):
     entrypoint(["info", str(model), str(weights), "--no-hooks"])
     out = capsys.readouterr().out
     assert "STEVE-1" in out and "MineCLIP 512" in out and "hook points" not in out
+
+
+def test_doctor_subcommand(capsys, monkeypatch):
+    monkeypatch.delenv("VPTLENS_MINERL_PYTHON", raising=False)
+    entrypoint(["doctor", "minerl"])
+    out = capsys.readouterr().out
+    assert "[MISSING] MineRL interpreter" in out and "Fix the MISSING items" in out

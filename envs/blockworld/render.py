@@ -225,16 +225,18 @@ def render(
             tmz = ((vz + 1 - oz) if dz > 0 else (oz - vz)) * tdz
             t, axis, hit_t = 0.0, -1, -1.0
             t_water = -1.0
-            last_cell = -1
+            check = True
+            edge_x = 0 if sx > 0 else 3  # the low bits of a coordinate just past a 4-block boundary
+            edge_y = 0 if sy > 0 else 3
+            edge_z = 0 if sz > 0 else 3
             max_t = min(fog_end, t_ent)
             while t <= max_t:
-                if vx < 0 or vx >= X or vz < 0 or vz >= Z or vy < 0 or (vy >= Y and sy > 0):
-                    break
-                if vy >= top_y and sy > 0:
-                    break  # above everything and climbing: only sky ahead
-                cell = ((vx >> 2) * 64 + (vy >> 2)) * 64 + (vz >> 2)
-                if cell != last_cell:  # skips are looked for once per 4x4x4 cell the ray enters
-                    last_cell = cell
+                if check:  # on entering a new 4x4x4 cell: bounds, and skips over empty space
+                    check = False
+                    if vx < 0 or vx >= X or vz < 0 or vz >= Z or vy < 0 or vy >= Y:
+                        break
+                    if vy >= top_y and sy > 0:
+                        break  # above everything and climbing: only sky ahead
                     skipped = False
                     # above every block of this 16- or 4-wide column, and still above it where the ray leaves it?
                     for shift in (4, 2):
@@ -266,6 +268,7 @@ def render(
                         tmx = ((vx + 1 - ox) if dx > 0 else (ox - vx)) * tdx
                         tmy = ((vy + 1 - oy) if dy > 0 else (oy - vy)) * tdy
                         tmz = ((vz + 1 - oz) if dz > 0 else (oz - vz)) * tdz
+                        check = True
                         continue
                 if axis >= 0:
                     blk = blocks[vx, vy, vz]
@@ -304,14 +307,23 @@ def render(
                     vx += sx
                     t, axis = tmx, 0
                     tmx += tdx
+                    if vx < 0 or vx >= X:
+                        break
+                    check = (vx & 3) == edge_x
                 elif tmy < tmz:
                     vy += sy
                     t, axis = tmy, 1
                     tmy += tdy
+                    if vy < 0 or vy >= Y:
+                        break
+                    check = (vy & 3) == edge_y
                 else:
                     vz += sz
                     t, axis = tmz, 2
                     tmz += tdz
+                    if vz < 0 or vz >= Z:
+                        break
+                    check = (vz & 3) == edge_z
 
             if ent_hit >= 0 and (hit_t < 0 or t_ent < hit_t):
                 hit_t = t_ent

@@ -85,7 +85,8 @@ class MineRLConfig:
     max_steps: int = 36000
     """Ticks before the episode is truncated (30 minutes)."""
     game_factory: str | None = None
-    """module:function making the game inside the server (tests put a test double here)."""
+    """What makes the game inside the server: None or 'minerl' (MineRL 1.0), 'minestudio' (MineStudio's
+    simulator, in an interpreter that has it), or module:function (tests put a test double here)."""
     server_env: dict = field(default_factory=dict)
     """Extra environment variables for the server process (e.g. DISPLAY)."""
 

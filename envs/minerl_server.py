@@ -23,11 +23,12 @@ An observation reply: {obs: {every non-pov field, JSON}, pov: {shape, dtype}, re
 info} with the pov's bytes as payload. Anything the game prints goes to stderr, so stdout
 carries only frames; vpt-lens keeps the tail of stderr for error messages.
 
-    python minerl_server.py [--game-factory module:function]
+    python minerl_server.py [--game-factory minerl | minestudio | module:function]
 
-`--game-factory` names a function returning an old-gym (4-tuple step) env; the default makes
-a MineRL env (HumanSurvival with a chat action added, or any registered MineRL id). Tests use
-it to put a test double behind the real server.
+`--game-factory` says what makes the game: `minerl` (default: MineRL 1.0, HumanSurvival with
+a chat action added, or any registered MineRL id), `minestudio` (MineStudio's simulator, in
+an interpreter where MineStudio is installed), or a function returning an old-gym (4-tuple
+step) env. Tests use the last to put a test double behind the real server.
 """
 
 from __future__ import annotations
@@ -120,6 +121,50 @@ def make_minerl_env(env_id="HumanSurvival", chat=True):
     return gym.make(env_id)
 
 
+class MineStudioGame(object):
+    """MineStudio's simulator (gymnasium, its own MineRL fork) behind the same old-gym interface.
+
+    MineStudio's `MinecraftSim` makes HumanSurvival with VPT's settings, and its MineRL fork
+    runs commands with `execute_cmd`; observations come back in `info` (pov at 640x360).
+    """
+
+    def __init__(self, chat=True):
+        from minestudio.simulator import MinecraftSim
+
+        self.sim = MinecraftSim(action_type="env", obs_size=(640, 360), render_size=(640, 360), num_empty_frames=20)
+        self.task = getattr(self.sim.env, "task", None)
+        self.action_space = self.sim.env.action_space
+        self.chat = chat
+
+    def seed(self, seed):
+        self.sim.env.seed(seed)
+
+    @staticmethod
+    def _obs(info):
+        return {k: v for k, v in info.items() if k in ("pov", "inventory", "location_stats", "life_stats")}
+
+    def reset(self):
+        _, info = self.sim.reset()
+        return self._obs(info)
+
+    def step(self, action):
+        action = dict(action)
+        command = action.pop("chat", "")
+        if command:
+            self.sim.env.execute_cmd(command)
+        _, reward, terminated, truncated, info = self.sim.step(action)
+        return self._obs(info), reward, bool(terminated or truncated), {k: v for k, v in info.items() if k != "pov"}
+
+    def close(self):
+        self.sim.close()
+
+
+def make_minestudio_env(env_id="HumanSurvival", chat=True):
+    if env_id != "HumanSurvival":
+        raise ValueError("the MineStudio backend runs HumanSurvival only, not %r" % (env_id,))
+    return MineStudioGame(chat=chat)
+
+
 def _settings(env):
     task = getattr(env, "task", None) or getattr(getattr(env, "unwrapped", None), "task", None)
     settings = {}
@@ -157,8 +202,11 @@ class Server:
         return header, pov.tobytes()
 
     def noop(self):
-        action = self.env.action_space.noop() if hasattr(self.env.action_space, "noop") else {}
-        return dict(action)
+        space = self.env.action_space
+        for name in ("noop", "no_op"):  # MineRL 1.0 and MineStudio's fork name it differently
+            if hasattr(space, name):
+                return dict(getattr(space, name)())
+        raise RuntimeError("the env's action space has no noop(); cannot make a no-op action")
 
     def send_chat(self, command):
         if not self.chat:
@@ -216,8 +264,10 @@ class Server:
 
 
 def _load_factory(spec):
-    if not spec:
+    if not spec or spec == "minerl":
         return make_minerl_env
+    if spec == "minestudio":
+        return make_minestudio_env
     module_name, _, function = spec.partition(":")
     return getattr(importlib.import_module(module_name), function)
 

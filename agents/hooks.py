@@ -150,15 +150,10 @@ class HookedMixin:
             self._hook_mode.step = previous
 
 
-def concat_cache(store: dict[str, list[Tensor]], step: bool, dims: dict[str, str]) -> dict[str, Tensor]:
-    """Join the per-chunk activations of a sequence call along their time axis."""
-    out = {}
-    for name, chunks in store.items():
-        if len(chunks) == 1:
-            out[name] = chunks[0]
-        elif not chunks:
-            continue
-        else:
-            axes = dims[name].split()
-            out[name] = torch.cat(chunks, dim=axes.index("t")) if "t" in axes and not step else chunks[-1]
-    return out
+def concat_cache(store: dict[str, list[Tensor]], dims: dict[str, str]) -> dict[str, Tensor]:
+    """Join the per-chunk activations of a sequence call along their time axis (every hook has one)."""
+    return {
+        name: chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=dims[name].split().index("t"))
+        for name, chunks in store.items()
+        if chunks
+    }

@@ -485,7 +485,7 @@ class VPTPolicy(HookedMixin, nn.Module):
                 if cond_scale is not None:
                     raise ValueError("cond_scale is only supported in step mode")
                 out, state = self.forward(frames, first, state, goal)
-        return out, state, concat_cache(store, step, self.hook_dims(step=False))
+        return out, state, concat_cache(store, self.hook_dims(step=False))
 
     # -- internals
 

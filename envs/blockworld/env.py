@@ -95,7 +95,6 @@ class BlockWorldEnv(gym.Env):
         self.world: World | None = None
         self._pov: np.ndarray | None = None
         self._steps = 0
-        self._scene_name: str | None = None
         self.entity_buffer: np.ndarray | None = None
 
     # ------------------------------------------------------------------ gymnasium API
@@ -105,7 +104,6 @@ class BlockWorldEnv(gym.Env):
         world_seed = int(self.np_random.integers(0, 2**31 - 1))
         self.world = World(world_seed, terrain=self.config.terrain, mobs=self.config.spawn_mobs)
         self._steps = 0
-        self._scene_name = None
         scene = (options or {}).get("scene")
         applied = {}
         if scene is not None:
@@ -113,7 +111,6 @@ class BlockWorldEnv(gym.Env):
 
             scene = as_scene(scene)
             applied = apply_scene(scene, self.world)
-            self._scene_name = scene.name
         obs, info = self._observe(events=[])
         info["world_seed"] = world_seed
         if scene is not None:

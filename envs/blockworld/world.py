@@ -169,10 +169,9 @@ class World:
 
     def _tree(self, x: int, y: int, z: int, birch: bool = False) -> None:
         ids, b = BLOCK_ID, self.blocks
-        if y + 7 >= WORLD_HEIGHT or np.any(b[x - 2 : x + 3, y - 1, z - 2 : z + 3] == ids["oak_log"]):
-            return
-        if np.any(b[x - 2 : x + 3, y : y + 4, z - 2 : z + 3] == ids["birch_log"]):
-            return
+        near = b[x - 2 : x + 3, y : y + 4, z - 2 : z + 3]
+        if y + 7 >= WORLD_HEIGHT or np.isin(near, (ids["oak_log"], ids["birch_log"])).any():
+            return  # too high, or another trunk too close
         log, leaves = (ids["birch_log"], ids["birch_leaves"]) if birch else (ids["oak_log"], ids["oak_leaves"])
         trunk = int(self.rng.integers(4, 7))
         top = y + trunk - 1

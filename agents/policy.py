@@ -390,7 +390,7 @@ class VPTPolicy(HookedMixin, nn.Module):
 
     def forward(
         self,
-        frames: UInt8[Tensor, "b t h w c"],
+        frames: UInt8[Tensor, "b t h w c"] | Float[Tensor, "b t h w c"],
         first: Bool[Tensor, "b t"],
         state: PolicyState,
         goal: Float[Tensor, "b g"] | Float[Tensor, "b t g"] | None = None,
@@ -398,6 +398,7 @@ class VPTPolicy(HookedMixin, nn.Module):
     ) -> tuple[PolicyOutput, PolicyState]:
         """A sequence of frames per row; differentiable. Same numbers as stepping one frame at a time.
 
+        Frames are uint8, or float with values 0..255 when gradients with respect to pixels are wanted.
         `first[b, i]` starts a new episode at frame i of row b (the memory before it is masked).
         Long sequences run in chunks of `chunk_len` frames (default M), carrying the state.
         """
@@ -493,7 +494,8 @@ class VPTPolicy(HookedMixin, nn.Module):
         frames = torch.as_tensor(frames, device=self.device)
         first = torch.as_tensor(first, device=self.device)
         h, w, c = self.cfg.img_shape
-        if frames.dtype != torch.uint8 or frames.ndim != 5 or tuple(frames.shape[2:]) != (h, w, c):
+        pixels_ok = frames.dtype == torch.uint8 or frames.is_floating_point()  # float: values 0..255, for gradients
+        if not pixels_ok or frames.ndim != 5 or tuple(frames.shape[2:]) != (h, w, c):
             raise ValueError(
                 f"frames must be uint8 (B, T, {h}, {w}, {c}) (or (B, {h}, {w}, {c}) for a step); got "
                 f"{frames.dtype} {tuple(frames.shape)}. Resize game frames with "

@@ -267,3 +267,34 @@ def iter_blocks(episodes: list[Episode], name: str, block_steps: int = 4096) -> 
 
 def spec_to_dict(spec: ArraySpec) -> dict:
     return asdict(spec)
+
+
+class Run:
+    """A run directory: its manifest (run.json) and its episodes, in index order."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        manifest_path = self.path / "run.json"
+        if not manifest_path.is_file():
+            raise FileNotFoundError(
+                f"{self.path}: not a run directory (no run.json); pass the --out of `vptlens record`"
+            )
+        self.manifest = json.loads(manifest_path.read_text())
+        if self.manifest.get("schema_version") != 1:
+            raise ValueError(f"{manifest_path}: run schema version {self.manifest.get('schema_version')!r}, expected 1")
+
+    def episode_paths(self, status: str | None = "complete") -> list[Path]:
+        """Episode directories, complete ones only by default (status=None: every one on disk)."""
+        paths = sorted(self.path.glob("episode_*.zarr"))
+        return [p for p in paths if status is None or Episode(p).status == status]
+
+    def episodes(self, status: str | None = "complete") -> list[Episode]:
+        return [Episode(p) for p in self.episode_paths(status)]
+
+
+def open_episodes(path: str | Path) -> list[Episode]:
+    """One episode directory, or every complete episode of a run directory."""
+    path = Path(path)
+    return (
+        [Episode(path)] if (path / "zarr.json").is_file() and not (path / "run.json").exists() else Run(path).episodes()
+    )

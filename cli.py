@@ -9,8 +9,12 @@ def _subcommands() -> dict[str, tuple[type, Callable]]:
     """Subcommand name -> (its frozen config dataclass, whose docstring is the help, and its main)."""
     from vptlens.agents import info, zoo
     from vptlens.envs import minerl_env
+    from vptlens.recordings import recorder, replay
 
     return {
+        "record": (recorder.RecordConfig, recorder.main),
+        "replay": (replay.ReplayConfig, replay.main),
+        "summary": (replay.SummaryConfig, replay.summary),
         "info": (info.InfoConfig, info.main),
         "download": (zoo.DownloadConfig, zoo.main),
         "doctor": (minerl_env.DoctorConfig, minerl_env.doctor_main),

@@ -1,0 +1,151 @@
+"""Recording BlockWorld episodes, killing the recorder, resuming, replaying and summarising."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import zarr
+from conftest import fixture_paths
+
+from vptlens.agents.actions import factored_to_minerl
+from vptlens.cli import entrypoint
+from vptlens.recordings import recorder, replay
+from vptlens.recordings.store import Episode, Run
+
+MODEL, WEIGHTS = fixture_paths("vpt_tiny")
+
+
+def _cfg(out: Path, **kw) -> recorder.RecordConfig:
+    settings = {"n_episodes": 2, "n_steps": 70, "n_envs": 2, "height": 64, "width": 64, "seed": 5, **kw}
+    return recorder.RecordConfig(model=MODEL, weights=WEIGHTS, out=out, **settings)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    recorder.main(_cfg(out, full_frames=True))
+    return out
+
+
+def test_run_manifest_and_episodes(recorded):
+    run = Run(recorded)
+    assert run.manifest["agent"]["weights_sha256"] and len(run.episodes()) == 2
+    assert {e["status"] for e in run.manifest["episodes"].values()} == {"complete"}
+    ep = run.episodes()[1]
+    assert len(ep) == 70 and ep.attrs["seed"] == 6 and ep.attrs["status"] == "complete"
+    assert ep["frames_full"].shape == (70, 64, 64, 3)
+    assert ep["activations/blocks.1.hook_resid_post"].shape == (70, 64)
+
+
+def test_plain_zarr_reads_what_the_recorder_wrote(recorded):
+    g = zarr.open_group(str(recorded / "episode_000000.zarr"), mode="r")
+    n = g.attrs["committed_length"]
+    attention = np.asarray(g["attention/L1"][:n], np.float32)
+    assert attention.shape == (70, 4, 33)
+    np.testing.assert_allclose(attention.sum(-1), 1.0, atol=3e-3)  # float16 storage
+    assert np.all(attention[0, :, :-1] == 0) and np.all(attention[:, :, 0] == 0)  # lag convention
+    crosshair = json.loads(str(g["gt/crosshair"][3]))
+    assert crosshair["kind"] in ("block", "entity", "none")
+    # the MineRL actions stored are the factored actions, converted
+    buttons, camera = g["action/buttons"][:n], g["action/camera"][:n]
+    dicts = factored_to_minerl(buttons, camera)
+    for key in ("forward", "attack", "hotbar.3"):
+        np.testing.assert_array_equal(g[f"action/minerl/{key}"][:n], [d[key] for d in dicts])
+
+
+def test_existing_run_needs_resume(recorded):
+    with pytest.raises(FileExistsError, match="--resume"):
+        recorder.main(_cfg(recorded))
+
+
+def _wait_for_commit(path: Path, at_least: int, timeout_s: float = 120.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (path / "zarr.json").exists():
+            n = zarr.open_group(str(path), mode="r").attrs.get("committed_length", 0)
+            if n >= at_least:
+                return n
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} never committed {at_least} steps")
+
+
+def test_sigkill_loses_only_the_tail_and_resume_completes(tmp_path):
+    kwargs = {"n_episodes": 1, "n_envs": 1, "n_steps": 400}
+    clean_dir, killed_dir = tmp_path / "clean", tmp_path / "killed"
+    recorder.main(_cfg(clean_dir, **kwargs))
+    script = (
+        "from pathlib import Path; from vptlens.recordings import recorder; "
+        f"recorder.main(recorder.RecordConfig(model=Path({str(MODEL)!r}), weights=Path({str(WEIGHTS)!r}), "
+        f"out=Path({str(killed_dir)!r}), n_steps=400, n_episodes=1, n_envs=1, height=64, width=64, seed=5))"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        _wait_for_commit(killed_dir / "episode_000000.zarr", 128)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    killed = Episode(killed_dir / "episode_000000.zarr")
+    clean = Episode(clean_dir / "episode_000000.zarr")
+    n = len(killed)
+    assert killed.status == "recording" and n % 64 == 0 and 128 <= n < 400
+    for name in ("frames", "action/buttons", "action/camera", "attention/L0", "activations/img.hook_out", "gt/pose"):
+        np.testing.assert_array_equal(killed[name][:n], clean[name][:n])
+    summary = recorder.main(_cfg(killed_dir, resume=True, **kwargs))
+    assert summary["complete"] == 1
+    resumed = Episode(killed_dir / "episode_000000.zarr")
+    assert resumed.status == "complete" and len(resumed) == 400
+    np.testing.assert_array_equal(resumed["action/buttons"][:], clean["action/buttons"][:])
+
+
+def _decode(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def test_replay_video_frames_and_the_attention_strip(recorded, tmp_path):
+    episode_dir = recorded / "episode_000000.zarr"
+    out = replay.main(replay.ReplayConfig(episode_dir, out=tmp_path / "replay.mp4", layer=1, head="0"))
+    frames = _decode(out)
+    episode = Episode(episode_dir)
+    game_w = 360 * 64 // 64  # the full 64x64 frames are drawn 360 high
+    assert len(frames) == len(episode) and frames[0].shape == (360, game_w + replay.PANEL_W, 3)
+    attention = replay.attention_of(episode, 1, "0")
+    checked = 0
+    for t in (20, 40, 60):
+        strip = frames[t][24:40, game_w + 10 : game_w + replay.PANEL_W - 10].astype(np.float32)
+        luminance = (strip @ np.array([0.299, 0.587, 0.114], np.float32)).mean(0)
+        cells = np.array_split(luminance, attention.shape[1])
+        brightest = int(np.argmax([c.mean() for c in cells]))
+        top = attention[t].max()
+        assert attention[t, brightest] >= top - 0.1 * top, (t, brightest, int(attention[t].argmax()))
+        checked += 1
+    assert checked == 3
+
+
+def test_replay_with_saliency_and_sha_check(recorded, tmp_path):
+    episode_dir = recorded / "episode_000001.zarr"
+    maps = replay.saliency_maps(Episode(episode_dir))
+    assert maps.shape == (70, 128, 128) and maps.max() == pytest.approx(1.0) and maps.min() >= 0
+    other_model, other_weights = fixture_paths("steve1_tiny")
+    with pytest.raises(ValueError, match="sha256 differs"):
+        replay.saliency_maps(Episode(episode_dir), other_model, other_weights)
+
+
+def test_cli_record_replay_summary(tmp_path):
+    out = tmp_path / "cli_run"
+    entrypoint(["record", "--model", str(MODEL), "--weights", str(WEIGHTS), "--out", str(out), "--n-episodes", "1",
+                "--n-steps", "20", "--n-envs", "1", "--height", "64", "--width", "64",
+                "--scene", "villager_under_leaves"])  # fmt: skip
+    episode = out / "episode_000000.zarr"
+    assert Episode(episode).attrs["scene"]["name"] == "villager_under_leaves"
+    entrypoint(["replay", str(episode), "--out", str(tmp_path / "r.mp4")])
+    assert len(_decode(tmp_path / "r.mp4")) == 20
+    entrypoint(["summary", str(episode), "--out", str(tmp_path / "s.png")])
+    assert (tmp_path / "s.png").stat().st_size > 10_000

@@ -18,8 +18,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed
 
+# The main job: record two BlockWorld episodes of the misgeneralization scene, replay one with attention.
 demo: setup
-	$(BIN)/vptlens info $(FIXTURE)/agent.model $(FIXTURE)/agent.weights
+	$(BIN)/vptlens info $(FIXTURE)/agent.model $(FIXTURE)/agent.weights --no-hooks
+	rm -rf runs/demo
+	$(BIN)/vptlens record --model $(FIXTURE)/agent.model --weights $(FIXTURE)/agent.weights --out runs/demo \
+		--scene villager_under_leaves --n-episodes 2 --n-envs 2 --n-steps 200 --full-frames
+	$(BIN)/vptlens replay runs/demo/episode_000000.zarr --out runs/demo/replay.mp4
+	$(BIN)/vptlens summary runs/demo/episode_000000.zarr --out runs/demo/summary.png
 
 lint: setup
 	$(BIN)/ruff check .

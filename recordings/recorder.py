@@ -151,9 +151,10 @@ def _make_env(cfg: RecordConfig):
 class Recorder:
     """Records a run; `main(cfg)` is the command, this is the machinery (usable from Python)."""
 
-    def __init__(self, cfg: RecordConfig):
+    def __init__(self, cfg: RecordConfig, policy: VPTPolicy | None = None):
         self.cfg = cfg
-        self.policy = load_policy(cfg.model, cfg.weights, device=cfg.device)
+        # `policy` lets benchmarks pass one built in memory; it must carry `provenance`
+        self.policy = policy if policy is not None else load_policy(cfg.model, cfg.weights, device=cfg.device)
         self.patterns = self.policy.select_hooks("blocks.*.attn.hook_pattern")
         self.hooks = [h for h in self.policy.select_hooks(list(cfg.hooks)) if h not in self.patterns]
         self.specs = episode_specs(self.policy, cfg, self.hooks)

@@ -45,8 +45,17 @@ def unrecorded(policy, n_envs: int, n_steps: int, seed: int) -> float:
 
 
 def recorded(policy, n_envs: int, n_steps: int, seed: int, out: Path) -> tuple[float, float]:
-    cfg = recorder.RecordConfig(model=FIXTURE / "agent.model", weights=FIXTURE / "agent.weights", out=out,
-                                n_episodes=n_envs, n_envs=n_envs, n_steps=n_steps, height=128, width=128, seed=seed)  # fmt: skip
+    cfg = recorder.RecordConfig(
+        model=FIXTURE / "agent.model",
+        weights=FIXTURE / "agent.weights",
+        out=out,
+        n_episodes=n_envs,
+        n_envs=n_envs,
+        n_steps=n_steps,
+        height=128,
+        width=128,
+        seed=seed,
+    )
     rec = recorder.Recorder(cfg, policy=policy)
     start = time.perf_counter()
     summary = rec.run()
@@ -55,8 +64,17 @@ def recorded(policy, n_envs: int, n_steps: int, seed: int, out: Path) -> tuple[f
 
 def replay_fps(tmp: Path) -> float:
     out = tmp / "replay_run"
-    recorder.Recorder(recorder.RecordConfig(model=FIXTURE / "agent.model", weights=FIXTURE / "agent.weights", out=out,
-                      n_episodes=1, n_envs=1, n_steps=200, full_frames=True)).run()  # fmt: skip
+    recorder.Recorder(
+        recorder.RecordConfig(
+            model=FIXTURE / "agent.model",
+            weights=FIXTURE / "agent.weights",
+            out=out,
+            n_episodes=1,
+            n_envs=1,
+            n_steps=200,
+            full_frames=True,
+        )
+    ).run()
     episode = Episode(out / "episode_000000.zarr")
     composer = replay.FrameComposer(episode, -1, "mean")
     writer = replay.VideoWriter(tmp / "replay.mp4", 20)
@@ -86,9 +104,16 @@ def main():
         fps = replay_fps(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    row = {"size": args.size, "envs": args.envs, "steps": args.steps, "steps_per_s_unrecorded": bare,
-           "steps_per_s_recorded": rec, "recording_cost": 1 - rec / bare, "bytes_per_step": bytes_per_step,
-           "replay_fps_640x360": fps}  # fmt: skip
+    row = {
+        "size": args.size,
+        "envs": args.envs,
+        "steps": args.steps,
+        "steps_per_s_unrecorded": bare,
+        "steps_per_s_recorded": rec,
+        "recording_cost": 1 - rec / bare,
+        "bytes_per_step": bytes_per_step,
+        "replay_fps_640x360": fps,
+    }
     print(json.dumps(row, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": {"platform": platform.platform()}, "rows": [row]}, indent=2))

@@ -32,9 +32,22 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HOOKS = ("img.hook_out", "blocks.*.hook_resid_post")
 MINERL_ACTION_KEYS = (
-    "forward", "back", "left", "right", "jump", "sneak", "sprint", "attack", "use", "drop", "inventory", "ESC",
-    *(f"hotbar.{i}" for i in range(1, 10)), "pickItem", "swapHands",
-)  # fmt: skip
+    "forward",
+    "back",
+    "left",
+    "right",
+    "jump",
+    "sneak",
+    "sprint",
+    "attack",
+    "use",
+    "drop",
+    "inventory",
+    "ESC",
+    *(f"hotbar.{i}" for i in range(1, 10)),
+    "pickItem",
+    "swapHands",
+)
 
 
 @dataclass(frozen=True)
@@ -93,8 +106,9 @@ class RecordConfig:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(vptlens.__file__).parent, capture_output=True,
-                             text=True, timeout=10)  # fmt: skip
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(vptlens.__file__).parent, capture_output=True, text=True, timeout=10
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -125,11 +139,21 @@ def episode_specs(policy: VPTPolicy, cfg: RecordConfig, hook_names: list[str]) -
     T = pc.memory_len + 1
     for layer in range(pc.n_recurrence_layers):
         specs[f"attention/L{layer}"] = ArraySpec(
-            (pc.attention_heads, T), "float16", 64, f"block {layer}'s attention of the current frame over its memory",
+            (pc.attention_heads, T),
+            "float16",
+            64,
+            f"block {layer}'s attention of the current frame over its memory",
             f"lag: column {T - 1} is the current frame, column {T - 1}-k is k steps back",
-        )  # fmt: skip
-    dims = {"d": pc.hidsize, "f": pc.hidsize * pc.pointwise_ratio, "n": pc.attention_heads, "k": pc.head_dim,
-            "T": T, "a": 8641, "c": 121}  # fmt: skip
+        )
+    dims = {
+        "d": pc.hidsize,
+        "f": pc.hidsize * pc.pointwise_ratio,
+        "n": pc.attention_heads,
+        "k": pc.head_dim,
+        "T": T,
+        "a": 8641,
+        "c": 121,
+    }
     for name in hook_names:
         shape = tuple(dims[c] for c in policy.hook_dims(step=True)[name].split() if c != "b")
         specs[f"activations/{name}"] = ArraySpec(shape, "float16", 64, f"hook {name} at each step", "")
@@ -249,10 +273,19 @@ class Recorder:
                 obs, info = env.reset(seed=seed, options={"scene": cfg.scene} if cfg.scene else None)
                 obs_list.append(obs)
                 infos.append(info)
-                writers.append(EpisodeWriter(self.episode_path(index), self.specs, self._episode_attrs(index, env, info),
-                                             flush_steps=cfg.flush_steps))  # fmt: skip
-                manifest["episodes"][str(index)] = {"path": self.episode_path(index).name, "seed": seed,
-                                                    "status": "recording"}  # fmt: skip
+                writers.append(
+                    EpisodeWriter(
+                        self.episode_path(index),
+                        self.specs,
+                        self._episode_attrs(index, env, info),
+                        flush_steps=cfg.flush_steps,
+                    )
+                )
+                manifest["episodes"][str(index)] = {
+                    "path": self.episode_path(index).name,
+                    "seed": seed,
+                    "status": "recording",
+                }
             write_json_atomic(self.manifest_path, manifest)
             guided = cfg.cond_scale is not None
             state = policy.initial_state(len(envs), guided=guided)
@@ -264,9 +297,13 @@ class Recorder:
                     break
                 frames = np.stack([preprocess_frames(o["pov"]) for o in obs_list])
                 out, state, cache = policy.run_with_cache(
-                    torch.from_numpy(frames), first, state, names=self.patterns + self.hooks, goal=goal,
+                    torch.from_numpy(frames),
+                    first,
+                    state,
+                    names=self.patterns + self.hooks,
+                    goal=goal,
                     cond_scale=cfg.cond_scale,
-                )  # fmt: skip
+                )
                 first[:] = False
                 rows = [PolicyOutput(*(x[b : b + 1] for x in vars(out).values())) for b in range(len(envs))]
                 sampled = [sample_actions(row, cfg.deterministic, g) for row, g in zip(rows, generators)]
@@ -280,8 +317,24 @@ class Recorder:
                         continue
                     obs_next, reward, terminated, truncated, info = env.step(actions[b])
                     truncated = truncated or len(writer) + 1 >= cfg.n_steps
-                    step = self._step_values(b, frames, obs_list[b], infos[b], events[b], actions[b], buttons, camera,
-                                             lp, h_buttons, h_camera, out, cache, reward, terminated, truncated)  # fmt: skip
+                    step = self._step_values(
+                        b,
+                        frames,
+                        obs_list[b],
+                        infos[b],
+                        events[b],
+                        actions[b],
+                        buttons,
+                        camera,
+                        lp,
+                        h_buttons,
+                        h_camera,
+                        out,
+                        cache,
+                        reward,
+                        terminated,
+                        truncated,
+                    )
                     writer.append(step)
                     bar.update(1)
                     obs_list[b], infos[b], events[b] = obs_next, info, info.get("events", [])
@@ -334,8 +387,25 @@ class Recorder:
             "sampling": "argmax" if cfg.deterministic else "sampled, temperature in logits",
         }
 
-    def _step_values(self, b, frames, obs, info, events, action, buttons, camera, lp, h_buttons, h_camera, out, cache,
-                     reward, terminated, truncated) -> dict:  # fmt: skip
+    def _step_values(
+        self,
+        b,
+        frames,
+        obs,
+        info,
+        events,
+        action,
+        buttons,
+        camera,
+        lp,
+        h_buttons,
+        h_camera,
+        out,
+        cache,
+        reward,
+        terminated,
+        truncated,
+    ) -> dict:
         pose = info.get("pose", {})
         step = {
             "frames": frames[b],

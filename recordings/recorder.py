@@ -54,10 +54,14 @@ MINERL_ACTION_KEYS = (
 class RecordConfig:
     """Record episodes of a VPT / STEVE-1 agent."""
 
-    model: Path
-    """The agent's `.model` file (architecture)."""
-    weights: Path
-    """The agent's `.weights` (or `.safetensors`) file."""
+    model: Path | None = None
+    """The agent's `.model` file (architecture); or give --zoo."""
+    weights: Path | None = None
+    """The agent's `.weights` (or `.safetensors`) file; or give --zoo."""
+    zoo: str | None = None
+    """A model zoo name (e.g. foundation-model-2x), its files already in --checkpoint-dir (`vptlens download`)."""
+    checkpoint_dir: Path = Path("checkpoints")
+    """Where `vptlens download` put the zoo's files."""
     out: Path = Path("runs/run")
     """Run directory: one zarr group per episode, and run.json."""
     env: str = "blockworld"
@@ -96,6 +100,8 @@ class RecordConfig:
     """Steps buffered per episode between flushes (a multiple of 64)."""
 
     def __post_init__(self):
+        if (self.zoo is None) == (self.model is None or self.weights is None):
+            raise ValueError("give the agent as --model and --weights, or as --zoo NAME (not both)")
         if self.env not in ("blockworld", "minerl"):
             raise ValueError(f"env {self.env!r} unknown; use blockworld or minerl")
         if min(self.n_episodes, self.n_steps, self.n_envs) < 1:
@@ -178,7 +184,7 @@ class Recorder:
     def __init__(self, cfg: RecordConfig, policy: VPTPolicy | None = None):
         self.cfg = cfg
         # `policy` lets benchmarks pass one built in memory; it must carry `provenance`
-        self.policy = policy if policy is not None else load_policy(cfg.model, cfg.weights, device=cfg.device)
+        self.policy = policy if policy is not None else load_policy(*self.agent_files(), device=cfg.device)
         self.patterns = self.policy.select_hooks("blocks.*.attn.hook_pattern")
         self.hooks = [h for h in self.policy.select_hooks(list(cfg.hooks)) if h not in self.patterns]
         self.specs = episode_specs(self.policy, cfg, self.hooks)
@@ -190,6 +196,21 @@ class Recorder:
         self.run_dir = Path(cfg.out)
         self.manifest_path = self.run_dir / "run.json"
         self.interrupted = False
+
+    def agent_files(self) -> tuple[Path, Path]:
+        cfg = self.cfg
+        if cfg.zoo is None:
+            return cfg.model, cfg.weights
+        from vptlens.agents.zoo import get_zoo_entry
+
+        entry = get_zoo_entry(cfg.zoo)
+        paths = cfg.checkpoint_dir / entry.model_file, cfg.checkpoint_dir / entry.weights_file
+        for path in paths:
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path}: not downloaded; run `vptlens download {cfg.zoo} --dir {cfg.checkpoint_dir}`"
+                )
+        return paths
 
     # -------------------------------------------------------------- the run manifest
 

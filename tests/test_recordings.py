@@ -149,3 +149,31 @@ def test_cli_record_replay_summary(tmp_path):
     assert len(_decode(tmp_path / "r.mp4")) == 20
     entrypoint(["summary", str(episode), "--out", str(tmp_path / "s.png")])
     assert (tmp_path / "s.png").stat().st_size > 10_000
+
+
+def test_agent_from_the_zoo_or_files(tmp_path):
+    with pytest.raises(ValueError, match="--zoo"):
+        recorder.RecordConfig(out=tmp_path / "x")
+    with pytest.raises(FileNotFoundError, match="vptlens download foundation-model-2x"):
+        recorder.Recorder(recorder.RecordConfig(zoo="foundation-model-2x", checkpoint_dir=tmp_path, out=tmp_path / "x"))
+
+
+def test_ctrl_c_flushes_and_marks_partial(tmp_path):
+    out = tmp_path / "interrupted"
+    script = (
+        "from pathlib import Path; from vptlens.recordings import recorder; "
+        f"recorder.main(recorder.RecordConfig(model=Path({str(MODEL)!r}), weights=Path({str(WEIGHTS)!r}), "
+        f"out=Path({str(out)!r}), n_steps=5000, n_episodes=1, n_envs=1, height=64, width=64, seed=5))"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        _wait_for_commit(out / "episode_000000.zarr", 64)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+    episode = Episode(out / "episode_000000.zarr")
+    assert episode.status == "partial" and len(episode) >= 64  # the buffered tail was flushed too
+    assert episode.attrs["interrupted_by"] == "interrupted"
+    assert Run(out).manifest["episodes"]["0"]["status"] == "partial"

@@ -228,9 +228,14 @@ class Episode:
 
     def names(self) -> list[str]:
         """Every array of the episode, nested names joined with '/'."""
-        return sorted(name for name, _ in self.group.arrays()) + sorted(
-            f"{g}/{a}" for g, sub in self.group.groups() for a, _ in sub.arrays()
-        )
+
+        def walk(group, prefix: str) -> list[str]:
+            names = [prefix + name for name, _ in group.arrays()]
+            for name, sub in group.groups():
+                names += walk(sub, f"{prefix}{name}/")
+            return names
+
+        return sorted(walk(self.group, ""))
 
     def __contains__(self, name: str) -> bool:
         return name in self.group

@@ -177,3 +177,9 @@ def test_ctrl_c_flushes_and_marks_partial(tmp_path):
     assert episode.status == "partial" and len(episode) >= 64  # the buffered tail was flushed too
     assert episode.attrs["interrupted_by"] == "interrupted"
     assert Run(out).manifest["episodes"]["0"]["status"] == "partial"
+
+
+def test_episode_lists_every_array(recorded):
+    names = Episode(recorded / "episode_000000.zarr").names()
+    assert "action/minerl/hotbar.9" in names and "activations/img.hook_out" in names and "frames_full" in names
+    assert len([n for n in names if n.startswith("action/minerl/")]) == 23  # 22 keys and the camera

@@ -182,4 +182,4 @@ def test_ctrl_c_flushes_and_marks_partial(tmp_path):
 def test_episode_lists_every_array(recorded):
     names = Episode(recorded / "episode_000000.zarr").names()
     assert "action/minerl/hotbar.9" in names and "activations/img.hook_out" in names and "frames_full" in names
-    assert len([n for n in names if n.startswith("action/minerl/")]) == 23  # 22 keys and the camera
+    assert len([n for n in names if n.startswith("action/minerl/")]) == 24  # 23 keys and the camera

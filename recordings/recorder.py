@@ -7,6 +7,7 @@ unflushed tail; `--resume` skips complete episodes and records the others again.
 """
 
 import datetime as dt
+import functools
 import json
 import logging
 import shutil
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 import vptlens
 from vptlens.agents import load_policy
+from vptlens.agents.actions import MINERL_BUTTONS as MINERL_ACTION_KEYS
 from vptlens.agents.actions import factored_to_minerl
 from vptlens.agents.agent import preprocess_frames
 from vptlens.agents.distributions import entropy, log_prob, sample_actions
@@ -31,23 +33,6 @@ from vptlens.recordings.store import TEXT, ArraySpec, Episode, EpisodeWriter, wr
 logger = logging.getLogger(__name__)
 
 DEFAULT_HOOKS = ("img.hook_out", "blocks.*.hook_resid_post")
-MINERL_ACTION_KEYS = (
-    "forward",
-    "back",
-    "left",
-    "right",
-    "jump",
-    "sneak",
-    "sprint",
-    "attack",
-    "use",
-    "drop",
-    "inventory",
-    "ESC",
-    *(f"hotbar.{i}" for i in range(1, 10)),
-    "pickItem",
-    "swapHands",
-)
 
 
 @dataclass(frozen=True)
@@ -110,6 +95,7 @@ class RecordConfig:
             raise ValueError("flush_steps must be a multiple of 64 (the frames' chunk length)")
 
 
+@functools.cache
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -333,28 +319,27 @@ class Recorder:
                 lp = log_prob(out, buttons, camera)
                 h_buttons, h_camera = entropy(out)
                 actions = factored_to_minerl(buttons.cpu().numpy(), camera.cpu().numpy())
+                # everything the episodes store, as numpy, once per step for all rows
+                batch = {
+                    "action/buttons": buttons.cpu().numpy().astype(np.int32),
+                    "action/camera": camera.cpu().numpy().astype(np.int32),
+                    "log_prob": lp.float().cpu().numpy(),
+                    "entropy/buttons": h_buttons.float().cpu().numpy(),
+                    "entropy/camera": h_camera.float().cpu().numpy(),
+                    "value": out.value.float().cpu().numpy(),
+                }
+                for layer, name in enumerate(self.patterns):
+                    batch[f"attention/L{layer}"] = cache[name].to(torch.float16).cpu().numpy()
+                for name in self.hooks:
+                    batch[f"activations/{name}"] = cache[name].to(torch.float16).cpu().numpy()
                 for b, (env, writer) in enumerate(zip(envs, writers)):
                     if writer.closed:
                         continue
                     obs_next, reward, terminated, truncated, info = env.step(actions[b])
                     truncated = truncated or len(writer) + 1 >= cfg.n_steps
-                    step = self._step_values(
-                        b,
-                        frames,
-                        obs_list[b],
-                        infos[b],
-                        events[b],
-                        actions[b],
-                        buttons,
-                        camera,
-                        lp,
-                        h_buttons,
-                        h_camera,
-                        out,
-                        cache,
-                        reward,
-                        terminated,
-                        truncated,
+                    step = self._step_values(b, frames, obs_list[b], infos[b], events[b], actions[b], batch)
+                    step.update(
+                        reward=np.float32(reward), terminated=np.bool_(terminated), truncated=np.bool_(truncated)
                     )
                     writer.append(step)
                     bar.update(1)
@@ -408,49 +393,22 @@ class Recorder:
             "sampling": "argmax" if cfg.deterministic else "sampled, temperature in logits",
         }
 
-    def _step_values(
-        self,
-        b,
-        frames,
-        obs,
-        info,
-        events,
-        action,
-        buttons,
-        camera,
-        lp,
-        h_buttons,
-        h_camera,
-        out,
-        cache,
-        reward,
-        terminated,
-        truncated,
-    ) -> dict:
+    def _step_values(self, b: int, frames, obs: dict, info: dict, events: list, action: dict, batch: dict) -> dict:
+        """Row b's values of one step (reward and the end flags are added by the caller)."""
         pose = info.get("pose", {})
-        step = {
-            "frames": frames[b],
-            "action/buttons": np.int32(buttons[b]),
-            "action/camera": np.int32(camera[b]),
-            "action/minerl/camera": np.asarray(action["camera"], np.float32),
-            "log_prob": np.float32(lp[b]),
-            "entropy/buttons": np.float32(h_buttons[b]),
-            "entropy/camera": np.float32(h_camera[b]),
-            "value": np.float32(out.value[b]),
-            "reward": np.float32(reward),
-            "terminated": np.bool_(terminated),
-            "truncated": np.bool_(truncated),
-            "gt/pose": np.array([pose.get(k, np.nan) for k in ("x", "y", "z", "pitch", "yaw")], np.float32),
-            "gt/crosshair": json.dumps(info.get("crosshair")),
-            "gt/visible_entities": json.dumps(info.get("visible_entities", [])),
-            "gt/events": json.dumps(events),
-        }
+        step = {name: values[b] for name, values in batch.items()}
+        step.update(
+            {
+                "frames": frames[b],
+                "action/minerl/camera": np.asarray(action["camera"], np.float32),
+                "gt/pose": np.array([pose.get(k, np.nan) for k in ("x", "y", "z", "pitch", "yaw")], np.float32),
+                "gt/crosshair": json.dumps(info.get("crosshair")),
+                "gt/visible_entities": json.dumps(info.get("visible_entities", [])),
+                "gt/events": json.dumps(events),
+            }
+        )
         for key in MINERL_ACTION_KEYS:
             step[f"action/minerl/{key}"] = np.uint8(action.get(key, 0))
-        for layer, name in enumerate(self.patterns):
-            step[f"attention/L{layer}"] = cache[name][b].to(torch.float16).cpu().numpy()
-        for name in self.hooks:
-            step[f"activations/{name}"] = cache[name][b].to(torch.float16).cpu().numpy()
         if self.cfg.full_frames:
             step["frames_full"] = obs["pov"]
         return step

@@ -76,16 +76,20 @@ def _wait_for_commit(path: Path, at_least: int, timeout_s: float = 120.0) -> int
     raise TimeoutError(f"{path} never committed {at_least} steps")
 
 
+def _record_in_subprocess(out: Path, n_steps: int) -> subprocess.Popen:
+    script = (
+        "from pathlib import Path; from vptlens.recordings import recorder; "
+        f"recorder.main(recorder.RecordConfig(model=Path({str(MODEL)!r}), weights=Path({str(WEIGHTS)!r}), "
+        f"out=Path({str(out)!r}), n_steps={n_steps}, n_episodes=1, n_envs=1, height=64, width=64, seed=5))"
+    )
+    return subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
 def test_sigkill_loses_only_the_tail_and_resume_completes(tmp_path):
     kwargs = {"n_episodes": 1, "n_envs": 1, "n_steps": 400}
     clean_dir, killed_dir = tmp_path / "clean", tmp_path / "killed"
     recorder.main(_cfg(clean_dir, **kwargs))
-    script = (
-        "from pathlib import Path; from vptlens.recordings import recorder; "
-        f"recorder.main(recorder.RecordConfig(model=Path({str(MODEL)!r}), weights=Path({str(WEIGHTS)!r}), "
-        f"out=Path({str(killed_dir)!r}), n_steps=400, n_episodes=1, n_envs=1, height=64, width=64, seed=5))"
-    )
-    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    process = _record_in_subprocess(killed_dir, 400)
     try:
         _wait_for_commit(killed_dir / "episode_000000.zarr", 128)
     finally:
@@ -160,12 +164,7 @@ def test_agent_from_the_zoo_or_files(tmp_path):
 
 def test_ctrl_c_flushes_and_marks_partial(tmp_path):
     out = tmp_path / "interrupted"
-    script = (
-        "from pathlib import Path; from vptlens.recordings import recorder; "
-        f"recorder.main(recorder.RecordConfig(model=Path({str(MODEL)!r}), weights=Path({str(WEIGHTS)!r}), "
-        f"out=Path({str(out)!r}), n_steps=5000, n_episodes=1, n_envs=1, height=64, width=64, seed=5))"
-    )
-    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    process = _record_in_subprocess(out, 5000)
     try:
         _wait_for_commit(out / "episode_000000.zarr", 64)
         process.send_signal(signal.SIGINT)

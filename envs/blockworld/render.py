@@ -49,6 +49,23 @@ def _sky(dx, dy, dz, sun, daylight, out):
 
 @njit(cache=True, inline="always", error_model="numpy")
 @no_type_check  # numba compiles the plain function; no test-time type checker
+def _dda_start(ox, oy, oz, dx, dy, dz):
+    """Amanatides-Woo set-up: the start voxel, step signs, ray time per voxel, and time to the first face per axis."""
+    vx, vy, vz = int(math.floor(ox)), int(math.floor(oy)), int(math.floor(oz))
+    sx = 1 if dx > 0 else -1
+    sy = 1 if dy > 0 else -1
+    sz = 1 if dz > 0 else -1
+    tdx = abs(1.0 / dx) if dx != 0 else 1e30
+    tdy = abs(1.0 / dy) if dy != 0 else 1e30
+    tdz = abs(1.0 / dz) if dz != 0 else 1e30
+    tmx = ((vx + 1 - ox) if dx > 0 else (ox - vx)) * tdx
+    tmy = ((vy + 1 - oy) if dy > 0 else (oy - vy)) * tdy
+    tmz = ((vz + 1 - oz) if dz > 0 else (oz - vz)) * tdz
+    return vx, vy, vz, sx, sy, sz, tdx, tdy, tdz, tmx, tmy, tmz
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+@no_type_check  # numba compiles the plain function; no test-time type checker
 def _cell_exit(ox, oy, oz, dx, dy, dz, vx, vy, vz, shift):
     """Ray time and axis at which the ray leaves the aligned cell of side 2**shift holding voxel (vx, vy, vz)."""
     size = 1 << shift
@@ -213,16 +230,7 @@ def render(
                         t_ent, ent_hit, box_hit, hit_axis, hpx, hpy, hpz = t, e, b, ax, px, py, pz
 
             # voxel walk
-            vx, vy, vz = int(math.floor(ox)), int(math.floor(oy)), int(math.floor(oz))
-            sx = 1 if dx > 0 else -1
-            sy = 1 if dy > 0 else -1
-            sz = 1 if dz > 0 else -1
-            tdx = abs(1.0 / dx) if dx != 0 else 1e30
-            tdy = abs(1.0 / dy) if dy != 0 else 1e30
-            tdz = abs(1.0 / dz) if dz != 0 else 1e30
-            tmx = ((vx + 1 - ox) if dx > 0 else (ox - vx)) * tdx
-            tmy = ((vy + 1 - oy) if dy > 0 else (oy - vy)) * tdy
-            tmz = ((vz + 1 - oz) if dz > 0 else (oz - vz)) * tdz
+            vx, vy, vz, sx, sy, sz, tdx, tdy, tdz, tmx, tmy, tmz = _dda_start(ox, oy, oz, dx, dy, dz)
             t, axis, hit_t = 0.0, -1, -1.0
             t_water = -1.0
             check = True
@@ -373,16 +381,7 @@ def raycast_block(blocks, kinds, eye, d, max_t):
     X, Y, Z = blocks.shape
     ox, oy, oz = eye[0], eye[1], eye[2]
     dx, dy, dz = d[0], d[1], d[2]
-    vx, vy, vz = int(math.floor(ox)), int(math.floor(oy)), int(math.floor(oz))
-    sx = 1 if dx > 0 else -1
-    sy = 1 if dy > 0 else -1
-    sz = 1 if dz > 0 else -1
-    tdx = abs(1.0 / dx) if dx != 0 else 1e30
-    tdy = abs(1.0 / dy) if dy != 0 else 1e30
-    tdz = abs(1.0 / dz) if dz != 0 else 1e30
-    tmx = ((vx + 1 - ox) if dx > 0 else (ox - vx)) * tdx
-    tmy = ((vy + 1 - oy) if dy > 0 else (oy - vy)) * tdy
-    tmz = ((vz + 1 - oz) if dz > 0 else (oz - vz)) * tdz
+    vx, vy, vz, sx, sy, sz, tdx, tdy, tdz, tmx, tmy, tmz = _dda_start(ox, oy, oz, dx, dy, dz)
     t, axis, sign = 0.0, -1, 0
     while t <= max_t:
         if vx < 0 or vx >= X or vz < 0 or vz >= Z or vy < 0 or vy >= Y:

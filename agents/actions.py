@@ -1,31 +1,47 @@
-"""VPT's action space: MineRL action dicts <-> the policy's factored action (button class, camera class).
+"""VPT's action space: MineRL action dicts <-> the policy's two categorical heads.
 
-The policy chooses one of 8641 joint button classes and one of 121 camera classes:
+VPT does not predict MineRL's keys one by one. Its policy has two heads (OpenAI's
+`CameraHierarchicalMapping` with 11 camera bins, as `agent.py` builds it), and here the
+pair (button class, camera class) is called the *factored* action:
 
-- Buttons are grouped into mutually exclusive choices (hotbar 1-9, forward/back,
-  left/right, sprint/sneak, use, drop, attack, jump) plus a "camera meta action" saying
-  whether the camera moves: 10*3*3*3*2*2*2*2*2 = 8640 combinations, numbered as
-  `itertools.product` of the groups in that order (the last group varies fastest), and
-  class 8640 for opening the inventory, which excludes everything else.
-- The camera is [pitch, yaw] in degrees, each clipped to +-10 and quantised into 11 bins
-  after mu-law companding (mu = 10), so small movements get fine bins; class =
-  pitch_bin * 11 + yaw_bin, and the null bin (5, 5) is class 60.
+- The button head has 8641 classes. The 20 buttons VPT models fall into mutually
+  exclusive groups (`BUTTON_GROUPS`: hotbar 1-9, forward/back, left/right, sprint/sneak,
+  use, drop, attack, jump), and a last group, the *camera meta action*, says whether the
+  camera moves at all. The 10*3*3*3*2*2*2*2*2 = 8640 combinations are numbered as
+  `itertools.product` of the groups in that order (the last group varies fastest); class
+  8640 opens the inventory and excludes everything else.
+- The camera head has 121 classes, `pitch_bin * 11 + yaw_bin`. Each of [pitch, yaw]
+  (degrees per step) is clipped to +-10 and mu-law companded (mu = 10) before being cut
+  into 11 bins, so small movements get fine bins (+-0.6 deg) and large ones coarse ones.
+  Bin 5 is no movement; the null camera class is 60.
 
-Conflicts in a MineRL action resolve as in OpenAI's `CameraHierarchicalMapping`: forward
-with back (and left with right) cancel to neither; sprint with sneak keeps sneak; several
-hotbar keys keep the highest-numbered; `inventory` wins over every other button and
-centres the camera. Going back, a button class whose meta action is off gives camera
-(0, 0); the inventory class leaves the camera head's choice in place, as OpenAI's
-code does.
+Going from MineRL to the factored action follows OpenAI's `ActionTransformer.env2policy`
+then `CameraHierarchicalMapping.from_factored`; MineRL actions can press buttons the
+groups forbid together, and those conflicts resolve as there:
+
+- forward with back, or left with right: neither (they cancel);
+- sprint with sneak: sneak (within a group the option listed last wins);
+- several hotbar keys: the highest-numbered one;
+- `inventory`: the inventory class, dropping every other button, camera class 60;
+- a camera movement that rounds to bin (5, 5): camera meta action off, camera class 60;
+- `ESC`, `pickItem`, `swapHands`: ignored, VPT has no output for them.
+
+Going back follows `to_factored` then `policy2env`: a button class whose camera meta
+action is off sends camera [0, 0] whatever the camera class; the inventory class lets the
+camera class through (OpenAI's table marks its camera as on), so the agent can open the
+inventory and turn in one step, as the reference agent does.
+
+Arithmetic on the camera keeps OpenAI's operation order and dtypes (a float32 input stays
+float32 where the reference's does), so bins agree bit for bit, even at bin edges.
 """
 
-import functools
-import itertools
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
-FACTORED_BUTTONS: tuple[str, ...] = (
+VPT_BUTTONS: tuple[str, ...] = (
     "attack",
     "back",
     "forward",
@@ -39,7 +55,7 @@ FACTORED_BUTTONS: tuple[str, ...] = (
     "inventory",
     *(f"hotbar.{i}" for i in range(1, 10)),
 )
-"""The buttons of VPT's factored action, in OpenAI's order (`Buttons.ALL`)."""
+"""The 20 buttons VPT models, in OpenAI's order (`lib/actions.py` `Buttons.ALL`): the columns of `pressed` arrays."""
 
 MINERL_BUTTONS: tuple[str, ...] = (
     "forward",
@@ -58,7 +74,10 @@ MINERL_BUTTONS: tuple[str, ...] = (
     "pickItem",
     "swapHands",
 )
-"""Every binary key of MineRL 1.0's human action space (plus `camera`)."""
+"""Every binary key of MineRL 1.0's human action space; with `camera` these are all its keys."""
+
+IGNORED_BUTTONS: tuple[str, ...] = tuple(k for k in MINERL_BUTTONS if k not in VPT_BUTTONS)
+"""MineRL keys VPT never presses (`ESC`, `pickItem`, `swapHands`): read and ignored, always sent as 0."""
 
 BUTTON_GROUPS: dict[str, tuple[str, ...]] = {
     "hotbar": ("none", *(f"hotbar.{i}" for i in range(1, 10))),
@@ -71,155 +90,186 @@ BUTTON_GROUPS: dict[str, tuple[str, ...]] = {
     "jump": ("none", "jump"),
     "camera": ("none", "camera"),
 }
-"""Mutually exclusive button groups of the joint button head, in the order that numbers its classes."""
+"""Mutually exclusive choices of the button head, in the order that numbers its classes (OpenAI's order)."""
+
+CANCELLING_GROUPS: tuple[str, ...] = ("fore_back", "left_right")
+"""Groups where pressing both buttons means pressing neither; elsewhere the option listed last wins."""
 
 N_CAMERA_BINS = 11
 CAMERA_NULL_BIN = N_CAMERA_BINS // 2
 N_CAMERA_CLASSES = N_CAMERA_BINS**2
 CAMERA_NULL_CLASS = CAMERA_NULL_BIN * N_CAMERA_BINS + CAMERA_NULL_BIN
-CAMERA_MAXVAL = 10.0
-"""Degrees; camera movements are clipped to +-CAMERA_MAXVAL per step before quantisation."""
-CAMERA_BINSIZE = 2.0
-CAMERA_MU = 10.0
+CAMERA_MAXVAL = 10
+"""Degrees; a camera movement is clipped to +-CAMERA_MAXVAL per step before quantisation."""
+CAMERA_BINSIZE = 2
+"""Width of a bin in companded units (companding maps +-CAMERA_MAXVAL onto itself)."""
+CAMERA_MU = 10
+"""Curvature of the mu-law companding; OpenAI's `ACTION_TRANSFORMER_KWARGS`."""
+assert N_CAMERA_BINS == 2 * CAMERA_MAXVAL // CAMERA_BINSIZE + 1
 
-_RADICES = tuple(len(choices) for choices in BUTTON_GROUPS.values())
-_STRIDES = tuple(int(np.prod(_RADICES[i + 1 :])) for i in range(len(_RADICES)))
-INVENTORY_CLASS = int(np.prod(_RADICES))
+_GROUP_SIZES = tuple(len(options) for options in BUTTON_GROUPS.values())
+# mixed radix: a class is sum(choice * stride) with the last group's stride 1
+_GROUP_STRIDES = tuple(int(np.prod(_GROUP_SIZES[i + 1 :])) for i in range(len(_GROUP_SIZES)))
+INVENTORY_CLASS = int(np.prod(_GROUP_SIZES))
 N_BUTTON_CLASSES = INVENTORY_CLASS + 1
 NULL_BUTTON_CLASS = 0
-assert N_BUTTON_CLASSES == 8641
+assert N_BUTTON_CLASSES == 10 * 3**3 * 2**5 + 1 == 8641
 
-_F = {name: i for i, name in enumerate(FACTORED_BUTTONS)}
+_COLUMN = {button: i for i, button in enumerate(VPT_BUTTONS)}
 
 
 # ----------------------------------------------------------------------------- camera
 
 
-def quantize_camera(degrees: Float[np.ndarray, "*b"]) -> Int[np.ndarray, "*b"]:
-    """Degrees -> mu-law bin in [0, 11), elementwise (OpenAI's `CameraQuantizer.discretize`)."""
-    x = np.clip(np.asarray(degrees, dtype=np.float64), -CAMERA_MAXVAL, CAMERA_MAXVAL) / CAMERA_MAXVAL
-    x = np.sign(x) * np.log1p(CAMERA_MU * np.abs(x)) / np.log1p(CAMERA_MU) * CAMERA_MAXVAL
-    return np.round((x + CAMERA_MAXVAL) / CAMERA_BINSIZE).astype(np.int64)
+def quantize_camera(degrees: Float[np.ndarray, "*shape"]) -> Int[np.ndarray, "*shape"]:
+    """Degrees -> mu-law bin in [0, 11), elementwise; OpenAI's `CameraQuantizer.discretize`."""
+    # log(1 + y), not log1p, and np.float64 constants: OpenAI's exact operations, so bin edges round the same
+    x = np.clip(degrees, -CAMERA_MAXVAL, CAMERA_MAXVAL) / CAMERA_MAXVAL
+    companded = np.sign(x) * (np.log(1.0 + CAMERA_MU * np.abs(x)) / np.log(1.0 + CAMERA_MU))
+    return np.round((companded * CAMERA_MAXVAL + CAMERA_MAXVAL) / CAMERA_BINSIZE).astype(np.int64)
 
 
-def dequantize_camera(bins: Int[np.ndarray, "*b"]) -> Float[np.ndarray, "*b"]:
-    """Bin -> degrees at the bin's centre (OpenAI's `CameraQuantizer.undiscretize`)."""
-    x = (np.asarray(bins, dtype=np.float64) * CAMERA_BINSIZE - CAMERA_MAXVAL) / CAMERA_MAXVAL
-    return np.sign(x) * ((1.0 + CAMERA_MU) ** np.abs(x) - 1.0) / CAMERA_MU * CAMERA_MAXVAL
+def dequantize_camera(bins: Int[np.ndarray, "*shape"]) -> Float[np.ndarray, "*shape"]:
+    """Bin -> degrees at the bin's centre (float64), elementwise; OpenAI's `CameraQuantizer.undiscretize`."""
+    x = (bins * CAMERA_BINSIZE - CAMERA_MAXVAL) / CAMERA_MAXVAL
+    return np.sign(x) * (1.0 / CAMERA_MU) * ((1.0 + CAMERA_MU) ** np.abs(x) - 1.0) * CAMERA_MAXVAL
 
 
 # ----------------------------------------------------------------------------- button classes
 
 
-@functools.cache
-def _class_tables() -> tuple[np.ndarray, np.ndarray]:
-    """Per button class: the factored buttons it presses (8641, 20) and whether the camera is off (8641,)."""
-    pressed = np.zeros((N_BUTTON_CLASSES, len(FACTORED_BUTTONS)), dtype=bool)
+def _make_class_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Per button class: the buttons it presses (8641, 20) and whether its camera meta action is off (8641,)."""
+    joint = np.arange(INVENTORY_CLASS)
+    pressed = np.zeros((N_BUTTON_CLASSES, len(VPT_BUTTONS)), dtype=bool)
     camera_off = np.zeros(N_BUTTON_CLASSES, dtype=bool)
-    for cls, combo in enumerate(itertools.product(*BUTTON_GROUPS.values())):
-        for choice in combo[:-1]:
-            if choice != "none":
-                pressed[cls, _F[choice]] = True
-        camera_off[cls] = combo[-1] != "camera"
-    pressed[INVENTORY_CLASS, _F["inventory"]] = True  # its camera stays on, as in OpenAI's tables
+    for (name, options), stride in zip(BUTTON_GROUPS.items(), _GROUP_STRIDES):
+        choice = joint // stride % len(options)
+        if name == "camera":
+            camera_off[:INVENTORY_CLASS] = choice == 0
+            continue
+        for i, button in enumerate(options[1:], start=1):
+            pressed[:INVENTORY_CLASS, _COLUMN[button]] = choice == i
+    pressed[INVENTORY_CLASS, _COLUMN["inventory"]] = True  # camera_off stays False, as in OpenAI's table
     pressed.setflags(write=False)
     camera_off.setflags(write=False)
     return pressed, camera_off
 
 
+_PRESSED_BY_CLASS, _CAMERA_OFF_BY_CLASS = _make_class_tables()
+
+
+def _check_classes(classes: np.ndarray, n_classes: int, what: str) -> None:
+    if classes.size and (classes.min() < 0 or classes.max() >= n_classes):
+        bad = classes[(classes < 0) | (classes >= n_classes)]
+        raise ValueError(
+            f"{what} classes must be in [0, {n_classes}) (the {what} head's classes), got {bad[:5].tolist()}"
+        )
+
+
 def buttons_to_class(pressed: Bool[np.ndarray, "b 20"], camera_moves: Bool[np.ndarray, " b"]) -> Int[np.ndarray, " b"]:
-    """Factored buttons (OpenAI's order) and whether the camera moves -> joint button class."""
-    p = np.asarray(pressed, dtype=bool)
+    """Buttons pressed (columns in `VPT_BUTTONS` order) and whether the camera moves -> button class.
 
-    def pair(first: str, second: str, both: int) -> np.ndarray:
-        a, b = p[:, _F[first]], p[:, _F[second]]
-        return np.where(a & b, both, np.where(a, 1, np.where(b, 2, 0)))
-
-    hotbar = p[:, [_F[f"hotbar.{i}"] for i in range(1, 10)]]
-    choices = [
-        np.where(hotbar.any(1), 9 - np.argmax(hotbar[:, ::-1], axis=1), 0),  # highest-numbered key wins
-        pair("forward", "back", both=0),  # both cancel
-        pair("left", "right", both=0),
-        pair("sprint", "sneak", both=2),  # the later in the group wins
-        p[:, _F["use"]],
-        p[:, _F["drop"]],
-        p[:, _F["attack"]],
-        p[:, _F["jump"]],
-        np.asarray(camera_moves, dtype=bool),
-    ]
-    cls = sum(np.asarray(c, dtype=np.int64) * s for c, s in zip(choices, _STRIDES))
-    return np.where(p[:, _F["inventory"]], INVENTORY_CLASS, cls)
+    Conflicting buttons resolve as in OpenAI's `factored_buttons_to_groups` (see the module docstring).
+    """
+    button_class = np.zeros(pressed.shape[0], dtype=np.int64)
+    for (name, options), stride in zip(BUTTON_GROUPS.items(), _GROUP_STRIDES):
+        if name == "camera":
+            choice = camera_moves.astype(np.int64)
+        else:
+            in_group = pressed[:, [_COLUMN[button] for button in options[1:]]]
+            # OpenAI walks the pressed options in group order and keeps the last one
+            choice = (in_group * np.arange(1, len(options))).max(axis=1)
+            if name in CANCELLING_GROUPS:
+                choice[in_group.all(axis=1)] = 0
+        button_class += choice * stride
+    return np.where(pressed[:, _COLUMN["inventory"]], INVENTORY_CLASS, button_class)
 
 
 def class_to_buttons(button_class: Int[np.ndarray, " b"]) -> tuple[Bool[np.ndarray, "b 20"], Bool[np.ndarray, " b"]]:
-    """Joint button class -> (factored buttons pressed, whether the camera head's choice is ignored)."""
-    pressed, camera_off = _class_tables()
-    return pressed[button_class], camera_off[button_class]
+    """Button class -> (buttons pressed in `VPT_BUTTONS` order, whether the camera head is ignored)."""
+    _check_classes(button_class, N_BUTTON_CLASSES, "button")
+    return _PRESSED_BY_CLASS[button_class], _CAMERA_OFF_BY_CLASS[button_class]
 
 
 # ----------------------------------------------------------------------------- MineRL dicts
 
 
-def _batched(action: dict) -> dict:
-    """Check a MineRL action dict and give it a batch axis: factored buttons as bool (B,), camera (B, 2)."""
-    if not isinstance(action, dict):
+def _read_minerl(action: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Check a MineRL action, single or batched -> (pressed (B, 20) bool, camera degrees (B, 2))."""
+    if not isinstance(action, Mapping):
         raise TypeError(f"expected a MineRL action dict, got {type(action).__name__}")
-    unknown = set(action) - set(MINERL_BUTTONS) - {"camera"}
+    unknown = sorted(set(action) - {*MINERL_BUTTONS, "camera"})
     if unknown:
-        raise ValueError(f"unknown MineRL action keys {sorted(unknown)}; known: camera, {', '.join(MINERL_BUTTONS)}")
+        raise ValueError(f"unknown MineRL action keys {unknown}; the keys are 'camera' and {', '.join(MINERL_BUTTONS)}")
     if "camera" not in action:
-        raise ValueError("the action has no 'camera'; MineRL actions carry camera = [pitch, yaw] in degrees")
-    camera = np.asarray(action["camera"], dtype=np.float64)
-    camera = camera.reshape(1, -1) if camera.ndim == 1 else camera
-    if camera.ndim != 2 or camera.shape[1] != 2:
-        raise ValueError(f"camera must be [pitch, yaw] (2,) or (B, 2) degrees, got shape {np.shape(action['camera'])}")
-    out = {"camera": camera}
-    for key in FACTORED_BUTTONS:
-        value = np.asarray(action.get(key, 0)).reshape(-1)
-        if value.shape[0] == 1 and camera.shape[0] > 1:
-            value = np.repeat(value, camera.shape[0])
-        if value.shape[0] != camera.shape[0]:
-            raise ValueError(f"'{key}' has {value.shape[0]} rows but camera has {camera.shape[0]}")
-        out[key] = value != 0
-    return out
+        raise ValueError("the action has no 'camera'; give camera=[pitch, yaw] in degrees ([0, 0] for no turn)")
+    degrees = np.asarray(action["camera"])
+    if degrees.dtype.kind not in "biuf":
+        raise ValueError(f"camera must be numbers (degrees), got dtype {degrees.dtype}")
+    if degrees.dtype.kind != "f":
+        degrees = degrees.astype(np.float64)  # what OpenAI's arithmetic turns integers into
+    degrees_b2 = degrees[None] if degrees.ndim == 1 else degrees
+    if degrees_b2.ndim != 2 or degrees_b2.shape[1] != 2:
+        raise ValueError(f"camera must be [pitch, yaw], shape (2,) or (B, 2), got shape {degrees.shape}")
+    if not np.isfinite(degrees_b2).all():
+        raise ValueError(f"camera must be finite degrees, got {degrees_b2[~np.isfinite(degrees_b2).all(1)][:3]}")
+
+    n_rows = degrees_b2.shape[0]
+    pressed_b20 = np.zeros((n_rows, len(VPT_BUTTONS)), dtype=bool)
+    for key in MINERL_BUTTONS:
+        if key not in action:
+            continue  # an absent button is not pressed, as in OpenAI's `acs.get(k, 0)`
+        value = np.asarray(action[key])
+        if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != n_rows):
+            raise ValueError(
+                f"'{key}' has shape {value.shape} but camera has {n_rows} row(s); give a scalar or shape ({n_rows},)"
+            )
+        if value.dtype.kind not in "biuf" or not np.isin(value, (0, 1)).all():
+            raise ValueError(f"'{key}' must be 0 or 1 (or bool), got {value.tolist()}")
+        if key in _COLUMN:
+            pressed_b20[:, _COLUMN[key]] = value == 1
+    return pressed_b20, degrees_b2
 
 
-def minerl_to_factored(action: dict) -> tuple[Int[np.ndarray, " b"], Int[np.ndarray, " b"]]:
-    """A MineRL action dict, single or batched (arrays of B rows) -> (button classes, camera classes), each (B,)."""
-    batch = _batched(action)
-    pressed = np.stack([batch[k] for k in FACTORED_BUTTONS], axis=1)
-    bins = quantize_camera(batch["camera"])
-    camera_moves = np.any(bins != CAMERA_NULL_BIN, axis=1)
-    buttons = buttons_to_class(pressed, camera_moves)
-    camera = bins[:, 0] * N_CAMERA_BINS + bins[:, 1]
-    camera = np.where(buttons == INVENTORY_CLASS, CAMERA_NULL_CLASS, camera)
-    return buttons.astype(np.int64), camera.astype(np.int64)
+def minerl_to_factored(action: Mapping[str, Any]) -> tuple[Int[np.ndarray, " b"], Int[np.ndarray, " b"]]:
+    """A MineRL action dict -> (button classes, camera classes), int64, each shape (B,).
+
+    `action` is one step (button scalars, camera [pitch, yaw] shape (2,); then B = 1) or B
+    steps (buttons shape (B,) or scalars shared by all rows, camera (B, 2)). Buttons left
+    out are not pressed; `camera` is required.
+    """
+    pressed_b20, degrees_b2 = _read_minerl(action)
+    bins_b2 = quantize_camera(degrees_b2)
+    buttons_b = buttons_to_class(pressed_b20, (bins_b2 != CAMERA_NULL_BIN).any(axis=1))
+    camera_b = bins_b2[:, 0] * N_CAMERA_BINS + bins_b2[:, 1]
+    camera_b[buttons_b == INVENTORY_CLASS] = CAMERA_NULL_CLASS  # the inventory excludes the camera
+    return buttons_b, camera_b
 
 
-def factored_to_minerl(buttons: Int[np.ndarray, " b"], camera: Int[np.ndarray, " b"]) -> list[dict]:
-    """(button classes, camera classes), each (B,) -> B MineRL action dicts with every key (`ESC` 0)."""
-    buttons = np.asarray(buttons, dtype=np.int64).reshape(-1)
-    camera = np.asarray(camera, dtype=np.int64).reshape(-1)
+def factored_to_minerl(buttons: Int[np.ndarray, " b"], camera: Int[np.ndarray, " b"]) -> list[dict[str, Any]]:
+    """(button classes, camera classes), each shape (B,) -> a list of B MineRL action dicts.
+
+    Each dict has every MineRL key: buttons as int 0/1 (`ESC`, `pickItem`, `swapHands`
+    always 0) and `camera` a float32 array [pitch, yaw] in degrees (OpenAI's float64
+    values, rounded to the dtype of MineRL's camera space).
+    """
     if buttons.shape != camera.shape:
-        raise ValueError(f"buttons {buttons.shape} and camera {camera.shape} must have the same number of rows")
-    if buttons.size and (buttons.min() < 0 or buttons.max() >= N_BUTTON_CLASSES):
-        raise ValueError(f"button classes must be in [0, {N_BUTTON_CLASSES}), got {buttons.min()}..{buttons.max()}")
-    if camera.size and (camera.min() < 0 or camera.max() >= N_CAMERA_CLASSES):
-        raise ValueError(f"camera classes must be in [0, {N_CAMERA_CLASSES}), got {camera.min()}..{camera.max()}")
-    pressed, camera_off = class_to_buttons(buttons)
-    bins = np.stack([camera // N_CAMERA_BINS, camera % N_CAMERA_BINS], axis=1)
-    bins[camera_off] = CAMERA_NULL_BIN
-    degrees = dequantize_camera(bins).astype(np.float32)
+        raise ValueError(f"buttons {buttons.shape} and camera {camera.shape} must be shape (B,) with the same B")
+    _check_classes(camera, N_CAMERA_CLASSES, "camera")
+    pressed_b20, camera_off_b = class_to_buttons(buttons)
+    bins_b2 = np.stack([camera // N_CAMERA_BINS, camera % N_CAMERA_BINS], axis=1).astype(np.int64)
+    bins_b2[camera_off_b] = CAMERA_NULL_BIN
+    degrees_b2 = dequantize_camera(bins_b2).astype(np.float32)
     actions = []
-    for row in range(buttons.shape[0]):
-        action = {key: 0 for key in MINERL_BUTTONS}
-        for i, key in enumerate(FACTORED_BUTTONS):
-            action[key] = int(pressed[row, i])
-        action["camera"] = degrees[row]
+    for pressed, degrees in zip(pressed_b20.astype(int).tolist(), degrees_b2):
+        action: dict[str, Any] = dict.fromkeys(MINERL_BUTTONS, 0)
+        action.update(zip(VPT_BUTTONS, pressed))
+        action["camera"] = degrees
         actions.append(action)
     return actions
 
 
-def null_action() -> dict:
-    """The MineRL action that does nothing."""
+def get_null_action() -> dict[str, Any]:
+    """The MineRL action that does nothing: no button, camera [0, 0]."""
     return factored_to_minerl(np.array([NULL_BUTTON_CLASS]), np.array([CAMERA_NULL_CLASS]))[0]

@@ -1,4 +1,4 @@
-"""The downloader against a local HTTP server on 127.0.0.1 serving the tiny fixture."""
+"""The zoo table, and the downloader against a local HTTP server on 127.0.0.1 serving the tiny fixture."""
 
 import hashlib
 import json
@@ -6,23 +6,42 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import torch
 from conftest import fixture_paths
 
 from vptlens.agents import load_policy
-from vptlens.agents.zoo import DownloadConfig, download, download_file, get_zoo_entry, main
+from vptlens.agents.config import PolicyConfig
+from vptlens.agents.policy import VPTPolicy
+from vptlens.agents.zoo import (
+    ARCHITECTURES,
+    MANIFEST_NAME,
+    ZOO,
+    DownloadConfig,
+    download,
+    download_file,
+    get_zoo_entry,
+    list_zoo,
+    main,
+)
 
 ENTRY = get_zoo_entry("foundation-model-2x")
+MODEL, WEIGHTS = ENTRY.model_file, ENTRY.weights_file
 
 
 class _Server:
-    """Serves the tiny fixture under a zoo entry's file names; can ignore Range or cut a response short."""
+    """Serves the tiny fixture under ENTRY's file names, with Range support; can misbehave on request.
 
-    def __init__(self, honour_range=True, cut_first_response_at=None):
-        model, weights = fixture_paths("vpt_tiny")
-        self.files = {ENTRY.model_file: model.read_bytes(), ENTRY.weights_file: weights.read_bytes()}
-        self.honour_range = honour_range
-        self.cut_at = cut_first_response_at
-        self.requests: list[tuple[str, str | None]] = []
+    honour_range: answer a Range request with 206 (else the whole file, 200).
+    cut_at: the first response for WEIGHTS sends only this many body bytes, then hangs up.
+    fail_first: the first request is answered with this HTTP status.
+    content_type: the Content-Type to send.
+    """
+
+    def __init__(self, honour_range=True, cut_at=None, fail_first=None, content_type="application/octet-stream"):
+        model_path, weights_path = fixture_paths("vpt_tiny")
+        self.files = {MODEL: model_path.read_bytes(), WEIGHTS: weights_path.read_bytes()}
+        self.honour_range, self.cut_at, self.fail_first = honour_range, cut_at, fail_first
+        self.requests: list[tuple[str, str | None]] = []  # (file name, Range header)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -33,32 +52,47 @@ class _Server:
                 name = self.path.rsplit("/", 1)[-1]
                 rng = self.headers.get("Range")
                 server.requests.append((name, rng))
+                if server.fail_first is not None:
+                    code, server.fail_first = server.fail_first, None
+                    self.send_error(code)
+                    return
                 if name not in server.files:
                     self.send_error(404)
                     return
                 data, start = server.files[name], 0
                 if rng and server.honour_range:
                     start = int(rng.removeprefix("bytes=").rstrip("-"))
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 else:
                     self.send_response(200)
                 body = data[start:]
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                if server.cut_at is not None and name == ENTRY.weights_file:
-                    self.wfile.write(body[: server.cut_at])
-                    server.cut_at = None
-                    self.close_connection = True
-                    return
+                if server.cut_at is not None and name == WEIGHTS:
+                    body, server.cut_at = body[: server.cut_at], None
                 self.wfile.write(body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/models"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/mirror"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return f"{self.base_url}/{name}"
 
     def close(self):
         self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
 
 
 @pytest.fixture
@@ -72,57 +106,157 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_full_download_is_byte_identical_and_recorded(server, tmp_path):
-    paths = download("foundation-model-2x", tmp_path, base_url=server.url, progress=False)
-    for role, name in (("model", ENTRY.model_file), ("weights", ENTRY.weights_file)):
-        assert paths[role].read_bytes() == server.files[name]
-    manifest = json.loads((tmp_path / "zoo_manifest.json").read_text())
-    assert manifest[ENTRY.weights_file]["sha256"] == _sha(server.files[ENTRY.weights_file])
-    assert manifest[ENTRY.weights_file]["url"] == f"{server.url}/{ENTRY.weights_file}"
-    load_policy(paths["model"], paths["weights"])  # and the files work
+def _manifest(dir_path) -> dict:
+    return json.loads((dir_path / MANIFEST_NAME).read_text())
 
 
-@pytest.mark.parametrize("server", [{"cut_first_response_at": 100_000}], indirect=True)
-def test_interrupted_download_resumes_with_range(server, tmp_path):
-    url, dest = f"{server.url}/{ENTRY.weights_file}", tmp_path / ENTRY.weights_file
-    with pytest.raises(ConnectionError, match="resume"):
-        download_file(url, dest, progress=False)
-    assert (tmp_path / (ENTRY.weights_file + ".part")).stat().st_size == 100_000 and not dest.exists()
-    digest = download_file(url, dest, progress=False)
-    assert server.requests[-1] == (ENTRY.weights_file, "bytes=100000-")
-    assert dest.read_bytes() == server.files[ENTRY.weights_file] and digest == _sha(dest.read_bytes())
-    assert not (tmp_path / (ENTRY.weights_file + ".part")).exists()
+# ------------------------------------------------------------------------------------ the table
 
 
-@pytest.mark.parametrize("server", [{"honour_range": False}], indirect=True)
-def test_server_ignoring_range_still_gives_the_right_file(server, tmp_path):
-    part = tmp_path / (ENTRY.weights_file + ".part")
-    part.write_bytes(b"garbage that must not survive")
-    download_file(f"{server.url}/{ENTRY.weights_file}", tmp_path / ENTRY.weights_file, progress=False)
-    assert (tmp_path / ENTRY.weights_file).read_bytes() == server.files[ENTRY.weights_file]
+def test_table_is_consistent():
+    for name, e in ZOO.items():
+        assert e.name == name and e.weights.url.startswith("https://")
+        if e.is_agent:
+            assert e.model_file.endswith(".model") and e.weights_file.endswith(".weights")
+            assert e.architecture.width == e.width
+        if e.parent is not None:
+            assert get_zoo_entry(e.parent).width == e.width
+    assert get_zoo_entry("steve1").model == get_zoo_entry("rl-from-foundation-2x").model  # VPT's 2x.model
+    assert "attn.pth" in list_zoo() and "rl-from-early-game-2x" in list_zoo()
+    with pytest.raises(ValueError, match="not an agent"):
+        _ = get_zoo_entry("mineclip-attn").model_file
 
 
-def test_sha_mismatch_keeps_nothing_under_the_final_name(server, tmp_path):
-    with pytest.raises(ValueError, match="does not match"):
-        download_file(
-            f"{server.url}/{ENTRY.model_file}", tmp_path / "x.model", expected_sha256="0" * 64, progress=False
+@pytest.mark.parametrize("width", sorted(ARCHITECTURES))
+def test_architecture_parameter_counts_match_the_policy(width):
+    a = ARCHITECTURES[width]
+    with torch.device("meta"):  # no memory, no time: only the shapes
+        policy = VPTPolicy(
+            PolicyConfig(hidsize=a.hidsize, attention_heads=a.n_heads_assumed, impala_width=a.impala_width)
         )
-    assert not (tmp_path / "x.model").exists()
-
-
-def test_404_is_a_clear_error(server, tmp_path):
-    with pytest.raises(ConnectionError, match="HTTP 404"):
-        download_file(f"{server.url}/nothing.weights", tmp_path / "nothing.weights", progress=False)
-    assert not (tmp_path / "nothing.weights").exists()
+    assert policy.n_params() == a.n_params
 
 
 def test_unknown_name_suggests_close_matches():
-    with pytest.raises(KeyError, match="foundation-model-2x"):
+    with pytest.raises(KeyError, match="Did you mean 'foundation-model-2x'") as e:
         get_zoo_entry("foundation-model-2")
+    assert "steve1-prior" in str(e.value)  # and lists every valid name
+    with pytest.raises(KeyError, match="rl-from-early-game-2x"):
+        DownloadConfig("rl-from-earlygame-2x")
+
+
+# ------------------------------------------------------------------------------ the downloader
+
+
+def test_full_download_is_byte_identical_and_recorded(server, tmp_path):
+    paths = download("foundation-model-2x", tmp_path, base_url=server.base_url, progress=False)
+    assert set(paths) == {"model", "weights"}
+    manifest = _manifest(tmp_path)
+    for name in (MODEL, WEIGHTS):
+        assert (tmp_path / name).read_bytes() == server.files[name]
+        record = manifest[name]
+        assert record["sha256"] == _sha(server.files[name]) and record["size"] == len(server.files[name])
+        assert record["url"] == server.url(name) and record["time"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([MODEL, WEIGHTS, MANIFEST_NAME])  # no .part left
+    load_policy(paths["model"], paths["weights"])  # and the files work
+
+    n_requests = len(server.requests)
+    assert download("foundation-model-2x", tmp_path, base_url=server.base_url, progress=False) == paths
+    assert len(server.requests) == n_requests and _manifest(tmp_path) == manifest  # present files: checked, kept
+
+
+def test_a_url_downloads_one_file(server, tmp_path):
+    paths = download(server.url(MODEL), tmp_path, progress=False)
+    assert paths == {"file": tmp_path / MODEL} and paths["file"].read_bytes() == server.files[MODEL]
+    with pytest.raises(ValueError, match="zoo names only"):
+        download(server.url(MODEL), tmp_path, base_url=server.base_url)
+
+
+@pytest.mark.parametrize("server", [{"cut_at": 100_000}], indirect=True)
+def test_a_dropped_connection_is_resumed_with_range(server, tmp_path):
+    sha = download_file(server.url(WEIGHTS), tmp_path / WEIGHTS, progress=False)
+    assert server.requests == [(WEIGHTS, None), (WEIGHTS, "bytes=100000-")]
+    assert (tmp_path / WEIGHTS).read_bytes() == server.files[WEIGHTS] and sha == _sha(server.files[WEIGHTS])
+    assert not (tmp_path / (WEIGHTS + ".part")).exists()
+
+
+@pytest.mark.parametrize("server", [{"cut_at": 100_000}], indirect=True)
+def test_an_interrupted_download_resumes_on_the_next_run(server, tmp_path):
+    dest, part = tmp_path / WEIGHTS, tmp_path / (WEIGHTS + ".part")
+    with pytest.raises(ConnectionError, match="run the download again to resume"):
+        download_file(server.url(WEIGHTS), dest, progress=False, n_retries=0)
+    assert part.stat().st_size == 100_000 and not dest.exists()
+    download_file(server.url(WEIGHTS), dest, progress=False, n_retries=0)
+    assert server.requests[-1] == (WEIGHTS, "bytes=100000-")
+    assert dest.read_bytes() == server.files[WEIGHTS] and not part.exists()
+
+
+def test_a_partial_file_left_behind_is_resumed(server, tmp_path):
+    (tmp_path / (WEIGHTS + ".part")).write_bytes(server.files[WEIGHTS][:12345])
+    download("foundation-model-2x", tmp_path, base_url=server.base_url, progress=False)
+    assert (WEIGHTS, "bytes=12345-") in server.requests
+    assert (tmp_path / WEIGHTS).read_bytes() == server.files[WEIGHTS]
+    assert _manifest(tmp_path)[WEIGHTS]["sha256"] == _sha(server.files[WEIGHTS])
+
+
+def test_a_whole_partial_file_is_finished_without_refetching(server, tmp_path):
+    (tmp_path / (WEIGHTS + ".part")).write_bytes(server.files[WEIGHTS])  # crashed before the rename
+    download_file(server.url(WEIGHTS), tmp_path / WEIGHTS, progress=False)
+    assert server.requests == [(WEIGHTS, f"bytes={len(server.files[WEIGHTS])}-")]  # answered 416
+    assert (tmp_path / WEIGHTS).read_bytes() == server.files[WEIGHTS]
+
+
+@pytest.mark.parametrize("server", [{"honour_range": False}], indirect=True)
+def test_a_server_ignoring_range_still_gives_the_right_file(server, tmp_path):
+    (tmp_path / (WEIGHTS + ".part")).write_bytes(b"stale bytes that must not survive")
+    download_file(server.url(WEIGHTS), tmp_path / WEIGHTS, progress=False)
+    assert server.requests == [(WEIGHTS, "bytes=33-")]  # asked to resume, got a 200: started over
+    assert (tmp_path / WEIGHTS).read_bytes() == server.files[WEIGHTS]
+
+
+@pytest.mark.parametrize("server", [{"fail_first": 503}], indirect=True)
+def test_a_server_error_is_retried(server, tmp_path):
+    download_file(server.url(MODEL), tmp_path / MODEL, progress=False)
+    assert len(server.requests) == 2 and (tmp_path / MODEL).read_bytes() == server.files[MODEL]
+
+
+def test_a_404_is_a_clear_error_and_leaves_nothing(server, tmp_path):
+    with pytest.raises(FileNotFoundError, match="HTTP 404"):
+        download_file(server.url("nothing.weights"), tmp_path / "nothing.weights", progress=False)
+    with pytest.raises(FileNotFoundError, match="HTTP 404"):
+        download("rl-from-house-2x", tmp_path, base_url=server.base_url, progress=False)  # the server lacks it
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([MODEL, MANIFEST_NAME])  # 2x.model came first
+    assert len(server.requests) == 2 + 1  # a 404 is not retried
+
+
+def test_a_digest_mismatch_keeps_nothing_under_the_final_name(server, tmp_path):
+    with pytest.raises(ValueError, match="sha256 .* deleted"):
+        download_file(server.url(MODEL), tmp_path / MODEL, expected_sha256="0" * 64, progress=False)
+    with pytest.raises(ValueError, match="md5"):
+        download_file(server.url(MODEL), tmp_path / MODEL, expected_md5="0" * 32, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    md5 = hashlib.md5(server.files[MODEL]).hexdigest()
+    sha = download_file(
+        server.url(MODEL), tmp_path / MODEL, expected_sha256=_sha(server.files[MODEL]), expected_md5=md5, progress=False
+    )
+    assert sha == _sha(server.files[MODEL])
+
+
+@pytest.mark.parametrize("server", [{"content_type": "text/html; charset=utf-8"}], indirect=True)
+def test_a_web_page_instead_of_the_file_is_an_error(server, tmp_path):
+    with pytest.raises(ConnectionError, match="web page"):
+        download_file(server.url(WEIGHTS), tmp_path / WEIGHTS, progress=False)
+    assert not (tmp_path / WEIGHTS).exists()
+
+
+# ------------------------------------------------------------------------------------ the command
 
 
 def test_main_lists_and_downloads(server, tmp_path, capsys):
-    assert main(DownloadConfig(list=True)) is None
+    assert main(DownloadConfig(list=True)) == {}
     assert "rl-from-foundation-2x" in capsys.readouterr().out
-    paths = main(DownloadConfig("foundation-model-2x", dir=tmp_path, base_url=server.url))
-    assert "sha256" in capsys.readouterr().out and paths["model"].exists()
+    paths = main(DownloadConfig("foundation-model-2x", dir=tmp_path, base_url=server.base_url))
+    out = capsys.readouterr().out
+    assert _sha(server.files[WEIGHTS]) in out and str(paths["weights"]) in out and "--zoo foundation-model-2x" in out
+    with pytest.raises(ValueError, match="--list"):
+        DownloadConfig()

@@ -3,12 +3,14 @@
 import json
 
 import gymnasium
+import numba
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
 import vptlens.envs  # noqa: F401  (registers vptlens/BlockWorld-v0)
-from vptlens.envs.blockworld import BlockWorldEnv
+from vptlens.envs.blockworld import BlockWorldEnv, SceneWrapper
+from vptlens.envs.blockworld.accel import Accel
 from vptlens.envs.blockworld.textures import break_ticks
 
 NOOP = {"camera": np.zeros(2, np.float32)}
@@ -186,3 +188,49 @@ def test_scene_by_name_through_reset():
     assert info["scene"]["name"] == "villager_under_leaves"
     assert info["crosshair"]["kind"] == "entity" and info["crosshair"]["profession"] == "farmer"
     assert info["time_of_day"] == 6000
+
+
+def test_scene_wrapper_applies_the_scene_at_every_reset():
+    scene = _scene({"op": "set_block", "pos": ["~", "~1", "~2"], "block": "oak_log"})
+    env = SceneWrapper(_flat_env(), {**scene, "name": "log_ahead"})
+    for seed in (0, 1):
+        _, info = env.reset(seed=seed)
+        assert info["scene"]["name"] == "log_ahead"
+        assert info["crosshair"]["kind"] == "block" and info["crosshair"]["block"] == "oak_log"
+
+
+def test_render_grids_follow_block_edits():
+    env = _flat_env()
+    fill = {"op": "fill", "from": ["~-3", "~", "~2"], "to": ["~3", "~5", "~6"], "block": "water"}
+    env.reset(seed=0, options={"scene": _scene(fill, {"op": "set_block", "pos": ["~", "~1", "~1"], "block": "dirt"})})
+    _run(env, {**NOOP, "attack": 1}, 15)  # breaks the dirt
+    world = env.world
+    fresh = Accel(world.blocks, world.accel.water_id, world.accel.occluding)
+    for name in ("occluders", "occupancy4", "occupancy16", "heights"):
+        assert np.array_equal(getattr(world.accel, name), getattr(fresh, name)), name
+    assert world.accel.top_y == fresh.top_y
+
+
+def test_frames_do_not_depend_on_the_number_of_threads():
+    env = BlockWorldEnv(height=48, width=64)
+    env.reset(seed=3)
+    env.step({**NOOP, "forward": 1})
+    frames = []
+    try:
+        for n in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(n)
+            frames.append(env._observe([])[0]["pov"])
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert np.array_equal(frames[0], frames[1])
+
+
+def test_world_rejects_bad_scene_calls():
+    env = _flat_env()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="unknown block"):
+        env.world.set_block(1, 1, 1, "diamond_ore")
+    with pytest.raises(ValueError, match="outside the world"):
+        env.world.set_block(-1, 1, 1, "dirt")
+    with pytest.raises(ValueError, match="unknown entity"):
+        env.world.summon("creeper", 1.0, 20.0, 1.0, no_ai=True, profession=None, health=None, yaw=0.0, tag=None)

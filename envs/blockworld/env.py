@@ -8,15 +8,17 @@ import numpy as np
 from gymnasium import spaces
 
 from vptlens.envs.blockworld.hud import draw_hud
-from vptlens.envs.blockworld.render import render
-from vptlens.envs.blockworld.textures import texture_atlas
-from vptlens.envs.blockworld.world import ITEMS, World
+from vptlens.envs.blockworld.render import brightness, render
+from vptlens.envs.blockworld.textures import break_ticks, crack_atlas, texture_atlas
+from vptlens.envs.blockworld.world import BLOCK_REACH, ITEMS, World
 
 MINERL_KEYS: tuple[str, ...] = (
     "forward", "back", "left", "right", "jump", "sneak", "sprint", "attack", "use", "drop", "inventory", "ESC",
     *(f"hotbar.{i}" for i in range(1, 10)), "pickItem", "swapHands",
 )  # fmt: skip
 """The binary keys of MineRL 1.0's action space (besides `camera`)."""
+CLOUD_SPEED = 0.03
+"""Blocks per tick that the clouds drift."""
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,19 @@ class BlockWorldConfig:
     def __post_init__(self):
         if self.height < 16 or self.width < 16:
             raise ValueError(f"resolution {self.height}x{self.width} is too small (at least 16x16)")
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps {self.max_steps} must be at least 1")
+        if not 4 <= self.render_distance <= 256:
+            raise ValueError(f"render_distance {self.render_distance} is outside 4..256 blocks")
         if self.terrain not in ("hills", "flat"):
             raise ValueError(f"terrain {self.terrain!r} unknown; use 'hills' or 'flat'")
         if not 10 <= self.fov <= 150:
             raise ValueError(f"fov {self.fov} is outside 10..150 degrees")
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """(height, width) of a frame."""
+        return (self.height, self.width)
 
 
 def _stat_box(low, high, dtype=np.float64):
@@ -60,9 +71,14 @@ _BOX_EDGES = np.array([(a, b) for a in range(8) for b in range(a + 1, 8) if bin(
 class BlockWorldEnv(gym.Env):
     """A small Minecraft-like world: `reset(seed=..., options={"scene": scene})`, `step(action_dict)`.
 
-    One step is one game tick (1/20 s). `info` carries ground truth: `crosshair` (what the
-    crosshair is on and how far), `visible_entities` (each with its screen box in pixels),
-    `pose`, `time_of_day` and the step's `events`.
+    One step is one game tick (1/20 s); the same seed and actions give the same frames and
+    infos. A scene (a `Scene`, its dict, a file path or a built-in scene's name) is applied
+    to the new world at reset. `info` carries ground truth: `crosshair` (what the crosshair
+    is on: a block with its position, face and distance, or a mob with its id and type),
+    `visible_entities` (each mob with a pixel on screen, with its screen box
+    [x0, y0, x1, y1] in pixels, inclusive, and distance), `pose`, `time_of_day`, the step's
+    `events` (`block_broken`, `item_collected`, `entity_attacked`, `entity_killed`,
+    `block_placed`, `item_dropped`, `player_hurt`), and at reset `world_seed` and `scene`.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
@@ -138,16 +154,25 @@ class BlockWorldEnv(gym.Env):
         fwd, right, up = world.camera_basis()
         tan_half = math.tan(math.radians(cfg.fov) / 2)
         rects, lo, hi = self._entity_bounds(boxes, fwd, right, up, tan_half)
+        crosshair = world.target(boxes)
+        target, stage = np.full(3, -1, np.int64), -1  # the block outlined (within reach), its breaking stage
+        if crosshair["kind"] == "block" and crosshair["distance"] <= BLOCK_REACH:
+            target[:] = crosshair["pos"]
+            p = world.player
+            needed = break_ticks(crosshair["block"])
+            if needed and p.break_target == tuple(crosshair["pos"]) and p.break_progress > 0:
+                stage = min(9, 10 * p.break_progress // needed)
+        world.accel.sync()
+        accel = world.accel
         img, ent_buf, ent_rows = render(
-            world.blocks, world.occupancy[4], world.occupancy[16],
-            world.column_heights[4], world.column_heights[16],
-            world.top_y, world.kinds, texture_atlas(), world.eye, fwd, right, up, tan_half, cfg.height, cfg.width,
-            world.sun_direction, world.daylight, cfg.render_distance,
+            world.blocks, world.kinds, texture_atlas(), accel.occluders, accel.occupancy4, accel.occupancy16,
+            accel.heights, accel.top_y, target, crack_atlas(), stage, world.eye, fwd, right, up, tan_half,
+            cfg.height, cfg.width, world.sun_direction, world.daylight, cfg.render_distance, world.time * CLOUD_SPEED,
             boxes["center"], boxes["half"], boxes["cos"], boxes["sin"], boxes["color"], boxes["pattern"],
             boxes["tint"], boxes["start"], boxes["end"], rects, lo, hi,
         )  # fmt: skip
         if cfg.hud:
-            draw_hud(img, world.player.hotbar, world.player.selected)
+            draw_hud(img, world.player.hotbar, world.player.selected, world.player.swing, brightness(world.daylight))
         self.entity_buffer = ent_buf  # per pixel, the index into boxes["ids"] of the mob seen (-1: none)
         self._pov = img
         p = world.player
@@ -164,7 +189,7 @@ class BlockWorldEnv(gym.Env):
             "life_stats": {"life": np.array(p.health, np.float64), "food": np.array(p.food, np.float64)},
         }
         info = {
-            "crosshair": world.target(boxes),
+            "crosshair": crosshair,
             "visible_entities": self._visible(ent_rows, boxes),
             "pose": {"x": float(p.pos[0]), "y": float(p.pos[1]), "z": float(p.pos[2]), "pitch": p.pitch, "yaw": p.yaw},
             "time_of_day": int(world.time),
@@ -237,3 +262,16 @@ class BlockWorldEnv(gym.Env):
                 }
             )
         return out
+
+
+class SceneWrapper(gym.Wrapper):
+    """Apply one scene at every reset: the wrapped env's `reset` gets `options={"scene": scene, ...}`."""
+
+    def __init__(self, env: gym.Env, scene):
+        super().__init__(env)
+        from vptlens.envs.scenes import as_scene
+
+        self.scene = as_scene(scene)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        return self.env.reset(seed=seed, options={**(options or {}), "scene": self.scene})

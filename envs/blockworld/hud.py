@@ -1,15 +1,19 @@
-"""Minecraft's in-game GUI at gui scale 1: the crosshair and the hotbar with item icons and counts.
+"""Minecraft's first-person overlay at gui scale 1: crosshair, hotbar with block icons and counts, and the hand.
 
-Sizes are Minecraft's at 640x360 (hotbar 182x22 px, slots 20 px, crosshair 9 px) and
-scale with the frame's height, so a 128x128 frame shows what VPT's downscaled view shows.
+Sizes are Minecraft's at 640x360 (hotbar 182x22 px, slots 20 px, icons 16 px, crosshair
+9 px) and scale with the frame's height, so a 128x128 frame shows what VPT's downscaled
+view shows. Blocks appear in the hotbar and in the hand as Minecraft draws them: small
+isometric cubes (top, left and right faces shaded 1.0, 0.8 and 0.6); plants as flat sprites.
+With an empty hand, the player's arm shows at the bottom right and swings while attacking.
 """
 
 import functools
+import math
 
 import cv2
 import numpy as np
 
-from vptlens.envs.blockworld.textures import SIDE, texture_atlas
+from vptlens.envs.blockworld.textures import PLANT, SIDE, TOP, render_kinds, texture_atlas
 from vptlens.envs.vocab import BLOCK_ID
 
 _DIGITS = [
@@ -17,20 +21,52 @@ _DIGITS = [
     "111100111001111", "111100111101111", "111001001001001", "111101111101111", "111101111001111",
 ]  # fmt: skip
 """3x5 bitmaps of 0-9, row-major."""
+SKIN = np.array([199, 150, 117], np.float32)
+"""Steve's arm (RGB)."""
+ARM = np.array([[0.66, 0.80], [0.76, 0.72], [0.98, 1.12], [0.86, 1.22]])
+"""The arm's outline at rest, in fractions of (width, height): fist edge first, then off screen."""
+KNUCKLES = np.array([[0.66, 0.80], [0.76, 0.72], [0.785, 0.745], [0.685, 0.83]])
 
 
 @functools.cache
-def _icon(item: str, size: int) -> np.ndarray:
-    """An item's icon: the block's side texture (RGBA), resized to size x size."""
-    tex = texture_atlas()[BLOCK_ID[item], SIDE]
-    return cv2.resize(tex, (size, size), interpolation=cv2.INTER_NEAREST)
+def icon(item: str, size: int) -> np.ndarray:
+    """An item's (size, size, 4) RGBA icon: an isometric cube for blocks, the sprite for plants."""
+    atlas = texture_atlas()
+    block = BLOCK_ID[item]
+    if render_kinds()[block] == PLANT:
+        return cv2.resize(atlas[block, SIDE], (size, size), interpolation=cv2.INTER_NEAREST)
+    # a cube [-0.5, 0.5]^3 turned 45 degrees about y and seen from 30 degrees above, fitted to the icon
+    c30, s30, r2 = math.cos(math.pi / 6), 0.5, math.sqrt(2.0)
+    extent = 0.5 * c30 + s30 / r2
+    unit = size / (2 * extent)
+    rows, cols = np.mgrid[:size, :size] + 0.5
+    sx, sy = (cols - size / 2) / unit, (size / 2 - rows) / unit
+    out = np.zeros((size, size, 4), np.uint8)
+    diag = (0.5 * c30 - sy) * r2 / s30  # x + z on the top face
+    faces = (  # (texture, shade, u, v) of the top, left (z = 0.5) and right (x = 0.5) faces
+        (TOP, 1.0, (sx * r2 + diag) / 2 + 0.5, (diag - sx * r2) / 2 + 0.5),
+        (SIDE, 0.8, sx * r2 + 1.0, (sy + (sx * r2 + 1.0) / r2 * s30) / c30 + 0.5),
+        (SIDE, 0.6, sx * r2, (sy + (1.0 - sx * r2) / r2 * s30) / c30 + 0.5),
+    )
+    for face, shade, u, v in reversed(faces):  # the top face last: it wins on the shared edges
+        inside = (u >= 0) & (u < 1) & (v >= 0) & (v < 1)
+        tex = atlas[block, face]
+        texel = tex[np.clip(((1 - v) * 16).astype(int), 0, 15), np.clip((u * 16).astype(int), 0, 15)]
+        opaque = inside & (texel[..., 3] > 0)
+        out[opaque, :3] = (texel[opaque, :3] * shade).astype(np.uint8)
+        out[opaque, 3] = 255
+    return out
 
 
-def _blend(img, y0, y1, x0, x1, color, alpha):
-    y0, y1, x0, x1 = max(y0, 0), min(y1, img.shape[0]), max(x0, 0), min(x1, img.shape[1])
-    if y1 > y0 and x1 > x0:
-        region = img[y0:y1, x0:x1].astype(np.float32)
-        img[y0:y1, x0:x1] = (region * (1 - alpha) + np.array(color, np.float32) * alpha).astype(np.uint8)
+def _paste(img: np.ndarray, rgba: np.ndarray, x: int, y: int) -> None:
+    """Draw an RGBA sprite with its top-left corner at (x, y), clipped to the frame; alpha is on or off."""
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + rgba.shape[1], w), min(y + rgba.shape[0], h)
+    if x1 <= x0 or y1 <= y0:
+        return
+    part = rgba[y0 - y : y1 - y, x0 - x : x1 - x]
+    region = img[y0:y1, x0:x1]
+    region[...] = np.where(part[..., 3:] > 0, part[..., :3], region)
 
 
 def _number(img, value: int, right: int, bottom: int, px: int) -> None:
@@ -47,10 +83,60 @@ def _number(img, value: int, right: int, bottom: int, px: int) -> None:
         x += 4 * px
 
 
-def draw_hud(img: np.ndarray, hotbar: list, selected: int) -> np.ndarray:
-    """Draw the crosshair and the hotbar onto a frame, in place; returns it."""
+@functools.cache
+def _hotbar_layer(h: int, w: int) -> tuple[int, int, np.ndarray, np.ndarray, list[tuple[int, int, int, int]]]:
+    """The hotbar's background as (top, left, colour, alpha) over its rectangle, and each slot's (x0, y0, x1, y1)."""
+    s = h / 360.0
+    b = max(1, round(s))
+    x0 = int(round((w - 182 * s) / 2))
+    y0 = int(round(h - 1 - 22 * s))
+    bw, bh = int(round(182 * s)), h - y0
+    colour = np.zeros((bh, bw, 3), np.float32)
+    alpha = np.zeros((bh, bw, 1), np.float32)
+    colour[:], alpha[:] = 20, 0.7
+    slots = []
+    for i in range(9):
+        sx0, sx1 = int(round((1 + i * 20) * s)), int(round((1 + i * 20 + 20) * s))
+        sy0, sy1 = b, bh - 1 - b
+        colour[sy0:sy1, sx0:sx1], alpha[sy0:sy1, sx0:sx1] = 139, 0.5  # the slot's frame
+        colour[sy0 + b : sy1 - b, sx0 + b : sx1 - b], alpha[sy0 + b : sy1 - b, sx0 + b : sx1 - b] = 45, 0.65
+        slots.append((x0 + sx0, y0 + sy0, x0 + sx1, y0 + sy1))
+    for a in (colour, alpha):
+        a.setflags(write=False)
+    return y0, x0, colour * alpha, 1.0 - alpha, slots
+
+
+def _hand(img: np.ndarray, held: str, swing: float, light: float) -> None:
+    """The held block (or the bare arm) at the bottom right, moved along its swing, lit as the world is."""
+    h, w = img.shape[:2]
+    lift = math.sin(math.pi * swing) if swing >= 0 else 0.0
+    lunge = math.sin(math.pi * math.sqrt(swing)) if swing >= 0 else 0.0
+    shift = np.array([-0.16 * lunge * w, -0.10 * lift * h])  # up and in towards the crosshair, then back
+    if held:
+        size = max(4, round(0.44 * h))
+        x, y = 0.72 * w + shift[0], 0.68 * h + shift[1]
+        sprite = icon(held, size)
+        if light < 1.0:
+            sprite = np.concatenate([(sprite[..., :3] * light).astype(np.uint8), sprite[..., 3:]], axis=-1)
+        _paste(img, sprite, int(round(x)), int(round(y)))
+        return
+    scale = np.array([w, h])
+    arm = (ARM * scale + shift).round().astype(np.int32)
+    knuckles = (KNUCKLES * scale + shift).round().astype(np.int32)
+    cv2.fillConvexPoly(img, arm, (SKIN * 0.8 * light).round().tolist(), lineType=cv2.LINE_8)
+    cv2.fillConvexPoly(img, knuckles, (SKIN * light).round().tolist(), lineType=cv2.LINE_8)
+
+
+def draw_hud(img: np.ndarray, hotbar: list, selected: int, swing: float = -1.0, light: float = 1.0) -> np.ndarray:
+    """Draw the hand, the crosshair and the hotbar onto a frame, in place; returns it.
+
+    `hotbar` lists 9 [item, count] slots; `swing` is how far through its swing the arm is (-1: at
+    rest); `light` (0-1) dims the hand at night (the GUI keeps its colours, as in Minecraft).
+    """
     h, w = img.shape[:2]
     s = h / 360.0
+    item, count = hotbar[selected]
+    _hand(img, item if count > 0 and item in BLOCK_ID else "", swing, light)
     # crosshair: Minecraft inverts the colours under it; lifted towards white to stay visible on mid-tones
     cy, cx, arm, thick = h // 2, w // 2, max(1, int(4.5 * s + 0.5)), max(1, round(s))
     t0 = thick // 2
@@ -60,30 +146,16 @@ def draw_hud(img: np.ndarray, hotbar: list, selected: int) -> np.ndarray:
         if ys.stop - ys.start > thick:  # the vertical arm: undo the double inversion at the centre
             img[cy - t0 : cy - t0 + thick, cx - t0 : cx - t0 + thick] = 230
     # hotbar
-    slot = 20 * s
-    bar_w = 182 * s
-    x0 = (w - bar_w) / 2
-    y1 = h - 1
-    y0 = int(round(y1 - 22 * s))
-    _blend(img, y0, y1, int(x0), int(round(x0 + bar_w)), (20, 20, 20), 0.55)
-    for i in range(9):
-        sx0 = int(round(x0 + (1 + i * 20) * s))
-        sx1 = int(round(x0 + (1 + i * 20 + slot / s) * s))
-        sy0, sy1 = y0 + max(1, round(s)), y1 - max(1, round(s))
-        _blend(img, sy0, sy1, sx0, sx1, (139, 139, 139), 0.45)  # the slot's frame
-        fr = max(1, round(s))
-        _blend(img, sy0 + fr, sy1 - fr, sx0 + fr, sx1 - fr, (45, 45, 45), 0.55)  # and its dark inside
-        item, count = hotbar[i]
-        inner = max(1, round(16 * s))
+    y0, x0, premultiplied, keep, slots = _hotbar_layer(h, w)
+    region = img[y0 : y0 + keep.shape[0], x0 : x0 + keep.shape[1]]
+    region[...] = (region * keep + premultiplied).astype(np.uint8)
+    inner = max(1, round(16 * s))
+    for (sx0, sy0, sx1, sy1), (item, count) in zip(slots, hotbar):
         if count > 0 and item in BLOCK_ID:
-            icon = _icon(item, inner)
-            ix, iy = sx0 + (sx1 - sx0 - inner) // 2, sy0 + (sy1 - sy0 - inner) // 2
-            region = img[iy : iy + inner, ix : ix + inner]
-            mask = icon[: region.shape[0], : region.shape[1], 3:] > 0
-            region[...] = np.where(mask, icon[: region.shape[0], : region.shape[1], :3], region)
+            _paste(img, icon(item, inner), sx0 + (sx1 - sx0 - inner) // 2, sy0 + (sy1 - sy0 - inner) // 2)
             if count > 1 and s >= 0.6:
                 _number(img, count, sx1 - 1, sy1 - 1, max(1, round(s)))
-    # selection frame, 24 px wide, white
+    # the selected slot's frame, 24 px wide, white
     fx0 = int(round(x0 + selected * 20 * s - s))
     fx1 = int(round(fx0 + 24 * s))
     b = max(1, round(s))

@@ -46,6 +46,11 @@ def render_kinds() -> np.ndarray:
     return np.array([_KIND.get(name, OPAQUE) for name in BLOCKS], dtype=np.uint8)
 
 
+def occludes() -> np.ndarray:
+    """Blocks that darken the corners of faces next to them (smooth lighting's ambient occlusion)."""
+    return np.array([_KIND.get(name, OPAQUE) in (OPAQUE, CUTOUT) and name != "glass" for name in BLOCKS], np.bool_)
+
+
 def collides() -> np.ndarray:
     """Blocks the player and mobs cannot walk through."""
     return np.array([_KIND.get(name, OPAQUE) in (OPAQUE, CUTOUT) for name in BLOCKS], dtype=np.bool_)
@@ -179,6 +184,26 @@ def _crafting(rng, face):
     img[6:12, 3:6] = _rgb((0.45, 0.45, 0.47))  # a saw and a hammer, roughly
     img[6:9, 10:13] = _rgb((0.35, 0.25, 0.15))
     return img
+
+
+@functools.cache
+def crack_atlas() -> np.ndarray:
+    """(10, 16, 16) uint8: the cracks of Minecraft's ten breaking stages, growing out from the middle."""
+    rng = np.random.default_rng(77)
+    order = np.full((N, N), 99, np.int64)  # step at which a texel cracks
+    for _ in range(7):  # crooked lines wandering out from near the centre
+        y, x = rng.uniform(6, 10, 2)
+        angle = rng.uniform(0, 2 * np.pi)
+        for step in range(14):
+            angle += rng.normal(0, 0.5)
+            y, x = y + np.sin(angle), x + np.cos(angle)
+            if not (0 <= y < N and 0 <= x < N):
+                break
+            order[int(y), int(x)] = min(order[int(y), int(x)], step)
+    stages = np.stack([order <= 1.4 * k for k in range(10)])
+    stages = stages.astype(np.uint8)
+    stages.setflags(write=False)
+    return stages
 
 
 @functools.cache

@@ -12,9 +12,10 @@ import cv2
 import numpy as np
 
 from vptlens.envs.blockworld import physics
+from vptlens.envs.blockworld.accel import Accel
 from vptlens.envs.blockworld.entities import BODY, Entity, model_boxes
 from vptlens.envs.blockworld.render import raycast_block, raycast_boxes
-from vptlens.envs.blockworld.textures import PLANT, break_ticks, collides, drop_of, render_kinds
+from vptlens.envs.blockworld.textures import PLANT, break_ticks, collides, drop_of, occludes, render_kinds
 from vptlens.envs.vocab import BLOCK_ID, BLOCKS, ENTITY_TYPES, PROFESSIONS, TICKS_PER_DAY, WORLD_HEIGHT, WORLD_SIZE_XZ
 
 EYE_HEIGHT = 1.62
@@ -23,6 +24,7 @@ PLAYER_HEIGHT = 1.8
 BLOCK_REACH = 4.5
 ENTITY_REACH = 3.0
 SEA_LEVEL = 20
+SWING_TICKS = 6
 ITEMS: tuple[str, ...] = tuple(name for name in BLOCKS if name not in ("air", "water"))
 """Everything that can be in the inventory."""
 FACE_NAMES = {(0, 1): "east", (0, -1): "west", (1, 1): "up", (1, -1): "down", (2, 1): "south", (2, -1): "north"}
@@ -44,8 +46,15 @@ class Player:
     break_progress: int = 0
     break_cooldown: int = 0
     ticks_since_swing: int = 100
+    swing_ticks: int = -1
+    """Ticks into the arm's swing (6 long), -1 when at rest; holding attack swings it again and again."""
     use_cooldown: int = 0
     prev_drop: bool = False
+
+    @property
+    def swing(self) -> float:
+        """How far through its swing the arm is, in [0, 1), or -1 at rest."""
+        return self.swing_ticks / SWING_TICKS if self.swing_ticks >= 0 else -1.0
 
     def count(self, item: str) -> int:
         return sum(n for name, n in self.hotbar if name == item)
@@ -89,38 +98,13 @@ class World:
             self._flat(mobs)
         else:
             raise ValueError(f"unknown terrain {terrain!r}; use 'hills' (seeded hills, forest, beach) or 'flat'")
-        self.occupancy = {c: self._occupancy(c) for c in (4, 16)}
-        self.column_heights = {c: self._column_heights(c) for c in (4, 16)}
-        filled = np.nonzero(self.blocks.any(axis=(0, 2)))[0]
-        self.top_y = int(filled[-1]) + 1 if len(filled) else 0
-
-    def _occupancy(self, c: int) -> np.ndarray:
-        """Which c x c x c cells hold any non-air block: the renderer crosses empty ones in one jump."""
-        cells = self.blocks.reshape(WORLD_SIZE_XZ // c, c, WORLD_HEIGHT // c, c, WORLD_SIZE_XZ // c, c)
-        return cells.any(axis=(1, 3, 5)).astype(np.uint8)
-
-    def _column_heights(self, c: int) -> np.ndarray:
-        """One above the highest non-air block of each column of c x c blocks."""
-        cols = self.blocks.reshape(WORLD_SIZE_XZ // c, c, WORLD_HEIGHT, WORLD_SIZE_XZ // c, c).any(axis=(1, 4))
-        top = WORLD_HEIGHT - np.argmax(cols[:, ::-1, :], axis=1)
-        return np.where(cols.any(axis=1), top, 0).astype(np.int64)
-
-    def _column_height(self, c: int, x: int, z: int) -> int:
-        """One above the highest non-air block of the column of c x c blocks holding (x, z)."""
-        x0, z0 = x // c * c, z // c * c
-        filled = np.nonzero(self.blocks[x0 : x0 + c, :, z0 : z0 + c].any(axis=(0, 2)))[0]
-        return int(filled[-1]) + 1 if len(filled) else 0
+        self.accel = Accel(self.blocks, BLOCK_ID["water"], occludes())
+        """The renderer's grids; `_put` keeps them in step."""
 
     def _put(self, x: int, y: int, z: int, block_id: int) -> None:
-        """Change one block, keeping the renderer's acceleration grids in step."""
+        """Change one block, and mark it for the renderer's grids."""
         self.blocks[x, y, z] = block_id
-        for c, grid in self.occupancy.items():
-            cx, cy, cz = x // c * c, y // c * c, z // c * c
-            grid[x // c, y // c, z // c] = self.blocks[cx : cx + c, cy : cy + c, cz : cz + c].any()
-        for c, heights in self.column_heights.items():
-            heights[x // c, z // c] = self._column_height(c, x, z)
-        if block_id:
-            self.top_y = max(self.top_y, y + 1)
+        self.accel.mark(x, y, z)
 
     # ------------------------------------------------------------------ terrain
 
@@ -395,6 +379,10 @@ class World:
         p = self.player
         p.ticks_since_swing += 1
         p.break_cooldown = max(0, p.break_cooldown - 1)
+        if p.swing_ticks >= 0:
+            p.swing_ticks = p.swing_ticks + 1 if p.swing_ticks + 1 < SWING_TICKS else -1
+        if action.get("attack", 0) and p.swing_ticks < 0:
+            p.swing_ticks = 0
         if not action.get("attack", 0):
             p.break_target, p.break_progress = None, 0
             return

@@ -50,3 +50,32 @@ def vpt_oracle():
 @pytest.fixture(scope="session")
 def steve1_oracle():
     return dict(np.load(FIXTURES_DIR / "steve1_tiny" / "oracle.npz"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A BlockWorld run recorded with `vpt_tiny` in the villager-under-leaves scene, shared by the probe tests.
+
+    4 complete episodes of 128 steps at 64x64 (the agent sees 128x128), storing `img.hook_out`
+    and `blocks.*.hook_resid_post` (d = 64), and the attention of both blocks (4 heads, M = 32).
+    Treat it as read-only.
+    """
+    from vptlens.recordings import recorder
+
+    model, weights = fixture_paths("vpt_tiny")
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    recorder.main(
+        recorder.RecordConfig(
+            model=model,
+            weights=weights,
+            out=out,
+            scene="villager_under_leaves",
+            n_episodes=4,
+            n_steps=128,
+            n_envs=2,
+            height=64,
+            width=64,
+            seed=11,
+        )
+    )
+    return out

@@ -7,12 +7,10 @@ unflushed tail; `--resume` skips complete episodes and records the others again.
 """
 
 import datetime as dt
-import functools
 import json
 import logging
 import shutil
 import signal
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ from vptlens.agents.actions import factored_to_minerl
 from vptlens.agents.agent import preprocess_frames
 from vptlens.agents.distributions import entropy, log_prob, sample_actions
 from vptlens.agents.policy import PolicyOutput, VPTPolicy
-from vptlens.recordings.store import TEXT, ArraySpec, Episode, EpisodeWriter, write_json_atomic
+from vptlens.recordings.store import TEXT, ArraySpec, Episode, EpisodeWriter, git_commit, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -93,17 +91,6 @@ class RecordConfig:
             raise ValueError("n_episodes, n_steps and n_envs must be at least 1")
         if self.flush_steps % 64:
             raise ValueError("flush_steps must be a multiple of 64 (the frames' chunk length)")
-
-
-@functools.cache
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(vptlens.__file__).parent, capture_output=True, text=True, timeout=10
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        return None
 
 
 def episode_specs(policy: VPTPolicy, cfg: RecordConfig, hook_names: list[str]) -> dict[str, ArraySpec]:
@@ -216,7 +203,7 @@ class Recorder:
             "config": json.loads(json.dumps(asdict(cfg), default=str)),
             "agent": self.policy.provenance,
             "package_version": vptlens.__version__,
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "episodes": {},
         }
@@ -389,7 +376,7 @@ class Recorder:
             "record_config": json.loads(json.dumps(asdict(cfg), default=str)),
             "hooks": self.hooks,
             "package_version": vptlens.__version__,
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "sampling": "argmax" if cfg.deterministic else "sampled, temperature in logits",
         }
 

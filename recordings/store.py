@@ -10,15 +10,19 @@ loses at most its unflushed tail (zarr's local store replaces files atomically).
 """
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
+import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
+
+import vptlens
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,18 @@ class ArraySpec:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The vpt-lens source's git commit (None outside a git checkout), for provenance."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(vptlens.__file__).parent, capture_output=True, text=True, timeout=10
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
 
 
 def write_json_atomic(path: Path, obj) -> None:

@@ -27,3 +27,13 @@ def test_doctor_subcommand(capsys, monkeypatch):
     entrypoint(["doctor", "minerl"])
     out = capsys.readouterr().out
     assert "[MISSING] MineRL interpreter" in out and "Fix the MISSING items" in out
+
+
+def test_attention_and_probe_subcommands(tiny_run, tmp_path):
+    entrypoint(["attention", str(tiny_run), "--out", str(tmp_path / "att"), "--n-bootstrap", "50"])
+    assert (tmp_path / "att" / "attention.json").is_file() and (tmp_path / "att" / "lag_profiles_L1.png").is_file()
+    entrypoint(
+        ["probe", str(tiny_run), "--out", str(tmp_path / "probe"), "--labels", "villager_visible", "--hooks",
+         "blocks.*.hook_resid_post"]
+    )  # fmt: skip
+    assert (tmp_path / "probe" / "probe.json").is_file()

@@ -1,0 +1,217 @@
+"""Attention over time: lag profiles, bands over episodes, head kinds and key frames on attention built by hand."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tyro
+from matplotlib.image import imread
+
+from vptlens.probes import attention as att
+from vptlens.recordings.store import ArraySpec, EpisodeWriter, write_json_atomic
+
+M = 32  # memory length: attention rows have M + 1 columns, column M is the current frame
+KEY_STEP, KEY_FROM, KEY_TO = 5, 11, 25  # head 2 attends to absolute step 5 from step 11 to step 25
+
+
+def stored(lag_masses: dict[int, float]) -> np.ndarray:
+    """One head's attention row in the stored order (column M - k = k frames back)."""
+    row = np.zeros(M + 1)
+    for lag, mass in lag_masses.items():
+        row[M - lag] += mass
+    return row
+
+
+def uniform(t: int) -> dict[int, float]:
+    n = min(t, M - 1) + 1  # lag M is masked, as in VPT
+    return {k: 1.0 / n for k in range(n)}
+
+
+def synthetic_step(t: int) -> np.ndarray:
+    """(3 heads, M + 1): a recent head, a period-4 head, a head that locks onto step KEY_STEP for a while."""
+    recent = {0: 1.0}
+    comb = [k for k in range(0, min(t, M - 1) + 1, 4)]
+    periodic = {k: 1.0 / len(comb) for k in comb}
+    if KEY_FROM <= t <= KEY_TO:
+        rest = uniform(t)
+        rest.pop(t - KEY_STEP)
+        key = {k: 0.4 / len(rest) for k in rest} | {t - KEY_STEP: 0.6}
+    else:
+        key = uniform(t)
+    return np.stack([stored(recent), stored(periodic), stored(key)])
+
+
+def write_run(path: Path, episodes: list[np.ndarray]) -> Path:
+    """A run in the PROTOCOL.md layout with attention/L0 and the arrays the key-frame context reads."""
+    specs = {
+        "attention/L0": ArraySpec((3, M + 1), "float16"),
+        "frames": ArraySpec((16, 16, 3), "uint8"),
+        "gt/events": ArraySpec((), "str"),
+        "gt/crosshair": ArraySpec((), "str"),
+        "action/minerl/attack": ArraySpec((), "uint8"),
+        "action/minerl/forward": ArraySpec((), "uint8"),
+        "action/minerl/camera": ArraySpec((2,), "float32"),
+    }
+    path.mkdir(parents=True)
+    manifest = {
+        "schema": "vptlens.run",
+        "schema_version": 1,
+        "agent": {"config": {"attention_heads": 3}},
+        "episodes": {},
+    }
+    for i, attention_tnT in enumerate(episodes):
+        name = f"episode_{i:06d}.zarr"
+        attrs = {"episode_index": i, "policy_config": {"attention_heads": 3, "memory": M}}
+        with EpisodeWriter(path / name, specs, attrs=attrs) as writer:
+            for t, row in enumerate(attention_tnT):
+                at_key = t == KEY_STEP
+                writer.append(
+                    {
+                        "attention/L0": row.astype(np.float16),
+                        "frames": np.full((16, 16, 3), (t * 4) % 256, np.uint8),
+                        "gt/events": json.dumps([{"type": "block_broken", "block": "oak_log"}] if at_key else []),
+                        "gt/crosshair": json.dumps({"kind": "block", "block": "oak_log", "distance": 2.0}),
+                        "action/minerl/attack": np.uint8(at_key),
+                        "action/minerl/forward": np.uint8(1),
+                        "action/minerl/camera": np.array([0.0, 15.0 if at_key else 0.0], np.float32),
+                    }
+                )
+            writer.close("complete")
+        manifest["episodes"][str(i)] = {"path": name, "seed": i, "status": "complete", "length": len(attention_tnT)}
+    write_json_atomic(path / "run.json", manifest)
+    return path
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory) -> Path:
+    episode = np.stack([synthetic_step(t) for t in range(64)])
+    return write_run(tmp_path_factory.mktemp("attention") / "run", [episode, episode, episode[:48]])
+
+
+def test_masked_lags_normalise_by_hand():
+    # 3 steps, M = 3, one head; lag 3 never exists
+    rows = [{0: 1.0}, {0: 0.5, 1: 0.5}, {0: 0.25, 1: 0.25, 2: 0.5}]
+    a = np.zeros((3, 1, 4), np.float16)
+    for t, row in enumerate(rows):
+        for lag, mass in row.items():
+            a[t, 0, 3 - lag] = mass
+    sums, counts, recent, n = att.episode_sums(att.lag_order(a), recent_lags=1)
+    np.testing.assert_array_equal(counts, [3, 2, 1, 0])
+    mean, lo, hi = att.bootstrap_ratio(sums[None], counts[None, None], 100, 0.95, np.random.default_rng(0))
+    np.testing.assert_allclose(mean[0, :3], [(1 + 0.5 + 0.25) / 3, (0.5 + 0.25) / 2, 0.5])
+    assert np.isnan(mean[0, 3])  # no step ever had a frame 3 back
+    np.testing.assert_array_equal(lo[0, :3], mean[0, :3])  # one episode: no spread
+    assert n == 2 and recent[0] / n == pytest.approx((0.5 + 0.25) / 2)  # share of lag 0 over steps t >= 1
+
+
+def test_mass_before_the_episode_start_is_refused():
+    a = np.zeros((2, 1, 4), np.float16)
+    a[:, 0, 0] = 1.0  # all mass on lag 3 at steps 0 and 1: the columns are the wrong way round
+    with pytest.raises(ValueError, match="lag convention"):
+        att.episode_sums(att.lag_order(a), recent_lags=1)
+
+
+def test_bootstrap_over_episodes():
+    rng = np.random.default_rng(0)
+    same = np.tile([[3.0, 1.0]], (5, 1))
+    mean, lo, hi = att.bootstrap_ratio(same, np.full((5, 1), 4.0), 500, 0.95, rng)
+    np.testing.assert_allclose(mean, [0.75, 0.25])
+    np.testing.assert_allclose(lo, mean)  # identical episodes: a band of zero width
+    np.testing.assert_allclose(hi, mean)
+    num = rng.uniform(0, 1, size=(12, 3))
+    mean, lo, hi = att.bootstrap_ratio(num, np.ones((12, 1)), 500, 0.95, rng)
+    np.testing.assert_allclose(mean, num.mean(0))
+    assert np.all(lo < mean) and np.all(mean < hi)
+    # the episodes' spread sets the width: about 2 standard errors of the mean either side
+    se = num.std(0, ddof=1) / np.sqrt(12)
+    assert np.all((hi - lo) > 2.5 * se) and np.all((hi - lo) < 5.5 * se)
+
+
+def test_periodic_profile_found_and_decay_is_not_periodic():
+    comb = np.where(np.arange(M + 1) % 4 == 0, 0.1, 0.0)
+    comb[M] = 0.0
+    assert att.profile_period(comb, None)[0] == 4
+    assert att.profile_period(comb, None)[1] > 0.7
+    decay = 0.5 ** np.arange(M + 1)
+    period, acf = att.profile_period(decay, None)
+    assert period is None or acf < 0.5
+    assert att.profile_period(np.eye(M + 1)[0], None) == (None, 0.0)  # one lag only
+
+
+def test_expected_mass_respects_existing_keys():
+    profile = np.array([[0.4, 0.2, 0.2, 0.2, 0.0]])
+    expected = att.expected_mass(profile, 4)
+    np.testing.assert_allclose(expected[0, 0], [1, 0, 0, 0, 0])
+    np.testing.assert_allclose(expected[1, 0], [2 / 3, 1 / 3, 0, 0, 0])
+    np.testing.assert_allclose(expected[3, 0], [0.4, 0.2, 0.2, 0.2, 0])
+
+
+def test_synthetic_run_profiles_kinds_and_key_frames(synthetic_run, tmp_path):
+    out = tmp_path / "out"
+    cfg = att.AttentionConfig(run=synthetic_run, out=out, n_bootstrap=200, n_gallery=4)
+    summary = att.main(cfg)
+    report = json.loads((out / "attention.json").read_text())
+    profile = report["profiles"]["L0"]
+    # recent head: all mass on the current frame
+    np.testing.assert_allclose(profile["mean"][0][:M], np.eye(M)[0], atol=1e-6)
+    assert report["recent_share"]["L0"]["mean"][0] == pytest.approx(1.0)
+    np.testing.assert_allclose(report["rest_share"]["L0"]["mean"][0], 0.0, atol=1e-9)
+    # bands contain the mean; lag M (masked) has mean 0
+    mean, lo, hi = (np.array(profile[k], dtype=float) for k in ("mean", "ci_low", "ci_high"))
+    assert np.all(lo <= mean + 1e-12) and np.all(mean <= hi + 1e-12)
+    np.testing.assert_array_equal(mean[:, M], 0.0)
+    assert report["n_steps_per_lag"][:2] == [64 + 64 + 48, 63 + 63 + 47]
+
+    kinds = {h["head"]: h for h in report["head_kinds"]}
+    assert [kinds[h]["kind"] for h in range(3)] == ["recent", "periodic", "key-frame"]
+    assert kinds[1]["features"]["period"] == 4
+    assert kinds[2]["features"]["key_frame_rate"] > 0.2 and kinds[2]["features"]["far_peakiness"] > 0.5
+
+    items = report["key_frames"]["items"]
+    assert report["key_frames"]["n_key_frames"] == 3  # the one planted key frame, in each episode
+    for kf in items:
+        assert kf["step"] == KEY_STEP and kf["heads"] == [[0, 2]]
+        assert (kf["first_step"], kf["last_step"], kf["n_steps_attended"]) == (KEY_FROM, KEY_TO, KEY_TO - KEY_FROM + 1)
+        assert kf["attended_at"] == list(range(KEY_FROM, KEY_TO + 1))
+        assert [d[0] for d in kf["detections"]] == kf["attended_at"] and kf["max_ratio"] >= 4.0
+        assert kf["events"] == [{"type": "block_broken", "block": "oak_log"}]
+        assert kf["keys"] == ["attack", "forward"] and kf["camera"] == [0.0, 15.0]
+        assert kf["crosshair"]["block"] == "oak_log"
+    assert sorted(kf["episode"] for kf in items) == [0, 1, 2]
+    assert summary["head_kinds"] == {"recent": 1, "key-frame": 1, "periodic": 1, "other": 0}
+    assert report["provenance"]["policy_config"] == {"attention_heads": 3, "memory": M}
+
+
+def test_config_checks_and_cli_parsing(tmp_path):
+    with pytest.raises(ValueError, match="confidence"):
+        att.AttentionConfig(run=tmp_path, confidence=1.5)
+    with pytest.raises(FileNotFoundError, match="run.json"):
+        att.main(att.AttentionConfig(run=tmp_path, out=tmp_path / "out"))
+    cfg = tyro.cli(att.AttentionConfig, args=[str(tmp_path), "--out", "x", "--layers", "0", "1"])
+    assert cfg.run == tmp_path and cfg.layers == (0, 1)
+
+
+def test_main_on_tiny_run(tiny_run, tmp_path):
+    out = tmp_path / "attention"
+    # the tiny random policy attends almost uniformly: a low ratio makes the gallery non-empty
+    cfg = att.AttentionConfig(run=tiny_run, out=out, n_bootstrap=100, key_ratio=1.5, key_floor=0.04, n_gallery=6)
+    summary = att.main(cfg)
+    report = json.loads((out / "attention.json").read_text())
+    assert {"provenance", "profiles", "recent_share", "rest_share", "head_kinds", "key_frames", "figures"} <= set(
+        report
+    )
+    assert report["provenance"]["package_version"] and report["provenance"]["policy_config"]["attention_heads"] == 4
+    assert report["memory_length"] == M and report["layers"] == [0, 1]
+    assert np.array(report["profiles"]["L1"]["mean"]).shape == (4, M + 1)
+    assert len(report["head_kinds"]) == 8 and summary["n_episodes"] == 4
+    for h in report["head_kinds"]:
+        assert h["kind"] in att.KINDS and {"recent_share", "key_frame_rate", "period"} <= set(h["features"])
+    for kf in report["key_frames"]["items"]:
+        assert kf["step"] == kf["at_max"]["step"] - kf["at_max"]["lag"] and kf["events"] is not None
+    pngs = sorted(out.glob("*.png"))
+    assert {p.name for p in pngs} >= {"lag_profiles_L0.png", "lag_heatmap.png", "raster_episode0.png", "key_frames.png"}
+    for png in pngs:
+        image = imread(png)
+        assert image.shape[0] > 150 and image.shape[1] > 300 and image[..., :3].std() > 0.05, png.name
+    assert "key_frames.png" in (out / "index.html").read_text()

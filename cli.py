@@ -28,7 +28,14 @@ def _subcommands() -> Commands:
 
 def _groups() -> dict[str, tuple[str, Commands]]:
     """Subcommands with subcommands of their own (`vptlens sae train ...`): name -> (help, commands)."""
-    return {}
+    from vptlens.probes import dashboard, sae_eval, sae_train
+
+    sae = {
+        "train": (sae_train.TrainConfig, sae_train.main),
+        "eval": (sae_eval.EvalConfig, sae_eval.main),
+        "dashboard": (dashboard.DashboardConfig, dashboard.main),
+    }
+    return {"sae": ("sparse autoencoders on recorded activations: train, eval, dashboard", sae)}
 
 
 def entrypoint(argv: list[str] | None = None) -> None:

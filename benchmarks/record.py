@@ -1,6 +1,7 @@
 """What recording costs: steps/s of a recorded rollout vs the same rollout unrecorded; bytes per step; replay fps.
 
-    python benchmarks/record.py [--size 2x|tiny] [--steps 64] [--out benchmarks/results/record.json]
+    python benchmarks/record.py [--size 2x|tiny] [--steps 64] [--envs 1] [--device cpu|cuda] [--skip-replay]
+        [--out benchmarks/results/record.json]
 
 The unrecorded rollout runs the same envs, policy steps, sampling and env steps, without
 caching activations or writing. Recording stores attention, `img.hook_out` and every
@@ -33,13 +34,13 @@ def unrecorded(policy, n_envs: int, n_steps: int, seed: int) -> float:
     obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
     state = policy.initial_state(n_envs)
     first = torch.ones(n_envs, dtype=torch.bool)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=policy.device).manual_seed(seed)
     start = time.perf_counter()
     for _ in range(n_steps):
         frames = torch.from_numpy(np.stack([preprocess_frames(o["pov"]) for o in obs]))
         out, state = policy.step(frames, first, state)
         first[:] = False
-        actions = factored_to_minerl(*(x.numpy() for x in sample_actions(out, generator=gen)))
+        actions = factored_to_minerl(*(x.cpu().numpy() for x in sample_actions(out, generator=gen)))
         obs = [env.step(a)[0] for env, a in zip(envs, actions)]
     return n_envs * n_steps / (time.perf_counter() - start)
 
@@ -90,22 +91,26 @@ def main():
     parser.add_argument("--size", default="2x", choices=["2x", "tiny"])
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--envs", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-replay", action="store_true", help="skip the replay measurement (needs PyAV)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/record.json"))
     args = parser.parse_args()
     if args.size == "2x":
         policy = make_random_policy(PolicyConfig())
     else:
         policy = load_policy(FIXTURE / "agent.model", FIXTURE / "agent.weights")
+    policy = policy.to(args.device)
     tmp = Path(tempfile.mkdtemp(prefix="vptlens-bench-"))
     try:
         unrecorded(policy, args.envs, 4, 0)  # warm-up: numba, torch
         bare = unrecorded(policy, args.envs, args.steps, 0)
         rec, bytes_per_step = recorded(policy, args.envs, args.steps, 0, tmp / "run")
-        fps = replay_fps(tmp)
+        fps = None if args.skip_replay else replay_fps(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     row = {
         "size": args.size,
+        "device": str(policy.device),
         "envs": args.envs,
         "steps": args.steps,
         "steps_per_s_unrecorded": bare,
@@ -116,7 +121,10 @@ def main():
     }
     print(json.dumps(row, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": {"platform": platform.platform()}, "rows": [row]}, indent=2))
+    machine = {"platform": platform.platform(), "threads": torch.get_num_threads()}
+    if policy.device.type == "cuda":
+        machine["device"] = torch.cuda.get_device_name(policy.device)
+    args.out.write_text(json.dumps({"machine": machine, "rows": [row]}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Smoke tests of every subcommand through `main(cfg)` and through the console entry point."""
 
+import json
 import re
 
 from conftest import fixture_paths
@@ -37,3 +38,17 @@ def test_attention_and_probe_subcommands(tiny_run, tmp_path):
          "blocks.*.hook_resid_post"]
     )  # fmt: skip
     assert (tmp_path / "probe" / "probe.json").is_file()
+
+
+def test_sae_subcommands(tiny_run, tmp_path):
+    saes = tmp_path / "saes"
+    entrypoint(
+        ["sae", "train", str(tiny_run), "--hook", "blocks.1.hook_resid_post", "--out", str(saes), "--architectures",
+         "topk:k=4", "--expansion-factor", "2", "--batch-size", "64", "--buffer-rows", "256", "--total-activations",
+         "1280", "--warmup-steps", "2"]
+    )  # fmt: skip
+    sae_dir = saes / "topk-k_4"
+    entrypoint(["sae", "eval", str(sae_dir), "--behaviour-max-steps", "32"])
+    assert "kl_recovered" in json.loads((sae_dir / "eval.json").read_text())["behaviour"]
+    entrypoint(["sae", "dashboard", str(sae_dir), str(tiny_run), "--out", str(tmp_path / "dash"), "--n-latents", "2"])
+    assert (tmp_path / "dash" / "index.html").is_file()

@@ -1,0 +1,409 @@
+"""Sparse autoencoders on recorded activations (TopK, BatchTopK, ReLU+L1), their training step, SAELens-layout files.
+
+Every SAE reconstructs `x_hat = z @ W_dec + b_dec` from latents `z = act((x - b_dec) @ W_enc + b_enc)`
+(SAELens's `apply_b_dec_to_input`). The activation `act` is
+
+- `topk`: keep the k largest pre-activations of each row, ReLU them (Gao et al. 2024);
+- `batchtopk`: in training, keep the k x batch largest over the whole batch (Bussmann et al. 2024);
+  at inference, a fixed threshold: `z = pre * (pre > threshold)`, the threshold being the running
+  average (EMA, decay 0.99) of the smallest kept activation over the training batches, as in the
+  paper. So one row's code never depends on the other rows of its batch. (SAELens reads such an SAE
+  as a JumpReLU SAE with that threshold for every latent, which is exactly what it computes.)
+- `relu`: ReLU, trained with an L1 penalty on `z_i * ||W_dec[i]||` (rows are kept at unit norm in
+  training, so this is plain L1 there; the product keeps the penalty meaningful for any rows).
+
+Training scales inputs by one constant so that their mean norm is sqrt(d_in); `SAE.fold_scale`
+folds that constant back so a saved SAE works on RAW activations: decoder rows keep unit norm and
+latents come out in raw activation units (the encoder bias, thresholds and b_dec are divided by the
+scale). JumpReLU is not offered: it needs a straight-through threshold estimator that we have not
+made train reliably here.
+"""
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+ARCHITECTURES = ("topk", "batchtopk", "relu")
+CFG_NAME = "cfg.json"
+WEIGHTS_NAME = "sae_weights.safetensors"
+FORMAT = "vptlens.sae"
+FORMAT_VERSION = 1
+THRESHOLD_DECAY = 0.99
+"""EMA decay of BatchTopK's inference threshold (the smallest kept activation of each batch)."""
+_SAELENS_ARCH = {"topk": "topk", "batchtopk": "jumprelu", "relu": "standard"}
+"""The SAELens architecture each of ours is read as (BatchTopK at inference is JumpReLU)."""
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """What an SAE is: shapes, activation, the hook it reads. Saved as `cfg.json` (SAELens keys plus ours)."""
+
+    d_in: int
+    """Width of the activation the SAE reads."""
+    d_sae: int
+    """Number of latents."""
+    architecture: str
+    """"topk", "batchtopk" or "relu" (ReLU trained with L1)."""
+    k: int | None
+    """Active latents per row (topk), or on average per row (batchtopk); None for relu."""
+    l1_coefficient: float | None
+    """L1 coefficient (relu only), on the loss `sum_d (x - x_hat)^2` of inputs scaled to mean norm sqrt(d_in)."""
+    hook_name: str
+    """Hook whose recorded activation the SAE reads, e.g. "blocks.1.hook_resid_post"."""
+    dtype: str = "float32"
+    """Parameter dtype."""
+    device: str = "cpu"
+    """Device the SAE was trained on (SAELens key; `SAE.load` always loads to CPU unless told)."""
+    provenance: dict = field(default_factory=dict, compare=False)
+    """Where the SAE came from: run path, hook, steps, seed, episodes, package version, input scale."""
+
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            hint = " (JumpReLU training is not implemented; use batchtopk)" if self.architecture == "jumprelu" else ""
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}{hint}")
+        if self.d_in < 1 or self.d_sae < 1:
+            raise ValueError(f"d_in and d_sae must be >= 1, got {self.d_in}, {self.d_sae}")
+        if self.architecture in ("topk", "batchtopk"):
+            if self.k is None or not 1 <= self.k <= self.d_sae:
+                raise ValueError(f"{self.architecture} needs 1 <= k <= d_sae ({self.d_sae}), got k={self.k}")
+        elif self.l1_coefficient is None or self.l1_coefficient < 0:
+            raise ValueError(f"relu needs an l1_coefficient >= 0, got {self.l1_coefficient}")
+        if self.dtype not in ("float32", "float64", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, float64, bfloat16 or float16, got {self.dtype!r}")
+
+    def to_json_dict(self) -> dict:
+        """SAELens `cfg.json` keys (architecture as SAELens names it) plus ours (`vptlens_*`, k, provenance)."""
+        return {
+            "architecture": _SAELENS_ARCH[self.architecture],
+            "d_in": self.d_in,
+            "d_sae": self.d_sae,
+            "dtype": self.dtype,
+            "device": self.device,
+            "model_name": "vpt",
+            "hook_name": self.hook_name,
+            "hook_layer": _hook_layer(self.hook_name),
+            "hook_head_index": None,
+            "activation_fn_str": "topk" if self.architecture == "topk" else "relu",
+            "activation_fn_kwargs": {"k": self.k} if self.architecture == "topk" else {},
+            "apply_b_dec_to_input": True,
+            "finetuning_scaling_factor": False,
+            "normalize_activations": "none",  # the training scale is folded into the weights
+            "context_size": 1,
+            "prepend_bos": False,
+            "dataset_path": str(self.provenance.get("run", "")),
+            "k": self.k,
+            "l1_coefficient": self.l1_coefficient,
+            "vptlens_format": FORMAT,
+            "vptlens_format_version": FORMAT_VERSION,
+            "vptlens_architecture": self.architecture,
+            "provenance": self.provenance,
+        }
+
+    @classmethod
+    def from_json_dict(cls, d: dict, where: str = "cfg.json") -> "SAEConfig":
+        if d.get("vptlens_format") != FORMAT:
+            raise ValueError(f"{where}: not a vpt-lens SAE config (vptlens_format={d.get('vptlens_format')!r})")
+        if d.get("vptlens_format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{where}: SAE format version {d.get('vptlens_format_version')!r}, this vpt-lens reads {FORMAT_VERSION}"
+            )
+        try:
+            return cls(
+                d_in=int(d["d_in"]),
+                d_sae=int(d["d_sae"]),
+                architecture=d["vptlens_architecture"],
+                k=d.get("k"),
+                l1_coefficient=d.get("l1_coefficient"),
+                hook_name=d["hook_name"],
+                dtype=d.get("dtype", "float32"),
+                device=d.get("device", "cpu"),
+                provenance=d.get("provenance", {}),
+            )
+        except KeyError as e:
+            raise ValueError(f"{where}: missing key {e}; was it written by `vptlens sae train`?") from None
+
+
+def _hook_layer(hook_name: str) -> int | None:
+    parts = hook_name.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else None
+
+
+class SAE(torch.nn.Module):
+    """A sparse autoencoder. `encode`/`decode`/`forward` are inference (per-row, batch-independent)."""
+
+    def __init__(self, cfg: SAEConfig, generator: torch.Generator | None = None, *, init: bool = True):
+        """Random unit decoder rows, encoder = decoder transposed (Gao et al. 2024), zero biases.
+
+        `generator` seeds the init (default: a fresh generator with torch's default seed, never the
+        global RNG); `init=False` leaves the parameters uninitialised (for loading).
+        """
+        super().__init__()
+        self.cfg = cfg
+        dtype = getattr(torch, cfg.dtype)
+        if init:
+            W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=generator or torch.Generator())
+            W_dec = (W_dec / W_dec.norm(dim=1, keepdim=True)).to(dtype)
+        else:
+            W_dec = torch.empty(cfg.d_sae, cfg.d_in, dtype=dtype)
+        self.W_dec = torch.nn.Parameter(W_dec)
+        self.W_enc = torch.nn.Parameter(W_dec.T.clone().contiguous())
+        self.b_enc = torch.nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
+        self.b_dec = torch.nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
+        # batchtopk's inference threshold (per latent, all equal); 0 until training estimates it
+        self.register_buffer("threshold", torch.zeros(cfg.d_sae, dtype=dtype))
+
+    def pre_acts(self, x: Float[Tensor, "*b d"]) -> Float[Tensor, "*b s"]:
+        return (x - self.b_dec) @ self.W_enc + self.b_enc
+
+    def activate(self, pre: Float[Tensor, "*b s"]) -> Float[Tensor, "*b s"]:
+        """Per-row activation (inference): TopK, the BatchTopK threshold, or ReLU."""
+        if self.cfg.architecture == "topk":
+            return topk_relu(pre, self.cfg.k)
+        if self.cfg.architecture == "batchtopk":
+            return pre * (pre > self.threshold.clamp(min=0))
+        return torch.relu(pre)
+
+    def encode(self, x: Float[Tensor, "*b d"]) -> Float[Tensor, "*b s"]:
+        """Latent activations (>= 0) of raw activations."""
+        return self.activate(self.pre_acts(x))
+
+    def decode(self, z: Float[Tensor, "*b s"]) -> Float[Tensor, "*b d"]:
+        return z @ self.W_dec + self.b_dec
+
+    def forward(self, x: Float[Tensor, "*b d"]) -> Float[Tensor, "*b d"]:
+        return self.decode(self.encode(x))
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Put every decoder row at unit norm (after each optimiser step)."""
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp(min=1e-12))
+
+    @torch.no_grad()
+    def remove_parallel_grad(self) -> None:
+        """Remove from W_dec's gradient the component along each (unit) row (before each optimiser step)."""
+        if self.W_dec.grad is not None:
+            parallel = (self.W_dec.grad * self.W_dec).sum(dim=1, keepdim=True)
+            self.W_dec.grad.sub_(parallel * self.W_dec)
+
+    @torch.no_grad()
+    def fold_scale(self, scale: float) -> "SAE":
+        """A copy that reads raw x when this one was trained on `scale * x`; decoder rows keep their norm.
+
+        pre_raw = pre_scaled / scale and x_hat_raw = x_hat_scaled / scale: W_enc and W_dec stay,
+        b_enc, b_dec and the threshold are divided by `scale`, latents come out divided by `scale`.
+        """
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive finite number, got {scale}")
+        out = SAE(self.cfg, init=False).to(self.W_enc.device)
+        out.load_state_dict(self.state_dict())
+        out.b_enc.div_(scale)
+        out.b_dec.div_(scale)
+        out.threshold.div_(scale)
+        return out
+
+    def save(self, dir_path: str | Path, provenance: dict) -> None:
+        """Write `cfg.json` and `sae_weights.safetensors` (SAELens layout) into `dir_path`."""
+        dir_path = Path(dir_path)
+        dir_path.mkdir(parents=True, exist_ok=True)
+        cfg = replace(self.cfg, provenance={**self.cfg.provenance, **provenance})
+        tensors = {name: p.detach().cpu().contiguous() for name, p in self.named_parameters()}
+        if self.cfg.architecture == "batchtopk":
+            tensors["threshold"] = self.threshold.detach().cpu().contiguous()
+        save_file(tensors, str(dir_path / WEIGHTS_NAME), metadata={"format": "pt"})
+        (dir_path / CFG_NAME).write_text(json.dumps(cfg.to_json_dict(), indent=2, default=str))
+
+    @classmethod
+    def load(cls, dir_path: str | Path, device: str = "cpu") -> "SAE":
+        """Read an SAE saved by `save`; refuses wrong keys, shapes or dtypes with a message."""
+        dir_path = Path(dir_path)
+        cfg_path, weights_path = dir_path / CFG_NAME, dir_path / WEIGHTS_NAME
+        for path in (cfg_path, weights_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found; pass a directory written by `vptlens sae train`")
+        try:
+            cfg = SAEConfig.from_json_dict(json.loads(cfg_path.read_text()), str(cfg_path))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{cfg_path}: not valid JSON ({e})") from None
+        try:
+            tensors = load_file(str(weights_path))
+        except (SafetensorError, OSError) as e:
+            raise ValueError(
+                f"{weights_path}: not a readable safetensors file ({e}); re-save or re-train the SAE"
+            ) from None
+        sae = cls(cfg, init=False)
+        expected = {name: tuple(p.shape) for name, p in sae.named_parameters()}
+        if cfg.architecture == "batchtopk":
+            expected["threshold"] = (cfg.d_sae,)
+        if set(tensors) != set(expected):
+            raise ValueError(
+                f"{weights_path}: tensors {sorted(tensors)}, a {cfg.architecture} SAE has exactly {sorted(expected)}"
+            )
+        for name, shape in expected.items():
+            t = tensors[name]
+            if tuple(t.shape) != shape:
+                raise ValueError(f"{weights_path}: '{name}' has shape {tuple(t.shape)}, cfg.json implies {shape}")
+            if not t.is_floating_point():
+                raise ValueError(f"{weights_path}: '{name}' has dtype {t.dtype}, expected a float dtype")
+        with torch.no_grad():
+            for name, p in sae.named_parameters():
+                p.copy_(tensors[name])
+            if "threshold" in tensors:
+                sae.threshold.copy_(tensors["threshold"])
+        return sae.to(device)
+
+
+def topk_relu(pre: Float[Tensor, "*b s"], k: int) -> Float[Tensor, "*b s"]:
+    """Keep each row's k largest pre-activations (ReLU'd), zero elsewhere."""
+    values, index = pre.topk(k, dim=-1, sorted=False)
+    return torch.zeros_like(pre).scatter_(-1, index, torch.relu(values))
+
+
+def batch_topk_relu(pre: Float[Tensor, "b s"], k: int) -> tuple[Float[Tensor, "b s"], Tensor, Tensor]:
+    """Keep the k x b largest pre-activations of the whole batch (ReLU'd).
+
+    Also returns the kept values (ReLU'd) and their flat indices into (b, s).
+    """
+    flat = pre.flatten()
+    values, index = flat.topk(min(k * pre.shape[0], flat.numel()), sorted=False)
+    values = torch.relu(values)
+    return torch.zeros_like(flat).scatter_(0, index, values).view_as(pre), values, index
+
+
+def _fired(index: Tensor, active: Tensor, d_sae: int) -> Tensor:
+    """(d_sae,) bool: latents with at least one active entry among `index` (flat latent ids)."""
+    counts = torch.zeros(d_sae, dtype=torch.int32, device=index.device)
+    return counts.index_add_(0, index, active.to(torch.int32)) > 0
+
+
+def lr_factor(step: int, n_steps: int, warmup_steps: int, decay: str, decay_fraction: float) -> float:
+    """Learning-rate multiplier at `step` (0-based): linear warmup, then linear-tail or cosine decay to 0."""
+    warmup_steps = min(warmup_steps, n_steps // 2)
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if decay == "cosine":
+        span = max(1, n_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / span))
+    decay_start = n_steps - int(decay_fraction * n_steps)
+    if step < decay_start:
+        return 1.0
+    return max(0.0, (n_steps - step) / max(1, n_steps - decay_start))
+
+
+class SAETrainer:
+    """One SAE's optimiser and training state; `step(x)` takes inputs already scaled to mean norm sqrt(d_in)."""
+
+    def __init__(
+        self,
+        sae: SAE,
+        lr: float,
+        n_steps: int,
+        warmup_steps: int = 0,
+        decay: str = "linear",
+        decay_fraction: float = 0.2,
+        aux_k: int = 512,
+        aux_coefficient: float = 1 / 32,
+        dead_window: int = 1_000_000,
+        l1_warmup_steps: int = 0,
+    ):
+        self.sae, self.lr, self.n_steps = sae, lr, n_steps
+        self.warmup_steps, self.decay, self.decay_fraction = warmup_steps, decay, decay_fraction
+        self.aux_k = max(1, min(aux_k, sae.cfg.d_sae // 2))
+        self.aux_coefficient, self.dead_window, self.l1_warmup_steps = aux_coefficient, dead_window, l1_warmup_steps
+        self.optimizer = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999))
+        self.rows_since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.int64, device=sae.W_enc.device)
+        self.n_step, self.rows_seen = 0, 0
+        self.threshold_initialised = False
+
+    def loss(self, x: Float[Tensor, "b d"]) -> tuple[Tensor, dict]:
+        sae, cfg = self.sae, self.sae.cfg
+        pre = sae.pre_acts(x)
+        # which latents fired is read off the kept values where there are few, not off the whole (b, s) code;
+        # no step of the common path waits for the device (no boolean indexing, no .item())
+        if cfg.architecture == "topk":
+            values, index = pre.topk(cfg.k, dim=-1, sorted=False)
+            values = torch.relu(values)
+            z = torch.zeros_like(pre).scatter_(-1, index, values)
+            active = (values > 0).detach()
+            fired_latents = _fired(index.flatten(), active.flatten(), cfg.d_sae)
+            n_active = active.sum()
+        elif cfg.architecture == "batchtopk":
+            z, values, index = batch_topk_relu(pre, cfg.k)
+            active = (values > 0).detach()
+            fired_latents = _fired(index % cfg.d_sae, active, cfg.d_sae)
+            n_active = active.sum()
+            smallest = values.detach().masked_fill(~active, torch.inf).min()
+            smallest = torch.where(torch.isinf(smallest), 0.0, smallest)
+        else:
+            z = torch.relu(pre)
+            fired = (z > 0).detach()
+            fired_latents = fired.any(0)
+            n_active = fired.sum()
+        x_hat = sae.decode(z)
+        err = x_hat - x
+        sq_err = err.pow(2).sum(-1)
+        mse = sq_err.mean()
+        loss = mse
+        dead = self.rows_since_fired >= self.dead_window
+        aux = x.new_zeros(())
+        # (no latent can be dead before `dead_window` rows: skip the device round trip until then)
+        maybe_dead = self.rows_seen >= self.dead_window and cfg.architecture in ("topk", "batchtopk")
+        if maybe_dead and bool(dead.any()):
+            # AuxK: the dead latents' top activations model the residual (Gao et al. 2024, their normalised MSE);
+            # where fewer than aux_k are dead the live ones are masked to -inf and come out as zeros
+            z_aux = topk_relu(pre.masked_fill(~dead, -torch.inf), self.aux_k)
+            resid = err.detach().neg()
+            resid_var = resid.sub(resid.mean(0)).pow(2).sum(-1).mean().clamp(min=1e-12)
+            aux = (z_aux @ sae.W_dec - resid).pow(2).sum(-1).mean() / resid_var
+            loss = loss + self.aux_coefficient * aux
+        l1 = x.new_zeros(())
+        if cfg.architecture == "relu":
+            ramp = min(1.0, (self.n_step + 1) / self.l1_warmup_steps) if self.l1_warmup_steps else 1.0
+            l1 = (z * sae.W_dec.norm(dim=1)).sum(-1).mean()
+            loss = loss + ramp * cfg.l1_coefficient * l1
+        with torch.no_grad():
+            total_var = (x - x.mean(0)).pow(2).sum()
+            stats = {
+                "loss": loss.detach(),
+                "mse": mse.detach(),
+                "nmse": sq_err.detach().sum() / total_var.clamp(min=1e-12),
+                "l0": n_active.float() / x.shape[0],
+                "aux": aux.detach(),
+                "l1": l1.detach(),
+            }
+            if cfg.architecture == "batchtopk":
+                stats["smallest"] = smallest
+        return loss, {**stats, "_fired": fired_latents}
+
+    def step(self, x: Float[Tensor, "b d"]) -> dict:
+        """One optimiser step on a batch of scaled inputs; returns tensors (call `.item()` only when logging)."""
+        factor = lr_factor(self.n_step, self.n_steps, self.warmup_steps, self.decay, self.decay_fraction)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr * factor
+        loss, stats = self.loss(x)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.sae.remove_parallel_grad()
+        self.optimizer.step()
+        self.sae.normalize_decoder()
+        with torch.no_grad():
+            fired = stats.pop("_fired")
+            self.rows_since_fired.add_(x.shape[0]).masked_fill_(fired, 0)
+            self.rows_seen += x.shape[0]
+            stats["dead_fraction"] = (self.rows_since_fired >= self.dead_window).float().mean()
+            if "smallest" in stats:
+                smallest = stats.pop("smallest")
+                th = self.sae.threshold
+                if not self.threshold_initialised:
+                    th.fill_(smallest)
+                    self.threshold_initialised = True
+                else:
+                    th.mul_(THRESHOLD_DECAY).add_((1 - THRESHOLD_DECAY) * smallest)
+        self.n_step += 1
+        return stats

@@ -18,14 +18,24 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed
 
-# The main job: record two BlockWorld episodes of the misgeneralization scene, replay one with attention.
+# The main job: record BlockWorld episodes of the misgeneralization scene, replay one with attention,
+# then look inside: attention over time, linear probes, an SAE with its evaluation and feature dashboards.
+SAE := runs/demo/sae/topk-k_8
 demo: setup
 	$(BIN)/vptlens info $(FIXTURE)/agent.model $(FIXTURE)/agent.weights --no-hooks
 	rm -rf runs/demo
 	$(BIN)/vptlens record --model $(FIXTURE)/agent.model --weights $(FIXTURE)/agent.weights --out runs/demo \
-		--scene villager_under_leaves --n-episodes 2 --n-envs 2 --n-steps 200 --full-frames
+		--scene villager_under_leaves --n-episodes 4 --n-envs 2 --n-steps 200 --full-frames
 	$(BIN)/vptlens replay runs/demo/episode_000000.zarr --out runs/demo/replay.mp4
 	$(BIN)/vptlens summary runs/demo/episode_000000.zarr --out runs/demo/summary.png
+	$(BIN)/vptlens attention runs/demo --out runs/demo/attention
+	$(BIN)/vptlens probe runs/demo --out runs/demo/probe --hooks 'blocks.*.hook_resid_post'
+	$(BIN)/vptlens sae train runs/demo --hook blocks.1.hook_resid_post --out runs/demo/sae \
+		--architectures topk:k=8 batchtopk:k=8 relu:l1=0.5 --expansion-factor 4 --batch-size 256 \
+		--buffer-rows 4096 --total-activations 200000 --warmup-steps 50 --val-fraction 0.25 --dead-window 20000
+	$(BIN)/vptlens sae eval $(SAE)
+	$(BIN)/vptlens sae dashboard $(SAE) runs/demo --out runs/demo/dashboard --n-latents 16
+	@echo "demo done: open runs/demo/replay.mp4, runs/demo/attention/index.html, runs/demo/dashboard/index.html"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -39,7 +39,7 @@ from jaxtyping import Bool, Float
 from tqdm import tqdm
 
 import vptlens
-from vptlens.recordings.store import Episode, open_episodes
+from vptlens.recordings.store import Episode, git_commit, open_episodes
 
 logger = logging.getLogger(__name__)
 
@@ -672,6 +672,7 @@ def _provenance(cfg: AttentionConfig, episodes: list[Episode]) -> dict:
         "agent": episodes[0].attrs.get("agent"),
         "run_git_commit": manifest.get("git_commit", episodes[0].attrs.get("git_commit")),
         "package_version": vptlens.__version__,
+        "git_commit": git_commit(),
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
         "episodes": [e.path.name for e in episodes],
         "n_steps": int(sum(len(e) for e in episodes)),

@@ -4,7 +4,8 @@
         [--out benchmarks/results/record.json]
 
 The unrecorded rollout runs the same envs, policy steps, sampling and env steps, without
-caching activations or writing. Recording stores attention, `img.hook_out` and every
+caching activations or writing; both timings include making and resetting the envs, and the
+recorded one waits for the background writer to finish. Recording stores attention, `img.hook_out` and every
 `blocks.*.hook_resid_post`. BlockWorld renders 128x128 here (what the agent sees), so the
 policy and the recording dominate. Replay renders a 640x360 episode with full frames.
 """
@@ -30,12 +31,12 @@ FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "vpt_tiny
 
 
 def unrecorded(policy, n_envs: int, n_steps: int, seed: int) -> float:
+    start = time.perf_counter()  # like the recorded run's time, this includes making and resetting the envs
     envs = [BlockWorldEnv(height=128, width=128) for _ in range(n_envs)]
     obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
     state = policy.initial_state(n_envs)
     first = torch.ones(n_envs, dtype=torch.bool)
     gen = torch.Generator(device=policy.device).manual_seed(seed)
-    start = time.perf_counter()
     for _ in range(n_steps):
         frames = torch.from_numpy(np.stack([preprocess_frames(o["pov"]) for o in obs]))
         out, state = policy.step(frames, first, state)
@@ -103,6 +104,7 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="vptlens-bench-"))
     try:
         unrecorded(policy, args.envs, 4, 0)  # warm-up: numba, torch
+        recorded(policy, args.envs, 4, 0, tmp / "warm-up")  # and the hooked policy step, zarr
         bare = unrecorded(policy, args.envs, args.steps, 0)
         rec, bytes_per_step = recorded(policy, args.envs, args.steps, 0, tmp / "run")
         fps = None if args.skip_replay else replay_fps(tmp)

@@ -1,11 +1,14 @@
 """`vptlens record`: run an agent in BlockWorld or MineRL and store everything a researcher will want.
 
 B environments step in lockstep with one batched policy step per tick. Each episode is a
-zarr group (layout: recordings/PROTOCOL.md) written in chunk-aligned blocks; the run
-directory holds a `run.json` manifest. A killed recorder loses at most each episode's
-unflushed tail; `--resume` skips complete episodes and records the others again.
+zarr group (layout: recordings/PROTOCOL.md) written in chunk-aligned blocks by one
+background thread (`BlockWriter`), so the stepping loop never waits for the disk unless the
+writer falls two blocks per env behind; the run directory holds a `run.json` manifest. A
+killed recorder loses at most each episode's unflushed tail; `--resume` skips complete
+episodes and records the others again.
 """
 
+import copy
 import datetime as dt
 import json
 import logging
@@ -26,7 +29,15 @@ from vptlens.agents.actions import factored_to_minerl
 from vptlens.agents.agent import preprocess_frames
 from vptlens.agents.distributions import entropy, log_prob, sample_actions
 from vptlens.agents.policy import PolicyOutput, VPTPolicy
-from vptlens.recordings.store import TEXT, ArraySpec, Episode, EpisodeWriter, git_commit, write_json_atomic
+from vptlens.recordings.store import (
+    TEXT,
+    ArraySpec,
+    BlockWriter,
+    Episode,
+    EpisodeWriter,
+    git_commit,
+    write_json_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +180,7 @@ class Recorder:
         self.run_dir = Path(cfg.out)
         self.manifest_path = self.run_dir / "run.json"
         self.interrupted = False
+        self._writer: BlockWriter | None = None
 
     def agent_files(self) -> tuple[Path, Path]:
         cfg = self.cfg
@@ -238,6 +250,8 @@ class Recorder:
         total = len(pending) * cfg.n_steps
         bar = tqdm(total=total, unit="step", desc="recording", disable=total == 0)
         start = time.perf_counter()
+        # one background thread writes every episode's blocks, in order; at most two blocks per env queued
+        self._writer = BlockWriter(max_pending=2 * cfg.n_envs + 4)
         try:
             for wave in range(0, len(pending), cfg.n_envs):
                 self._record_wave(pending[wave : wave + cfg.n_envs], manifest, bar)
@@ -245,7 +259,10 @@ class Recorder:
                     break
         finally:
             bar.close()
-            signal.signal(signal.SIGTERM, previous)
+            try:
+                self._writer.close()  # waits for everything handed over; raises WriterError if a write failed
+            finally:
+                signal.signal(signal.SIGTERM, previous)
         seconds = time.perf_counter() - start
         summary = self._summary(manifest, seconds)
         logger.info(summary["text"])
@@ -254,8 +271,18 @@ class Recorder:
     def _on_sigterm(self, signum, frame):
         raise KeyboardInterrupt
 
+    def _save_manifest(self, manifest: dict) -> None:
+        """Rewrite run.json after the episode writes handed over so far (so it never runs ahead of them)."""
+        snapshot = copy.deepcopy(manifest)
+
+        async def save() -> None:
+            write_json_atomic(self.manifest_path, snapshot)
+
+        self._writer.submit(save)
+
     def _record_wave(self, indices: list[int], manifest: dict, bar) -> None:
         cfg, policy = self.cfg, self.policy
+        reason = "interrupted"
         envs = [_make_env(cfg) for _ in indices]
         writers: list[EpisodeWriter | None] = []
         # one sampling stream per episode, so an episode's actions do not depend on its batch-mates
@@ -273,6 +300,7 @@ class Recorder:
                         self.specs,
                         self._episode_attrs(index, env, info),
                         flush_steps=cfg.flush_steps,
+                        writer=self._writer,
                     )
                 )
                 manifest["episodes"][str(index)] = {
@@ -280,7 +308,7 @@ class Recorder:
                     "seed": seed,
                     "status": "recording",
                 }
-            write_json_atomic(self.manifest_path, manifest)
+            self._save_manifest(manifest)
             guided = cfg.cond_scale is not None
             state = policy.initial_state(len(envs), guided=guided)
             first = torch.ones(len(envs), dtype=torch.bool)
@@ -303,22 +331,8 @@ class Recorder:
                 sampled = [sample_actions(row, cfg.deterministic, g) for row, g in zip(rows, generators)]
                 buttons = torch.cat([s[0] for s in sampled])
                 camera = torch.cat([s[1] for s in sampled])
-                lp = log_prob(out, buttons, camera)
-                h_buttons, h_camera = entropy(out)
-                actions = factored_to_minerl(buttons.cpu().numpy(), camera.cpu().numpy())
-                # everything the episodes store, as numpy, once per step for all rows
-                batch = {
-                    "action/buttons": buttons.cpu().numpy().astype(np.int32),
-                    "action/camera": camera.cpu().numpy().astype(np.int32),
-                    "log_prob": lp.float().cpu().numpy(),
-                    "entropy/buttons": h_buttons.float().cpu().numpy(),
-                    "entropy/camera": h_camera.float().cpu().numpy(),
-                    "value": out.value.float().cpu().numpy(),
-                }
-                for layer, name in enumerate(self.patterns):
-                    batch[f"attention/L{layer}"] = cache[name].to(torch.float16).cpu().numpy()
-                for name in self.hooks:
-                    batch[f"activations/{name}"] = cache[name].to(torch.float16).cpu().numpy()
+                batch = self._batch_values(out, buttons, camera, cache)
+                actions = factored_to_minerl(batch["action/buttons"], batch["action/camera"])
                 for b, (env, writer) in enumerate(zip(envs, writers)):
                     if writer.closed:
                         continue
@@ -334,26 +348,68 @@ class Recorder:
                     if terminated or truncated:
                         writer.close("complete", n_steps=len(writer))
                         manifest["episodes"][str(indices[b])].update(status="complete", length=len(writer))
-                        write_json_atomic(self.manifest_path, manifest)
+                        self._save_manifest(manifest)
         except KeyboardInterrupt:
             self.interrupted = True
             logger.warning("interrupted: flushing and marking the open episodes partial")
         except Exception as e:
             self.interrupted = True
             logger.error("recording failed (%s): marking the open episodes partial", e)
-            self._close_partial(writers, indices, manifest, reason=f"{type(e).__name__}: {e}")
+            reason = f"{type(e).__name__}: {e}"
             raise
         finally:
-            self._close_partial(writers, indices, manifest, reason="interrupted")
-            for env in envs:
-                env.close()
+            try:
+                self._close_partial(writers, indices, manifest, reason=reason)
+            finally:
+                for env in envs:
+                    env.close()
 
     def _close_partial(self, writers, indices, manifest, reason: str) -> None:
+        """Hand over every open episode's tail and mark it partial (all written before run() returns)."""
         for writer, index in zip(writers, indices):
             if writer is not None and not writer.closed:
-                writer.close("partial", interrupted_by=reason, n_steps=len(writer))
                 manifest["episodes"][str(index)].update(status="partial", length=len(writer))
-        write_json_atomic(self.manifest_path, manifest)
+                if self._writer.failed:
+                    writer.abandon()
+                else:
+                    writer.close("partial", interrupted_by=reason, n_steps=len(writer))
+        if self._writer.failed:
+            # nothing more reaches the episodes; the manifest must not claim more than they hold
+            for index in indices:
+                entry = manifest["episodes"].get(str(index))
+                if entry is not None and entry["status"] == "complete" and not _is_complete(self.episode_path(index)):
+                    entry.update(status="partial")
+            write_json_atomic(self.manifest_path, manifest)
+            self._writer.check()
+        self._save_manifest(manifest)
+
+    def _batch_values(self, out: PolicyOutput, buttons, camera, cache: dict) -> dict[str, np.ndarray]:
+        """Everything the episodes store from the policy, as numpy (B, ...), with two device-to-host copies."""
+        B = buttons.shape[0]
+        lp = log_prob(out, buttons, camera)
+        h_buttons, h_camera = entropy(out)
+        # float32 holds every class index (< 2**24) exactly, and the float values were float32 already
+        values = (buttons, camera, lp, h_buttons, h_camera, out.value)
+        scalars = torch.stack([x.float() for x in values], dim=1).cpu().numpy()
+        batch = {
+            "action/buttons": scalars[:, 0].astype(np.int32),
+            "action/camera": scalars[:, 1].astype(np.int32),
+            "log_prob": scalars[:, 2].astype(np.float32),
+            "entropy/buttons": scalars[:, 3].astype(np.float32),
+            "entropy/camera": scalars[:, 4].astype(np.float32),
+            "value": scalars[:, 5].astype(np.float32),
+        }
+        names = [f"attention/L{layer}" for layer in range(len(self.patterns))]
+        names += [f"activations/{h}" for h in self.hooks]
+        # a guided (classifier-free) step caches 2B rows, conditional first: the episodes keep those
+        tensors = [cache[n][:B] for n in self.patterns + self.hooks]
+        flat = torch.cat([t.reshape(B, -1).to(torch.float16) for t in tensors], dim=1).cpu().numpy()
+        offset = 0
+        for name, t in zip(names, tensors):
+            size = t[0].numel()
+            batch[name] = flat[:, offset : offset + size].reshape(t.shape)
+            offset += size
+        return batch
 
     def _episode_attrs(self, index: int, env, info: dict) -> dict:
         cfg = self.cfg
@@ -410,6 +466,13 @@ class Recorder:
             f"{disk / 1e6:.1f} MB on disk ({disk / max(steps, 1) / 1e3:.1f} kB/step), {seconds:.1f} s"
         )
         return {"complete": complete, "steps": steps, "disk_bytes": disk, "seconds": seconds, "text": text}
+
+
+def _is_complete(path: Path) -> bool:
+    try:
+        return Episode(path).status == "complete"
+    except (ValueError, FileNotFoundError, KeyError):
+        return False
 
 
 def main(cfg: RecordConfig) -> dict:

@@ -11,13 +11,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 import zarr
 from conftest import fixture_paths
 
 from vptlens.agents.actions import factored_to_minerl
 from vptlens.cli import entrypoint
 from vptlens.recordings import recorder, replay
-from vptlens.recordings.store import Episode, Run
+from vptlens.recordings.store import Episode, EpisodeWriter, Run, WriterError
 
 MODEL, WEIGHTS = fixture_paths("vpt_tiny")
 
@@ -162,12 +163,13 @@ def test_agent_from_the_zoo_or_files(tmp_path):
         recorder.Recorder(recorder.RecordConfig(zoo="foundation-model-2x", checkpoint_dir=tmp_path, out=tmp_path / "x"))
 
 
-def test_ctrl_c_flushes_and_marks_partial(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_flushes_and_marks_partial(tmp_path, signum):
     out = tmp_path / "interrupted"
     process = _record_in_subprocess(out, 5000)
     try:
         _wait_for_commit(out / "episode_000000.zarr", 64)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         assert process.wait(timeout=60) == 130
     finally:
         if process.poll() is None:
@@ -176,9 +178,81 @@ def test_ctrl_c_flushes_and_marks_partial(tmp_path):
     assert episode.status == "partial" and len(episode) >= 64  # the buffered tail was flushed too
     assert episode.attrs["interrupted_by"] == "interrupted"
     assert Run(out).manifest["episodes"]["0"]["status"] == "partial"
+    assert episode.attrs["n_steps"] == len(episode)  # everything handed over was written before exit
+
+
+def test_a_failed_write_stops_the_recording_with_a_clear_error(tmp_path, monkeypatch):
+    original, calls = EpisodeWriter._write_block, []
+
+    async def failing(self, start, stop, block):
+        calls.append(start)
+        if start >= 64:
+            raise OSError(28, "No space left on device")
+        await original(self, start, stop, block)
+
+    monkeypatch.setattr(EpisodeWriter, "_write_block", failing)
+    out = tmp_path / "full_disk"
+    with pytest.raises(WriterError, match="No space left on device"):
+        recorder.Recorder(_cfg(out, n_episodes=1, n_envs=1, n_steps=300)).run()
+    episode = Episode(out / "episode_000000.zarr")
+    assert len(episode) == 64 and episode.status == "recording"  # the failed block was never committed
+    assert Run(out).manifest["episodes"]["0"]["status"] == "partial"
+    assert calls[:2] == [0, 64]
 
 
 def test_episode_lists_every_array(recorded):
     names = Episode(recorded / "episode_000000.zarr").names()
     assert "action/minerl/hotbar.9" in names and "activations/img.hook_out" in names and "frames_full" in names
     assert len([n for n in names if n.startswith("action/minerl/")]) == 24  # 23 keys and the camera
+
+
+def test_guided_steve1_recording_stores_the_conditional_stream(tmp_path):
+    """With classifier-free guidance the policy caches 2B rows (conditional, unconditional): each env keeps its own
+    conditional row, as a guided re-run of that episode alone computes it."""
+    fixtures = Path(__file__).parent / "fixtures" / "steve1_tiny"
+    goal_path = tmp_path / "goal.npy"
+    goal = np.random.default_rng(1).standard_normal(512).astype(np.float32)
+    np.save(goal_path, goal)
+    out = tmp_path / "guided"
+    cfg = recorder.RecordConfig(
+        model=fixtures / "agent.model",
+        weights=fixtures / "agent.weights",
+        out=out,
+        n_episodes=2,
+        n_envs=2,
+        n_steps=12,
+        height=64,
+        width=64,
+        seed=4,
+        goal=goal_path,
+        cond_scale=3.0,
+        hooks=("blocks.0.hook_resid_post",),
+    )
+    recorder.main(cfg)
+    from vptlens.agents import load_policy
+    from vptlens.agents.distributions import log_prob
+
+    policy = load_policy(fixtures / "agent.model", fixtures / "agent.weights")
+    episode = Episode(out / "episode_000001.zarr")  # the second row of the batch
+    frames = torch.from_numpy(np.asarray(episode["frames"][:]))
+    state = policy.initial_state(1, guided=True)
+    for t in range(len(episode)):
+        result, state, cache = policy.run_with_cache(
+            frames[t : t + 1],
+            torch.tensor([t == 0]),
+            state,
+            names="blocks.0.hook_resid_post",
+            goal=torch.from_numpy(goal)[None],
+            cond_scale=3.0,
+        )
+        two = cache["blocks.0.hook_resid_post"]
+        assert two.shape[0] == 2 and not torch.allclose(two[0], two[1])  # the streams differ after the goal
+        np.testing.assert_allclose(
+            episode["activations/blocks.0.hook_resid_post"][t].astype(np.float32),
+            cache["blocks.0.hook_resid_post"][0].numpy(),
+            atol=2e-3,
+            rtol=2e-3,
+        )
+        buttons = torch.from_numpy(np.asarray(episode["action/buttons"][t : t + 1])).long()
+        camera = torch.from_numpy(np.asarray(episode["action/camera"][t : t + 1])).long()
+        assert abs(float(log_prob(result, buttons, camera)[0]) - float(episode["log_prob"][t])) < 1e-4

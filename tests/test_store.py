@@ -1,6 +1,8 @@
 """The episode store: round trips, committed length, plain-zarr readability, schema checks."""
 
+import asyncio
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vptlens.recordings.store import TEXT, ArraySpec, Episode, EpisodeWriter, iter_blocks
+from vptlens.recordings.store import TEXT, ArraySpec, BlockWriter, Episode, EpisodeWriter, WriterError, iter_blocks
 
 SPECS = {
     "frames": ArraySpec((4, 4, 3), "uint8", chunk_steps=8),
@@ -65,7 +67,7 @@ def test_reader_trusts_committed_length_over_shape(tmp_path):
         writer.append(_step(i))
     writer.flush()
     # simulate a writer killed after growing an array but before committing
-    writer.arrays["frames"].resize((30, 4, 4, 3))
+    zarr.open_group(str(tmp_path / "ep.zarr"), mode="r+")["frames"].resize((30, 4, 4, 3))
     ep = Episode(tmp_path / "ep.zarr")
     assert len(ep) == 20 and ep["frames"].shape == (20, 4, 4, 3) and ep.status == "recording"
     with pytest.raises(IndexError):
@@ -129,3 +131,73 @@ def test_iter_blocks_streams_across_episodes(tmp_path):
     ]
     joined = np.concatenate([b for _, _, b in blocks])
     np.testing.assert_array_equal(joined, np.concatenate([np.arange(37), np.arange(50)]).astype(np.float32) / 3)
+
+
+def test_background_writer_commits_only_after_the_data_and_keeps_order(tmp_path):
+    gate = threading.Event()
+
+    async def wait_for_gate():
+        await asyncio.to_thread(gate.wait, 30)
+
+    with BlockWriter(max_pending=64) as background:
+        a = EpisodeWriter(tmp_path / "a.zarr", SPECS, writer=background)
+        b = EpisodeWriter(tmp_path / "b.zarr", SPECS, writer=background)
+        background.drain()  # both groups exist
+        background.submit(wait_for_gate)  # hold the writer: blocks are handed over but not written
+        for i in range(40):
+            a.append(_step(i))
+            b.append(_step(1000 + i))
+        assert len(a) == 40 and a.n_committed == 32  # two blocks handed over, 8 steps buffered
+        for name in ("a", "b"):
+            group = zarr.open_group(str(tmp_path / f"{name}.zarr"), mode="r")
+            assert group.attrs["committed_length"] == 0 and group["frames"].shape[0] == 0
+        gate.set()
+        background.drain()
+        assert zarr.open_group(str(tmp_path / "a.zarr"), mode="r").attrs["committed_length"] == 32
+        a.close("complete")
+        b.close("partial", interrupted_by="test")
+    # the handed-over blocks were the writer's alone: refilling the next buffer did not change them
+    ep_a, ep_b = Episode(tmp_path / "a.zarr"), Episode(tmp_path / "b.zarr")
+    assert (len(ep_a), ep_a.status, len(ep_b), ep_b.status) == (40, "complete", 40, "partial")
+    np.testing.assert_array_equal(ep_a["frames"][:, 0, 0, 0], np.arange(40) % 256)
+    np.testing.assert_array_equal(ep_b["value"][:], (np.arange(1000, 1040) / 3).astype(np.float32))
+    assert json.loads(ep_b["events"][2]) == [{"step": 1002}] and ep_b["events"][3] == ""
+
+
+def test_a_failed_write_surfaces_in_the_caller_and_stops_the_writer(tmp_path):
+    (tmp_path / "a_file").write_text("not a directory")
+    background = BlockWriter(max_pending=4)
+    broken = EpisodeWriter(tmp_path / "a_file" / "ep.zarr", SPECS, writer=background)  # created on the writer
+    with pytest.raises(WriterError, match="background writer") as failure:
+        for i in range(100):
+            broken.append(_step(i))
+        background.drain()
+    assert isinstance(failure.value.__cause__, OSError)
+    with pytest.raises(WriterError):
+        EpisodeWriter(tmp_path / "ok.zarr", SPECS, writer=background)  # nothing more is accepted
+    with pytest.raises(WriterError):
+        background.close()
+    with pytest.raises(WriterError):  # without a shared writer the failure is raised by the call itself
+        EpisodeWriter(tmp_path / "a_file" / "ep2.zarr", SPECS)
+
+
+def test_an_interrupted_hand_over_loses_nothing(tmp_path, monkeypatch):
+    submit, calls = BlockWriter.submit, []
+
+    def interrupted_once(self, task):
+        calls.append(task)
+        if len(calls) == 3:  # creating the group, block 0..16, then Ctrl-C while handing over block 16..32
+            raise KeyboardInterrupt
+        submit(self, task)
+
+    monkeypatch.setattr(BlockWriter, "submit", interrupted_once)
+    with BlockWriter(max_pending=4) as background:
+        writer = EpisodeWriter(tmp_path / "ep.zarr", SPECS, writer=background)
+        with pytest.raises(KeyboardInterrupt):
+            for i in range(40):
+                writer.append(_step(i))
+        assert (len(writer), writer.n_committed) == (32, 16)  # the block was not handed over: still buffered
+        writer.close("partial", interrupted_by="KeyboardInterrupt")
+    ep = Episode(tmp_path / "ep.zarr")
+    assert len(ep) == 32 and ep.status == "partial"
+    np.testing.assert_array_equal(ep["value"][:], (np.arange(32) / 3).astype(np.float32))

@@ -31,7 +31,7 @@ demo: setup
 	$(BIN)/vptlens attention runs/demo --out runs/demo/attention
 	$(BIN)/vptlens probe runs/demo --out runs/demo/probe --hooks 'blocks.*.hook_resid_post'
 	$(BIN)/vptlens sae train runs/demo --hook blocks.1.hook_resid_post --out runs/demo/sae \
-		--architectures topk:k=8 batchtopk:k=8 relu:l1=0.5 --expansion-factor 4 --batch-size 256 \
+		--architectures topk:k=8 batchtopk:k=8 relu:l1=0.5 jumprelu:l0=2 --expansion-factor 4 --batch-size 256 \
 		--buffer-rows 4096 --total-activations 200000 --warmup-steps 50 --val-fraction 0.25 --dead-window 20000
 	$(BIN)/vptlens sae eval $(SAE)
 	$(BIN)/vptlens sae dashboard $(SAE) runs/demo --out runs/demo/dashboard --n-latents 16

@@ -235,6 +235,11 @@ def _pose(column: int, transform: Callable[[np.ndarray], np.ndarray] = lambda x:
     return fn
 
 
+def _nearest_log_distance(src: LabelSource) -> tuple[np.ndarray, np.ndarray]:
+    d = src.array("gt/nearest_log").astype(np.float64)[:, 3]
+    return d, np.isfinite(d)
+
+
 def _camera(column: int):
     def fn(src):
         cam = src.array("action/minerl/camera").astype(np.float64)
@@ -265,6 +270,9 @@ _LABELS = [
           "nothing", "blocks", _CH, _crosshair_distance(None)),
     Label("crosshair_log_distance", "regression", "distance to the log block under the crosshair; masked when the "
           "crosshair is not on a log", "blocks", _CH, _crosshair_distance("_log")),
+    Label("nearest_tree_distance", "regression", "distance from the eyes to the closest point of the nearest log "
+          "block (a tree trunk), seen or not; masked where the world has none or the env does not report it "
+          "(MineRL)", "blocks", ("gt/nearest_log",), _nearest_log_distance),
     Label("villager_visible", "binary", "at least one villager has a pixel on screen", "0/1", _VE,
           _visible_any("villager")),
     Label("mob_visible", "binary", "at least one mob has a pixel on screen", "0/1", _VE, _visible_any(None)),

@@ -55,9 +55,16 @@ class ProbeConfig:
     """Run directory written by `vptlens record` (its complete episodes), or one episode directory."""
     out: Path = Path("runs/probe")
     """Output directory: probe.json and the plots."""
-    labels: tuple[str, ...] = ("villager_visible", "crosshair_on_villager", "crosshair_distance", "pitch")
+    labels: tuple[str, ...] = (
+        "villager_visible",
+        "crosshair_on_villager",
+        "crosshair_distance",
+        "nearest_tree_distance",
+        "pitch",
+    )
     """Labels to probe (names in vptlens.probes.labels.LABELS; an unknown name lists them). A label that cannot be
-    probed in this run (one class, constant, or defined in fewer than 2 episodes) is skipped with its reason."""
+    probed in this run (not recorded, one class, constant, or defined in fewer than 2 episodes) is skipped with its
+    reason."""
     hooks: tuple[str, ...] = ("*.hook_*",)
     """Recorded activations to probe, names or wildcards matched against the run's `activations/` (e.g.
     `blocks.*.hook_resid_post`); `attention/L0` or `attention/*` probes flattened attention patterns."""
@@ -592,6 +599,15 @@ def main(cfg: ProbeConfig) -> dict:
     episode_of = np.repeat(np.arange(len(episodes)), lengths)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     labels = [get_label(n) for n in cfg.labels]
+    skipped = {}
+    for label in labels:
+        absent = [a for ep in episodes for a in label.arrays if a not in ep]
+        if absent:
+            skipped[label.name] = (
+                f"not recorded in this run (no array {absent[0]}; record again with a current vpt-lens)"
+            )
+            logger.warning("label %s skipped: %s", label.name, skipped[label.name])
+    labels = [lab for lab in labels if lab.name not in skipped]
     parts = {label.name: [] for label in labels}
     for ep in tqdm(episodes, desc="labels", unit="episode", leave=False):
         src = LabelSource(ep)  # parsed JSON is cached per episode only: memory stays at one episode's rows
@@ -599,7 +615,6 @@ def main(cfg: ProbeConfig) -> dict:
             parts[label.name].append(compute_label(label, src))
     values = {name: np.concatenate([p[0] for p in ps]) for name, ps in parts.items()}
     valid = {name: np.concatenate([p[1] for p in ps]) for name, ps in parts.items()}
-    skipped = {}
     for label in labels:
         reason = _check_label(label, values[label.name], valid[label.name], episode_of)
         if reason is not None:

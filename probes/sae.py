@@ -5,18 +5,24 @@ Every SAE reconstructs `x_hat = z @ W_dec + b_dec` from latents `z = act((x - b_
 
 - `topk`: keep the k largest pre-activations of each row, ReLU them (Gao et al. 2024);
 - `batchtopk`: in training, keep the k x batch largest over the whole batch (Bussmann et al. 2024);
-  at inference, a fixed threshold: `z = pre * (pre > threshold)`, the threshold being the running
-  average (EMA, decay 0.99) of the smallest kept activation over the training batches, as in the
-  paper. So one row's code never depends on the other rows of its batch. (SAELens reads such an SAE
+  at inference, a fixed threshold: `z = pre * (pre > threshold)`, the threshold being the average of
+  the smallest kept activation over batches, as in the paper: a running average (EMA, decay 0.99)
+  during training, then recomputed with the final weights (`calibrate_threshold`, which `vptlens sae
+  train` runs on batches after the last step). So one row's code never depends on the other rows of
+  its batch. (SAELens reads such an SAE
   as a JumpReLU SAE with that threshold for every latent, which is exactly what it computes.)
 - `relu`: ReLU, trained with an L1 penalty on `z_i * ||W_dec[i]||` (rows are kept at unit norm in
   training, so this is plain L1 there; the product keeps the penalty meaningful for any rows).
+- `jumprelu`: `z = pre * (pre > threshold_i)` with a learned threshold per latent, trained with an L0
+  penalty (the number of active latents) through straight-through pseudo-derivatives with a
+  rectangle kernel of width `bandwidth` (Rajamanoharan et al. 2024, "Jumping Ahead"): the threshold
+  gets gradients from the reconstruction and from the L0 term, the pre-activations only through the
+  open gates. The threshold is stored as its log, so it stays positive.
 
 Training scales inputs by one constant so that their mean norm is sqrt(d_in); `SAE.fold_scale`
 folds that constant back so a saved SAE works on RAW activations: decoder rows keep unit norm and
 latents come out in raw activation units (the encoder bias, thresholds and b_dec are divided by the
-scale). JumpReLU is not offered: it needs a straight-through threshold estimator that we have not
-made train reliably here.
+scale).
 """
 
 import json
@@ -30,14 +36,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-ARCHITECTURES = ("topk", "batchtopk", "relu")
+ARCHITECTURES = ("topk", "batchtopk", "relu", "jumprelu")
 CFG_NAME = "cfg.json"
 WEIGHTS_NAME = "sae_weights.safetensors"
 FORMAT = "vptlens.sae"
 FORMAT_VERSION = 1
 THRESHOLD_DECAY = 0.99
 """EMA decay of BatchTopK's inference threshold (the smallest kept activation of each batch)."""
-_SAELENS_ARCH = {"topk": "topk", "batchtopk": "jumprelu", "relu": "standard"}
+_SAELENS_ARCH = {"topk": "topk", "batchtopk": "jumprelu", "relu": "standard", "jumprelu": "jumprelu"}
+THRESHOLDED = ("batchtopk", "jumprelu")
+"""Architectures whose inference is a per-latent threshold (saved as `threshold`, as SAELens's JumpReLU)."""
 """The SAELens architecture each of ours is read as (BatchTopK at inference is JumpReLU)."""
 
 
@@ -50,7 +58,7 @@ class SAEConfig:
     d_sae: int
     """Number of latents."""
     architecture: str
-    """"topk", "batchtopk" or "relu" (ReLU trained with L1)."""
+    """"topk", "batchtopk", "relu" (ReLU trained with L1) or "jumprelu" (trained with L0)."""
     k: int | None
     """Active latents per row (topk), or on average per row (batchtopk); None for relu."""
     l1_coefficient: float | None
@@ -63,18 +71,31 @@ class SAEConfig:
     """Device the SAE was trained on (SAELens key; `SAE.load` always loads to CPU unless told)."""
     provenance: dict = field(default_factory=dict, compare=False)
     """Where the SAE came from: run path, hook, steps, seed, episodes, package version, input scale."""
+    l0_coefficient: float | None = None
+    """L0 coefficient (jumprelu only), on the same loss as `l1_coefficient`."""
+    bandwidth: float = 0.2
+    """jumprelu: width of the rectangle kernel of the threshold's pseudo-derivatives (scaled-input units)."""
+    init_threshold: float = 0.5
+    """jumprelu: every latent's initial threshold (scaled-input units). Pre-activations are O(1) at the training
+    scale and Adam moves the log-threshold by at most ~lr per step, so starting near where thresholds end
+    (here ~1) saves thousands of steps: from 0.001 (Gemma Scope's value, at their scale) they need > 5000."""
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
-            hint = " (JumpReLU training is not implemented; use batchtopk)" if self.architecture == "jumprelu" else ""
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}{hint}")
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
         if self.d_in < 1 or self.d_sae < 1:
             raise ValueError(f"d_in and d_sae must be >= 1, got {self.d_in}, {self.d_sae}")
         if self.architecture in ("topk", "batchtopk"):
             if self.k is None or not 1 <= self.k <= self.d_sae:
                 raise ValueError(f"{self.architecture} needs 1 <= k <= d_sae ({self.d_sae}), got k={self.k}")
-        elif self.l1_coefficient is None or self.l1_coefficient < 0:
+        elif self.architecture == "relu" and (self.l1_coefficient is None or self.l1_coefficient < 0):
             raise ValueError(f"relu needs an l1_coefficient >= 0, got {self.l1_coefficient}")
+        elif self.architecture == "jumprelu":
+            if self.l0_coefficient is None or self.l0_coefficient < 0:
+                raise ValueError(f"jumprelu needs an l0_coefficient >= 0, got {self.l0_coefficient}")
+            if not (self.bandwidth > 0 and self.init_threshold > 0):
+                raise ValueError(f"jumprelu needs bandwidth and init_threshold > 0, got {self.bandwidth}, "
+                                 f"{self.init_threshold}")  # fmt: skip
         if self.dtype not in ("float32", "float64", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, float64, bfloat16 or float16, got {self.dtype!r}")
 
@@ -100,6 +121,9 @@ class SAEConfig:
             "dataset_path": str(self.provenance.get("run", "")),
             "k": self.k,
             "l1_coefficient": self.l1_coefficient,
+            "l0_coefficient": self.l0_coefficient,
+            "jumprelu_bandwidth": self.bandwidth,
+            "jumprelu_init_threshold": self.init_threshold,
             "vptlens_format": FORMAT,
             "vptlens_format_version": FORMAT_VERSION,
             "vptlens_architecture": self.architecture,
@@ -125,6 +149,9 @@ class SAEConfig:
                 dtype=d.get("dtype", "float32"),
                 device=d.get("device", "cpu"),
                 provenance=d.get("provenance", {}),
+                l0_coefficient=d.get("l0_coefficient"),
+                bandwidth=float(d.get("jumprelu_bandwidth", 0.2)),
+                init_threshold=float(d.get("jumprelu_init_threshold", 0.5)),
             )
         except KeyError as e:
             raise ValueError(f"{where}: missing key {e}; was it written by `vptlens sae train`?") from None
@@ -158,16 +185,27 @@ class SAE(torch.nn.Module):
         self.b_dec = torch.nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
         # batchtopk's inference threshold (per latent, all equal); 0 until training estimates it
         self.register_buffer("threshold", torch.zeros(cfg.d_sae, dtype=dtype))
+        if cfg.architecture == "jumprelu":  # learned, per latent; `threshold` mirrors exp(log_threshold)
+            self.log_threshold = torch.nn.Parameter(torch.full((cfg.d_sae,), math.log(cfg.init_threshold), dtype=dtype))
+            self.sync_threshold()
+
+    @torch.no_grad()
+    def sync_threshold(self) -> None:
+        """jumprelu: copy exp(log_threshold) into `threshold` (after each optimiser step and after loading)."""
+        if self.cfg.architecture == "jumprelu":
+            self.threshold.copy_(self.log_threshold.exp())
 
     def pre_acts(self, x: Float[Tensor, "*b d"]) -> Float[Tensor, "*b s"]:
         return (x - self.b_dec) @ self.W_enc + self.b_enc
 
     def activate(self, pre: Float[Tensor, "*b s"]) -> Float[Tensor, "*b s"]:
-        """Per-row activation (inference): TopK, the BatchTopK threshold, or ReLU."""
+        """Per-row activation (inference): TopK, the BatchTopK or JumpReLU threshold, or ReLU."""
         if self.cfg.architecture == "topk":
             return topk_relu(pre, self.cfg.k)
         if self.cfg.architecture == "batchtopk":
             return pre * (pre > self.threshold.clamp(min=0))
+        if self.cfg.architecture == "jumprelu":
+            return pre * (pre > self.log_threshold.exp())
         return torch.relu(pre)
 
     def encode(self, x: Float[Tensor, "*b d"]) -> Float[Tensor, "*b s"]:
@@ -206,6 +244,9 @@ class SAE(torch.nn.Module):
         out.b_enc.div_(scale)
         out.b_dec.div_(scale)
         out.threshold.div_(scale)
+        if self.cfg.architecture == "jumprelu":
+            out.log_threshold.sub_(math.log(scale))
+            out.sync_threshold()
         return out
 
     def save(self, dir_path: str | Path, provenance: dict) -> None:
@@ -214,7 +255,9 @@ class SAE(torch.nn.Module):
         dir_path.mkdir(parents=True, exist_ok=True)
         cfg = replace(self.cfg, provenance={**self.cfg.provenance, **provenance})
         tensors = {name: p.detach().cpu().contiguous() for name, p in self.named_parameters()}
-        if self.cfg.architecture == "batchtopk":
+        if self.cfg.architecture in THRESHOLDED:  # SAELens's JumpReLU layout: `threshold`, never its log
+            tensors.pop("log_threshold", None)
+            self.sync_threshold()
             tensors["threshold"] = self.threshold.detach().cpu().contiguous()
         save_file(tensors, str(dir_path / WEIGHTS_NAME), metadata={"format": "pt"})
         (dir_path / CFG_NAME).write_text(json.dumps(cfg.to_json_dict(), indent=2, default=str))
@@ -238,8 +281,8 @@ class SAE(torch.nn.Module):
                 f"{weights_path}: not a readable safetensors file ({e}); re-save or re-train the SAE"
             ) from None
         sae = cls(cfg, init=False)
-        expected = {name: tuple(p.shape) for name, p in sae.named_parameters()}
-        if cfg.architecture == "batchtopk":
+        expected = {name: tuple(p.shape) for name, p in sae.named_parameters() if name != "log_threshold"}
+        if cfg.architecture in THRESHOLDED:
             expected["threshold"] = (cfg.d_sae,)
         if set(tensors) != set(expected):
             raise ValueError(
@@ -253,10 +296,58 @@ class SAE(torch.nn.Module):
                 raise ValueError(f"{weights_path}: '{name}' has dtype {t.dtype}, expected a float dtype")
         with torch.no_grad():
             for name, p in sae.named_parameters():
-                p.copy_(tensors[name])
+                if name != "log_threshold":
+                    p.copy_(tensors[name])
             if "threshold" in tensors:
                 sae.threshold.copy_(tensors["threshold"])
+            if cfg.architecture == "jumprelu":
+                if not bool((tensors["threshold"] > 0).all()):
+                    raise ValueError(f"{weights_path}: a jumprelu SAE's thresholds must all be > 0")
+                sae.log_threshold.copy_(tensors["threshold"].log())
         return sae.to(device)
+
+
+class _JumpReLU(torch.autograd.Function):
+    """pre * (pre > exp(log_th)); d/dpre: the gate; d/dthreshold: -(threshold / bw) * rect((pre - threshold) / bw)."""
+
+    @staticmethod
+    def forward(ctx, pre: Tensor, log_th: Tensor, bandwidth: float) -> Tensor:
+        th = log_th.exp()
+        ctx.save_for_backward(pre, th)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > th)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        pre, th = ctx.saved_tensors
+        near = ((pre - th).abs() < ctx.bandwidth / 2).to(grad.dtype)
+        grad_th = -(grad * near).reshape(-1, th.shape[-1]).sum(0) * th / ctx.bandwidth
+        return grad * (pre > th), grad_th * th, None  # d/dlog_th = d/dth * th
+
+
+class _Step(torch.autograd.Function):
+    """(pre > exp(log_th)) as a float; no gradient to pre; d/dthreshold: -(1 / bw) * rect((pre - threshold) / bw)."""
+
+    @staticmethod
+    def forward(ctx, pre: Tensor, log_th: Tensor, bandwidth: float) -> Tensor:
+        th = log_th.exp()
+        ctx.save_for_backward(pre, th)
+        ctx.bandwidth = bandwidth
+        return (pre > th).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        pre, th = ctx.saved_tensors
+        near = ((pre - th).abs() < ctx.bandwidth / 2).to(grad.dtype)
+        grad_th = -(grad * near).reshape(-1, th.shape[-1]).sum(0) / ctx.bandwidth
+        return None, grad_th * th, None
+
+
+def jumprelu_train(pre: Float[Tensor, "b s"], log_threshold: Tensor, bandwidth: float) -> tuple[Tensor, Tensor]:
+    """JumpReLU training forward: the code z (b, s) and each row's L0 (b,), both with straight-through gradients."""
+    z = _JumpReLU.apply(pre, log_threshold, bandwidth)
+    l0 = _Step.apply(pre, log_threshold, bandwidth).sum(-1)
+    return z, l0
 
 
 def topk_relu(pre: Float[Tensor, "*b s"], k: int) -> Float[Tensor, "*b s"]:
@@ -274,6 +365,27 @@ def batch_topk_relu(pre: Float[Tensor, "b s"], k: int) -> tuple[Float[Tensor, "b
     values, index = flat.topk(min(k * pre.shape[0], flat.numel()), sorted=False)
     values = torch.relu(values)
     return torch.zeros_like(flat).scatter_(0, index, values).view_as(pre), values, index
+
+
+@torch.no_grad()
+def kth_batch_value(pre: Float[Tensor, "b s"], k: int) -> Tensor:
+    """The smallest pre-activation BatchTopK keeps in this batch (its (k x b)-th largest, ReLU'd): a 0-d tensor."""
+    flat = pre.flatten()
+    return torch.relu(flat.topk(min(k * pre.shape[0], flat.numel()), sorted=False).values.min())
+
+
+@torch.no_grad()
+def calibrate_threshold(sae: "SAE", batches: list[Float[Tensor, "b d"]]) -> float:
+    """Set a BatchTopK SAE's inference threshold from its FINAL weights: the mean over `batches` of the smallest
+    activation BatchTopK keeps in each (the paper's estimator, without the lag of the running average taken
+    while the weights moved). Rows thresholded at it keep k latents per row on average on such batches."""
+    if sae.cfg.architecture != "batchtopk":
+        raise ValueError(f"only a batchtopk SAE has a threshold to calibrate, not {sae.cfg.architecture}")
+    if not batches:
+        raise ValueError("calibrate_threshold needs at least one batch")
+    value = torch.stack([kth_batch_value(sae.pre_acts(x), sae.cfg.k) for x in batches]).mean()
+    sae.threshold.fill_(value)
+    return float(value)
 
 
 def _fired(index: Tensor, active: Tensor, d_sae: int) -> Tensor:
@@ -338,8 +450,12 @@ class SAETrainer:
             active = (values > 0).detach()
             fired_latents = _fired(index % cfg.d_sae, active, cfg.d_sae)
             n_active = active.sum()
-            smallest = values.detach().masked_fill(~active, torch.inf).min()
-            smallest = torch.where(torch.isinf(smallest), 0.0, smallest)
+            smallest = torch.relu(values.detach().min())  # the running threshold's sample (0 if any kept is <= 0)
+        elif cfg.architecture == "jumprelu":
+            z, row_l0 = jumprelu_train(pre, sae.log_threshold, cfg.bandwidth)
+            fired = (z > 0).detach()
+            fired_latents = fired.any(0)
+            n_active = fired.sum()
         else:
             z = torch.relu(pre)
             fired = (z > 0).detach()
@@ -363,10 +479,12 @@ class SAETrainer:
             aux = (z_aux @ sae.W_dec - resid).pow(2).sum(-1).mean() / resid_var
             loss = loss + self.aux_coefficient * aux
         l1 = x.new_zeros(())
+        ramp = min(1.0, (self.n_step + 1) / self.l1_warmup_steps) if self.l1_warmup_steps else 1.0
         if cfg.architecture == "relu":
-            ramp = min(1.0, (self.n_step + 1) / self.l1_warmup_steps) if self.l1_warmup_steps else 1.0
             l1 = (z * sae.W_dec.norm(dim=1)).sum(-1).mean()
             loss = loss + ramp * cfg.l1_coefficient * l1
+        elif cfg.architecture == "jumprelu":
+            loss = loss + ramp * cfg.l0_coefficient * row_l0.mean()
         with torch.no_grad():
             total_var = (x - x.mean(0)).pow(2).sum()
             stats = {
@@ -392,6 +510,7 @@ class SAETrainer:
         self.sae.remove_parallel_grad()
         self.optimizer.step()
         self.sae.normalize_decoder()
+        self.sae.sync_threshold()
         with torch.no_grad():
             fired = stats.pop("_fired")
             self.rows_since_fired.add_(x.shape[0]).masked_fill_(fired, 0)

@@ -4,8 +4,9 @@ Every SAE of the sweep sees the same batches (the loading is paid once). Field p
 scaled to mean norm sqrt(d_in) (estimated from the first training blocks, folded back at save),
 b_dec initialised at the data's geometric median (or mean), decoder rows at unit norm with the
 gradient's parallel component removed, Adam with linear warmup and a linear (last 20%) or cosine
-decay to 0, the AuxK loss of Gao et al. (2024) against dead latents for TopK and BatchTopK, and a
-linear L1 warmup for ReLU+L1. Validation episodes (whole episodes) are held out and evaluated at the end.
+decay to 0, the AuxK loss of Gao et al. (2024) against dead latents for TopK and BatchTopK, a
+linear L1 (L0) warmup for ReLU+L1 (JumpReLU), and BatchTopK's inference threshold set with the
+final weights. Validation episodes (whole episodes) are held out and evaluated at the end.
 """
 
 import logging
@@ -31,7 +32,7 @@ from vptlens.probes.activation_buffer import (
     geometric_median,
     sample_rows,
 )
-from vptlens.probes.sae import SAE, SAEConfig, SAETrainer
+from vptlens.probes.sae import SAE, SAEConfig, SAETrainer, calibrate_threshold
 from vptlens.recordings.store import Episode, Run, git_commit, write_json_atomic
 
 matplotlib.use("Agg")
@@ -49,7 +50,7 @@ class TrainConfig:
     out: Path
     """Output directory: one SAE per sweep entry in OUT/<name>/, plus train_log.json and train_curves.png."""
     architectures: tuple[str, ...] = ("topk:k=32",)
-    """Sweep: SAEs trained side by side, as "topk:k=32", "batchtopk:k=32", "relu:l1=5"."""
+    """Sweep: SAEs trained side by side, as "topk:k=32", "batchtopk:k=32", "relu:l1=5", "jumprelu:l0=0.01"."""
     expansion_factor: int = 16
     """d_sae = expansion_factor x d_in."""
     lr: float = 4e-4
@@ -87,11 +88,17 @@ class TrainConfig:
     dead_window: int = 1_000_000
     """A latent is dead (for AuxK and the logged dead fraction) after this many rows without firing."""
     l1_warmup_fraction: float = 0.05
-    """ReLU+L1: the L1 coefficient rises linearly from 0 over this share of the steps."""
+    """ReLU+L1 and JumpReLU: the L1 (L0) coefficient rises linearly from 0 over this share of the steps."""
+    jumprelu_bandwidth: float = 0.2
+    """JumpReLU: width of the rectangle kernel of the threshold's pseudo-derivatives (inputs at norm sqrt(d_in))."""
+    jumprelu_init_threshold: float = 0.5
+    """JumpReLU: initial threshold of every latent (same units; see SAEConfig.init_threshold)."""
     block_steps: int = 4096
     """Steps per sequential read from the store."""
     prefetch_batches: int = 4
     """Batches the background loader thread prepares ahead (0: load in the training thread)."""
+    threshold_batches: int = 16
+    """BatchTopK: training batches drawn after the last step to set the inference threshold with the final weights."""
 
     def __post_init__(self):
         for spec in self.architectures:
@@ -105,7 +112,8 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0 <= self.decay_fraction <= 1 or not 0 <= self.l1_warmup_fraction <= 1:
             raise ValueError("decay_fraction and l1_warmup_fraction must be in [0, 1]")
-        for name in ("expansion_factor", "batch_size", "total_activations", "log_every", "aux_k", "dead_window"):
+        names = ("expansion_factor", "batch_size", "total_activations", "log_every", "aux_k", "dead_window")
+        for name in (*names, "threshold_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.buffer_rows < 2 * self.batch_size:
@@ -119,7 +127,10 @@ class TrainConfig:
 
 
 def parse_spec(spec: str) -> tuple[str, str, int | None, float | None]:
-    """ "topk:k=32" -> (name "topk-k_32", "topk", 32, None); "relu:l1=5" -> ("relu-l1_5", "relu", None, 5.0)."""
+    """ "topk:k=32" -> (name "topk-k_32", "topk", 32, None); "relu:l1=5" -> ("relu-l1_5", "relu", None, 5.0).
+
+    The last item is the sparsity coefficient: L1 for relu, L0 for jumprelu ("jumprelu:l0=0.01").
+    """
     arch, _, rest = spec.partition(":")
     params = {}
     for item in filter(None, rest.split(",")):
@@ -136,11 +147,15 @@ def parse_spec(spec: str) -> tuple[str, str, int | None, float | None]:
             if set(params) != {"l1"}:
                 raise ValueError
             k, l1 = None, float(params["l1"])
+        elif arch == "jumprelu":
+            if set(params) != {"l0"}:
+                raise ValueError
+            k, l1 = None, float(params["l0"])
         else:
             raise ValueError
     except ValueError:
         raise ValueError(
-            f"bad sweep entry {spec!r}: use topk:k=INT, batchtopk:k=INT or relu:l1=FLOAT (JumpReLU is not offered)"
+            f"bad sweep entry {spec!r}: use topk:k=INT, batchtopk:k=INT, relu:l1=FLOAT or jumprelu:l0=FLOAT"
         ) from None
     name = arch + "-" + "-".join(f"{key}_{value}" for key, value in params.items())
     return name, arch, k, l1
@@ -158,13 +173,16 @@ def split_episodes(episodes: list[Episode], val_fraction: float, seed: int) -> t
 def make_saes(cfg: TrainConfig, d_in: int, b_dec: np.ndarray) -> dict[str, SAE]:
     saes = {}
     for spec in cfg.architectures:
-        name, arch, k, l1 = parse_spec(spec)
+        name, arch, k, coefficient = parse_spec(spec)
         sae_cfg = SAEConfig(
             d_in=d_in,
             d_sae=cfg.expansion_factor * d_in,
             architecture=arch,
             k=k,
-            l1_coefficient=l1,
+            l1_coefficient=coefficient if arch == "relu" else None,
+            l0_coefficient=coefficient if arch == "jumprelu" else None,
+            bandwidth=cfg.jumprelu_bandwidth,
+            init_threshold=cfg.jumprelu_init_threshold,
             hook_name=cfg.hook,
             device=cfg.device,
         )
@@ -255,6 +273,17 @@ def main(cfg: TrainConfig) -> dict:
                 for name, s in record["saes"].items()
             )
             logger.info("step %d/%d, %.0f rows/s, ETA %.0f s: %s", step + 1, n_steps, rate, eta, summary)
+    thresholds = {}
+    batchtopk = {name: t.sae for name, t in trainers.items() if t.sae.cfg.architecture == "batchtopk"}
+    if batchtopk:
+        calibration = [next(batches).to(cfg.device).float() * scale for _ in range(cfg.threshold_batches)]
+        for name, sae in batchtopk.items():
+            running = float(sae.threshold[0])
+            thresholds[name] = {"running_average": running, "calibrated": calibrate_threshold(sae, calibration)}
+            logger.info(
+                "%s: inference threshold %.4g (running average %.4g)", name, thresholds[name]["calibrated"], running
+            )
+        del calibration
     batches.close()
     elapsed = time.perf_counter() - start
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -276,7 +305,12 @@ def main(cfg: TrainConfig) -> dict:
     results = {}
     for name, trainer in trainers.items():
         raw = trainer.sae.fold_scale(scale)
-        raw.save(cfg.out / name, {**provenance, "spec": name})
+        extra = (
+            {"threshold_scaled_inputs": thresholds[name], "threshold_batches": cfg.threshold_batches}
+            if name in thresholds
+            else {}
+        )
+        raw.save(cfg.out / name, {**provenance, "spec": name, **extra})
         val = sae_eval.reconstruction_metrics(raw, val_eps, cfg.hook, device=cfg.device) if val_eps else None
         if val is not None:
             logger.info("%s on %d val episodes: nmse %.4f, L0 %.1f", name, len(val_eps), val["nmse"], val["l0"])

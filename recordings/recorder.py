@@ -121,6 +121,9 @@ def episode_specs(policy: VPTPolicy, cfg: RecordConfig, hook_names: list[str]) -
         "truncated": ArraySpec((), "bool", 64, "the episode was cut after this step", ""),
         "gt/pose": ArraySpec((5,), "float32", 64, "player pose when the frame was seen", "x, y, z, pitch, yaw"),
         "gt/crosshair": ArraySpec((), TEXT, 64, "what the crosshair was on (JSON)", "env's info['crosshair']"),
+        "gt/nearest_log": ArraySpec(
+            (4,), "float32", 64, "tree trunk (log block) nearest the eyes; NaN if none or unknown", "x, y, z, distance"
+        ),
         "gt/visible_entities": ArraySpec((), TEXT, 64, "mobs on screen with pixel boxes (JSON)", "x0, y0, x1, y1"),
         "gt/events": ArraySpec((), TEXT, 64, "events of the step that produced the frame (JSON)", ""),
     }
@@ -446,6 +449,7 @@ class Recorder:
                 "action/minerl/camera": np.asarray(action["camera"], np.float32),
                 "gt/pose": np.array([pose.get(k, np.nan) for k in ("x", "y", "z", "pitch", "yaw")], np.float32),
                 "gt/crosshair": json.dumps(info.get("crosshair")),
+                "gt/nearest_log": _nearest_log(info.get("nearest_log")),
                 "gt/visible_entities": json.dumps(info.get("visible_entities", [])),
                 "gt/events": json.dumps(events),
             }
@@ -466,6 +470,13 @@ class Recorder:
             f"{disk / 1e6:.1f} MB on disk ({disk / max(steps, 1) / 1e3:.1f} kB/step), {seconds:.1f} s"
         )
         return {"complete": complete, "steps": steps, "disk_bytes": disk, "seconds": seconds, "text": text}
+
+
+def _nearest_log(log: dict | None) -> np.ndarray:
+    """info['nearest_log'] as [x, y, z, distance] (NaN where the env reports none, e.g. MineRL)."""
+    if not log:
+        return np.full(4, np.nan, np.float32)
+    return np.array([*log["pos"], log["distance"]], np.float32)
 
 
 def _is_complete(path: Path) -> bool:

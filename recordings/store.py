@@ -254,6 +254,7 @@ class EpisodeWriter:
                     chunks=(spec.chunk_steps, *spec.shape),
                     dtype=str if spec.dtype == TEXT else spec.dtype,
                     attributes={"description": spec.description, "units": spec.units},
+                    config={"write_empty_chunks": True},  # skips comparing every chunk with the fill value
                 )
                 for name, spec in self.specs.items()
             )
@@ -264,13 +265,24 @@ class EpisodeWriter:
 
     async def _write_block(self, start: int, stop: int, block: dict[str, np.ndarray]) -> None:
         async def write(name: str, arr: AsyncArray) -> None:
-            await arr.resize((stop, *arr.shape[1:]), delete_outside_chunks=False)
+            if (
+                arr.shape[0] < stop
+            ):  # grow by doubling: rewriting each array's metadata per block costs more than the data
+                await arr.resize((max(stop, 2 * arr.shape[0]), *arr.shape[1:]))
             await arr.setitem(slice(start, stop), block[name])
 
         await asyncio.gather(*(write(name, arr) for name, arr in self._arrays.items()))
         await self._group.update_attributes({"committed_length": stop})  # readers trust this: written last
 
     async def _mark(self, attrs: dict) -> None:
+        """Trim every array to the committed length, then write the closing attributes."""
+        n = self.n_committed
+
+        async def trim(name: str, arr: AsyncArray) -> None:
+            if arr.shape[0] != n:
+                await arr.resize((n, *arr.shape[1:]))
+
+        await asyncio.gather(*(trim(name, arr) for name, arr in self._arrays.items()))
         await self._group.update_attributes(attrs)
 
     def __len__(self) -> int:

@@ -78,6 +78,26 @@ def test_crosshair_target_of_a_hand_built_scene():
     assert target["distance"] == pytest.approx((z + 3) - info["pose"]["z"])  # eye level, straight ahead
 
 
+def test_nearest_log_follows_the_trees_as_they_are_chopped():
+    env = _flat_env()
+    _, info = env.reset(seed=0, options={"scene": _scene()})
+    assert info["nearest_log"] is None  # the flat world has no trees
+    logs = [{"op": "set_block", "pos": ["~", "~1", "~3"], "block": "oak_log"},
+            {"op": "set_block", "pos": ["~-6", "~", "~-6"], "block": "birch_log"}]  # fmt: skip
+    _, info = env.reset(seed=0, options={"scene": _scene(*logs)})
+    px, py, pz = info["pose"]["x"], info["pose"]["y"], info["pose"]["z"]
+    x, y, z = (int(np.floor(v)) for v in (px, py, pz))
+    near = info["nearest_log"]
+    assert near["block"] == "oak_log" and near["pos"] == [x, y + 1, z + 3]
+    assert near["distance"] == pytest.approx(info["crosshair"]["distance"])  # straight ahead at eye level
+    steps = _run(env, {**NOOP, "attack": 1}, 60)  # chop it
+    far = steps[-1][4]["nearest_log"]
+    eye = np.array([px, py + 1.62, pz])
+    closest = np.clip(eye, [x - 6, y, z - 6], [x - 5, y + 1, z - 5])
+    assert far["block"] == "birch_log" and far["pos"] == [x - 6, y, z - 6]
+    assert far["distance"] == pytest.approx(float(np.linalg.norm(closest - eye)), abs=1e-9)
+
+
 def test_visible_entity_box_contains_the_crosshair():
     env = _flat_env()
     villager = {"op": "summon", "entity": "villager", "pos": ["~", "~", "~4"], "no_ai": True, "tag": "target"}

@@ -174,9 +174,11 @@ def test_labels_on_hand_built_rows():
     attack = np.array([0, 1, 0, 0, 1, 1, 0], np.uint8)
     pose = np.zeros((7, 5), np.float32)
     pose[:, 3] = [0, 10, -20, 30, 45, np.nan, 5]
+    nearest_log = np.full((7, 4), np.nan, np.float32)
+    nearest_log[:3] = [[1, 2, 3, 4.5], [1, 2, 3, 0.0], [8, 2, 3, 7.25]]  # rows 3-6: no log in the world (or MineRL)
     src = L.LabelSource(
         {"gt/crosshair": crosshair, "gt/visible_entities": visible, "gt/events": events,
-         "action/minerl/attack": attack, "gt/pose": pose},
+         "action/minerl/attack": attack, "gt/pose": pose, "gt/nearest_log": nearest_log},
         attrs={"env": {"settings": {"height": 10, "width": 20}}},
     )  # fmt: skip
     nan = np.nan
@@ -197,6 +199,7 @@ def test_labels_on_hand_built_rows():
     check("n_visible_mobs", [2, 0, 1, 2, 0, 0, 0], [1] * 7)
     check("villager_screen_area", [30 / 200, 0, 0, 5 / 200, 0, 0, 0], [1] * 7)  # pixels / (10 x 20)
     check("nearest_villager_distance", [2, nan, nan, 9, nan, nan, nan], [1, 0, 0, 1, 0, 0, 0])
+    check("nearest_tree_distance", [4.5, 0, 7.25, nan, nan, nan, nan], [1, 1, 1, 0, 0, 0, 0])
     check("entity_attacked", [0, 1, 0, 0, 0, 0, 0], [1] * 7)
     check("block_broken", [0, 0, 0, 1, 0, 0, 0], [1] * 7)
     # attacks at steps 1, 4, 5: steps strictly since the last one; undefined until the first has happened
@@ -264,12 +267,16 @@ def _fake_run(path: Path, n_episodes: int = 6, n_steps: int = 96, d: int = 16, s
 
 def test_probes_recover_linear_labels_and_not_noise(tmp_path):
     _fake_run(tmp_path / "run")
-    labels = ("value", "attacking", "moving_forward", "pitch", "crosshair_on_log")
+    labels = ("value", "attacking", "moving_forward", "pitch", "crosshair_on_log", "nearest_tree_distance")
     report = linear.main(ProbeConfig(run=tmp_path / "run", out=tmp_path / "out", labels=labels,
                                      hooks=("fake.*",), n_folds=3, l2=1e-3))  # fmt: skip
     res = report["labels"]
     assert report["split"]["scheme"] == "group k-fold by episode" and report["split"]["n_folds"] == 3
-    assert report["skipped_labels"] == {"crosshair_on_log": "one class only (0) over its 576 steps"}
+    assert report["skipped_labels"] == {
+        "crosshair_on_log": "one class only (0) over its 576 steps",
+        "nearest_tree_distance": "not recorded in this run (no array gt/nearest_log; record again with a current "
+        "vpt-lens)",
+    }
     assert report["features"] == ["fake.hook_out", "img.hook_out"]  # the CNN baseline joins the probed hooks
     fake = lambda label, m: res[label]["probes"]["fake.hook_out"]["summary"][m]
     cnn = lambda label, m: res[label]["probes"]["img.hook_out"]["summary"][m]
@@ -281,7 +288,7 @@ def test_probes_recover_linear_labels_and_not_noise(tmp_path):
     assert res["attacking"]["baseline"]["summary"]["auroc"]["mean"] == 0.5  # a constant score ties everything
     assert res["value"]["baseline"]["summary"]["r2"]["mean"] <= 0
     assert res["value"]["best_hook"] == "fake.hook_out" and res["value"]["cnn_baseline"] == "img.hook_out"
-    for label in labels[:-1]:
+    for label in labels[:-2]:
         for png in res[label]["plots"]:
             assert (tmp_path / "out" / png).read_bytes()[:8] == PNG_MAGIC
     cfg = ProbeConfig(run=tmp_path / "run", out=tmp_path / "small", labels=("value",), hooks=("fake.hook_out",),
@@ -294,11 +301,11 @@ def test_probes_recover_linear_labels_and_not_noise(tmp_path):
 
 def test_main_on_tiny_run(tiny_run, tmp_path):
     out = tmp_path / "probe"
-    cfg = ProbeConfig(run=tiny_run, out=out, labels=("villager_visible", "pitch", "crosshair_on_log"),
-                      hooks=("blocks.*.hook_resid_post", "attention/L1"))  # fmt: skip
+    labels = ("villager_visible", "pitch", "crosshair_on_log", "nearest_tree_distance")
+    cfg = ProbeConfig(run=tiny_run, out=out, labels=labels, hooks=("blocks.*.hook_resid_post", "attention/L1"))
     report = linear.main(cfg)
     on_disk = json.loads((out / "probe.json").read_text())
-    assert on_disk["labels"].keys() == report["labels"].keys() == {"villager_visible", "pitch"}
+    assert on_disk["labels"].keys() == report["labels"].keys() == {"villager_visible", "pitch", "nearest_tree_distance"}
     assert "one class" in on_disk["skipped_labels"]["crosshair_on_log"]  # no logs in this scene
     assert on_disk["run_path"] == str(Path(tiny_run).resolve()) and on_disk["package_version"]
     assert on_disk["config"]["hooks"] == ["blocks.*.hook_resid_post", "attention/L1"]
@@ -314,7 +321,8 @@ def test_main_on_tiny_run(tiny_run, tmp_path):
             assert all(f["n_train"] == 3 * 128 for f in probe["folds"])
         for png in res["plots"]:
             assert (out / png).read_bytes()[:8] == PNG_MAGIC
-    plots = {"villager_visible_metrics.png", "villager_visible_roc.png", "pitch_metrics.png", "pitch_scatter.png"}
+    plots = {"villager_visible_metrics.png", "villager_visible_roc.png", "pitch_metrics.png", "pitch_scatter.png",
+             "nearest_tree_distance_metrics.png", "nearest_tree_distance_scatter.png"}  # fmt: skip
     assert {p for r in on_disk["labels"].values() for p in r["plots"]} == plots
     one_episode = linear._check_label(L.get_label("attacking"), np.array([0, 1, 0, 0, 0.0]), np.ones(5, bool),
                                       np.array([0, 0, 0, 1, 1]))  # fmt: skip

@@ -9,11 +9,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from vptlens.probes import sae_eval, sae_train
 from vptlens.probes.activation_buffer import ActivationBuffer, geometric_median, sample_rows
-from vptlens.probes.sae import SAE, SAEConfig, SAETrainer, lr_factor
+from vptlens.probes.sae import SAE, SAEConfig, SAETrainer, calibrate_threshold, jumprelu_train, lr_factor
 from vptlens.probes.sae_eval import NMSEAccumulator
 from vptlens.probes.sae_train import parse_spec
 from vptlens.recordings.store import ArraySpec, Episode, EpisodeWriter
@@ -22,9 +22,14 @@ HOOK = "blocks.1.hook_resid_post"
 
 
 def _cfg(arch: str = "topk", d_in: int = 8, d_sae: int = 32, **kw) -> SAEConfig:
-    k = kw.pop("k", 4 if arch != "relu" else None)
+    k = kw.pop("k", 4 if arch in ("topk", "batchtopk") else None)
     l1 = kw.pop("l1_coefficient", 1.0 if arch == "relu" else None)
-    return SAEConfig(d_in=d_in, d_sae=d_sae, architecture=arch, k=k, l1_coefficient=l1, hook_name=HOOK, **kw)
+    l0 = kw.pop("l0_coefficient", 0.1 if arch == "jumprelu" else None)
+    return SAEConfig(d_in=d_in, d_sae=d_sae, architecture=arch, k=k, l1_coefficient=l1, l0_coefficient=l0,
+                     hook_name=HOOK, **kw)  # fmt: skip
+
+
+JUMPRELU_L0, JUMPRELU_BW, JUMPRELU_INIT, JUMPRELU_STEPS = 1.0, 0.2, 0.5, 1000  # the defaults, but lambda
 
 
 # --- NMSE -------------------------------------------------------------------------------------------
@@ -101,7 +106,56 @@ def test_synthetic_dictionary_recovery():
     assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(128), atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["topk", "batchtopk", "relu"])
+def test_jumprelu_pseudo_derivatives_by_hand():
+    pre = torch.tensor([[0.5, 1.0, 0.2]], requires_grad=True)
+    th = torch.tensor([0.45, 2.0, 0.1])
+    log_th = th.log().requires_grad_(True)
+    z, l0 = jumprelu_train(pre, log_th, 0.2)
+    assert torch.equal(z.detach(), torch.tensor([[0.5, 0.0, 0.2]])) and float(l0.detach()) == 2.0
+    z.sum().backward()
+    # latent 0 is within bandwidth / 2 of its threshold: d z / d th = -th / bandwidth; the others are not
+    assert torch.allclose(log_th.grad, torch.tensor([-0.45 / 0.2 * 0.45, 0.0, 0.0]))
+    assert torch.equal(pre.grad, torch.tensor([[1.0, 0.0, 1.0]]))  # through the open gates only
+    pre.grad, log_th.grad = None, None
+    _, l0 = jumprelu_train(pre, log_th, 0.2)
+    l0.sum().backward()
+    assert torch.allclose(log_th.grad, torch.tensor([-1 / 0.2 * 0.45, 0.0, 0.0])) and pre.grad is None
+
+
+def test_jumprelu_recovers_the_synthetic_dictionary_and_its_sparsity():
+    """The TopK recovery setting above (3 of 64 unit atoms per sample, d = 32, d_sae = 128), trained as a JumpReLU
+    SAE with an L0 penalty instead of a fixed k: it must find the atoms (mean best cosine >= 0.9) and settle near
+    the true sparsity (held-out L0 in [2, 5]) with thresholds it learned."""
+    g = torch.Generator().manual_seed(0)
+    d, n_atoms, k = 32, 64, 3
+    atoms = torch.randn(n_atoms, d, generator=g)
+    atoms /= atoms.norm(dim=1, keepdim=True)
+
+    def batch(n: int) -> torch.Tensor:
+        idx = torch.rand(n, n_atoms, generator=g).argsort(dim=1)[:, :k]
+        coef = torch.zeros(n, n_atoms).scatter_(1, idx, 1 + torch.rand(n, k, generator=g))
+        return coef @ atoms
+
+    scale = math.sqrt(d) / float(batch(4096).norm(dim=1).mean())
+    cfg = _cfg("jumprelu", d_in=d, d_sae=128, l0_coefficient=JUMPRELU_L0, bandwidth=JUMPRELU_BW,
+               init_threshold=JUMPRELU_INIT)  # fmt: skip
+    sae = SAE(cfg, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        sae.b_dec.copy_(torch.from_numpy(geometric_median(batch(2048).double().numpy() * scale)).float())
+    n_steps = JUMPRELU_STEPS
+    trainer = SAETrainer(sae, lr=3e-3, n_steps=n_steps, warmup_steps=50, l1_warmup_steps=n_steps // 10)
+    for _ in range(n_steps):
+        stats = trainer.step(batch(512) * scale)
+    cos = atoms @ sae.W_dec.detach().T
+    held_out = sae.encode(batch(4096) * scale)
+    l0 = float((held_out > 0).sum(-1).float().mean())
+    assert float(stats["nmse"]) < 0.2
+    assert float(cos.max(dim=1).values.mean()) >= 0.9
+    assert 2 <= l0 <= 5
+    assert float((sae.threshold - JUMPRELU_INIT).abs().max()) > 0.1  # the thresholds were learned
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "relu", "jumprelu"])
 def test_decoder_rows_unit_norm_and_parallel_grad_removed(arch):
     torch.manual_seed(0)
     sae = SAE(_cfg(arch))
@@ -134,6 +188,21 @@ def test_topk_and_batchtopk_activations():
     assert torch.equal(z_all, torch.where(pre > batch.threshold, pre, 0.0))
 
 
+def test_calibrated_threshold_keeps_k_per_row_on_average():
+    torch.manual_seed(0)
+    sae = SAE(_cfg("batchtopk", k=3, d_in=8, d_sae=64))
+    one = torch.randn(100, 8)
+    th = calibrate_threshold(sae, [one])
+    # one batch: exactly the k x b largest are >= th; strictly above it, one fewer (no ties in random data)
+    assert int((sae.pre_acts(one) > th).sum()) == 3 * 100 - 1 and float(sae.threshold.max()) == th
+    batches = [torch.randn(256, 8) for _ in range(8)]
+    calibrate_threshold(sae, batches)
+    held_out = sae.encode(torch.randn(4096, 8))
+    assert float((held_out > 0).sum(-1).float().mean()) == pytest.approx(3.0, rel=0.1)
+    with pytest.raises(ValueError, match="batchtopk"):
+        calibrate_threshold(SAE(_cfg("topk")), batches)
+
+
 def test_auxk_engages_only_on_dead_latents():
     torch.manual_seed(0)
     sae = SAE(_cfg("topk", k=2, d_sae=32))
@@ -149,13 +218,13 @@ def test_auxk_engages_only_on_dead_latents():
 
 @settings(max_examples=20, deadline=None)
 @given(
-    arch=st.sampled_from(["topk", "batchtopk", "relu"]),
+    arch=st.sampled_from(["topk", "batchtopk", "relu", "jumprelu"]),
     lead=st.lists(st.integers(1, 3), min_size=0, max_size=3),
     d_in=st.integers(1, 6),
     mult=st.integers(1, 3),
 )
 def test_encode_decode_shapes(arch, lead, d_in, mult):
-    sae = SAE(_cfg(arch, d_in=d_in, d_sae=d_in * mult, k=1 if arch != "relu" else None))
+    sae = SAE(_cfg(arch, d_in=d_in, d_sae=d_in * mult, k=1 if arch in ("topk", "batchtopk") else None))
     x = torch.randn(*lead, d_in)
     z = sae.encode(x)
     assert z.shape == (*lead, d_in * mult) and (z >= 0).all()
@@ -163,8 +232,12 @@ def test_encode_decode_shapes(arch, lead, d_in, mult):
 
 
 def test_bad_configs():
-    with pytest.raises(ValueError, match="jumprelu"):
-        _cfg("jumprelu")
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        _cfg("gated")
+    with pytest.raises(ValueError, match="l0_coefficient"):
+        _cfg("jumprelu", l0_coefficient=None)
+    with pytest.raises(ValueError, match="bandwidth"):
+        _cfg("jumprelu", bandwidth=0.0)
     with pytest.raises(ValueError, match="k"):
         _cfg("topk", k=0)
     with pytest.raises(ValueError, match="l1_coefficient"):
@@ -173,6 +246,9 @@ def test_bad_configs():
         parse_spec("topk:l1=3")
     assert parse_spec("relu:l1=5") == ("relu-l1_5", "relu", None, 5.0)
     assert parse_spec("batchtopk:k=32") == ("batchtopk-k_32", "batchtopk", 32, None)
+    assert parse_spec("jumprelu:l0=0.5") == ("jumprelu-l0_0.5", "jumprelu", None, 0.5)
+    with pytest.raises(ValueError, match="jumprelu:l0=FLOAT"):
+        parse_spec("jumprelu:l1=3")
 
 
 def test_lr_schedule():
@@ -187,7 +263,7 @@ def test_lr_schedule():
 # --- save / load ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ["topk", "batchtopk", "relu"])
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "relu", "jumprelu"])
 def test_save_load_round_trip_folds_scale(tmp_path, arch):
     torch.manual_seed(0)
     sae = SAE(_cfg(arch))
@@ -210,6 +286,16 @@ def test_save_load_round_trip_folds_scale(tmp_path, arch):
     assert cfg_json["d_in"] == 8 and cfg_json["d_sae"] == 32 and cfg_json["hook_name"] == HOOK
     assert cfg_json["hook_layer"] == 1 and cfg_json["normalize_activations"] == "none"
     assert cfg_json["vptlens_architecture"] == arch and cfg_json["provenance"]["run"] == "/runs/r"
+    names = set(load_file(str(tmp_path / "sae" / "sae_weights.safetensors")))
+    thresholded = arch in ("batchtopk", "jumprelu")  # SAELens's JumpReLU layout: `threshold`, in raw units
+    assert names == {"W_enc", "W_dec", "b_enc", "b_dec"} | ({"threshold"} if thresholded else set())
+    if arch == "jumprelu":
+        assert cfg_json["architecture"] == "jumprelu" and cfg_json["l0_coefficient"] == 0.1
+        assert torch.allclose(loaded.threshold, sae.log_threshold.exp().detach() / scale)
+        bad = {**load_file(str(tmp_path / "sae" / "sae_weights.safetensors")), "threshold": torch.zeros(32)}
+        save_file(bad, str(tmp_path / "sae" / "sae_weights.safetensors"))
+        with pytest.raises(ValueError, match="must all be > 0"):
+            SAE.load(tmp_path / "sae")
 
 
 def test_load_refuses_bad_files(tmp_path):
@@ -321,7 +407,7 @@ def test_train_and_eval_main(tiny_run, tmp_path):
         run=tiny_run,
         hook=HOOK,
         out=out,
-        architectures=("topk:k=4", "batchtopk:k=4", "relu:l1=0.5"),
+        architectures=("topk:k=4", "batchtopk:k=4", "relu:l1=0.5", "jumprelu:l0=0.1"),
         expansion_factor=2,
         batch_size=64,
         buffer_rows=256,
@@ -336,7 +422,7 @@ def test_train_and_eval_main(tiny_run, tmp_path):
     log = sae_train.main(cfg)
     assert (out / "train_log.json").is_file() and (out / "train_curves.png").stat().st_size > 0
     assert len(log["provenance"]["episodes"]) == 3 and len(log["provenance"]["val_episodes"]) == 1
-    for name in ("topk-k_4", "batchtopk-k_4", "relu-l1_0.5"):
+    for name in ("topk-k_4", "batchtopk-k_4", "relu-l1_0.5", "jumprelu-l0_0.1"):
         sae = SAE.load(out / name)
         assert sae.cfg.d_sae == 128 and sae.cfg.provenance["steps"] == 30 and sae.cfg.provenance["hook"] == HOOK
         val = log["saes"][name]["val"]
@@ -353,6 +439,9 @@ def test_train_and_eval_main(tiny_run, tmp_path):
         assert behaviour["sae_splice"]["replay_max_abs_logprob_error"] < 1e-3
         assert math.isfinite(behaviour["kl_recovered"])
     assert log["saes"]["topk-k_4"]["val"]["l0"] <= 4
+    # BatchTopK's threshold was set with the final weights, on batches after the last step
+    threshold = SAE.load(out / "batchtopk-k_4").cfg.provenance["threshold_scaled_inputs"]
+    assert threshold["calibrated"] > 0 and threshold["calibrated"] != threshold["running_average"]
 
 
 def test_reconstruction_metrics_mean_predictor(tiny_run):

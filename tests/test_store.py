@@ -61,6 +61,19 @@ def test_flushes_whole_chunks_and_commits_after(tmp_path):
     assert Episode(tmp_path / "ep.zarr").length == 40
 
 
+def test_arrays_grow_by_doubling_and_close_trims_them(tmp_path):
+    writer = EpisodeWriter(tmp_path / "ep.zarr", SPECS)
+    for i in range(56):
+        writer.append(_step(i))
+    group = zarr.open_group(str(tmp_path / "ep.zarr"), mode="r")
+    assert group.attrs["committed_length"] == 48 and group["value"].shape[0] == 64  # room for the next block
+    assert len(Episode(tmp_path / "ep.zarr")) == 48
+    writer.close("partial")
+    group = zarr.open_group(str(tmp_path / "ep.zarr"), mode="r")
+    assert {name: group[name].shape[0] for name in SPECS} == dict.fromkeys(SPECS, 56)  # plain readers see the episode
+    np.testing.assert_array_equal(group["value"][:], (np.arange(56) / 3).astype(np.float32))
+
+
 def test_reader_trusts_committed_length_over_shape(tmp_path):
     writer = EpisodeWriter(tmp_path / "ep.zarr", SPECS)
     for i in range(20):

@@ -76,7 +76,9 @@ class BlockWorldEnv(gym.Env):
     to the new world at reset. `info` carries ground truth: `crosshair` (what the crosshair
     is on: a block with its position, face and distance, or a mob with its id and type),
     `visible_entities` (each mob with a pixel on screen, with its screen box
-    [x0, y0, x1, y1] in pixels, inclusive, and distance), `pose`, `time_of_day`, the step's
+    [x0, y0, x1, y1] in pixels, inclusive, and distance), `nearest_log` (the tree trunk block
+    nearest the eyes: block, position, distance to its closest point; None if there is none),
+    `pose`, `time_of_day`, the step's
     `events` (`block_broken`, `item_collected`, `entity_attacked`, `entity_killed`,
     `block_placed`, `item_dropped`, `player_hurt`), and at reset `world_seed` and `scene`.
     """
@@ -191,6 +193,7 @@ class BlockWorldEnv(gym.Env):
         info = {
             "crosshair": crosshair,
             "visible_entities": self._visible(ent_rows, boxes),
+            "nearest_log": world.nearest_log(),
             "pose": {"x": float(p.pos[0]), "y": float(p.pos[1]), "z": float(p.pos[2]), "pitch": p.pitch, "yaw": p.yaw},
             "time_of_day": int(world.time),
             "events": events,

@@ -79,11 +79,16 @@ def _value_noise(rng: np.random.Generator, size: int, cell: int) -> np.ndarray:
     return up[cell : cell + size, cell : cell + size]
 
 
+LOG_IDS = frozenset(i for i, name in enumerate(BLOCKS) if name.endswith("_log"))
+"""Block ids of tree trunks (oak and birch logs)."""
+
+
 class World:
     """The voxel grid `blocks[x, y, z]`, the player, the mobs and the time of day."""
 
     def __init__(self, seed: int, terrain: str = "hills", mobs: bool = True):
         self.rng = np.random.default_rng(seed)
+        self._logs: np.ndarray | None = None  # positions of every log block, found again after a log changes
         self.blocks = np.zeros((WORLD_SIZE_XZ, WORLD_HEIGHT, WORLD_SIZE_XZ), np.uint8)
         self.kinds = render_kinds()
         self.solid = collides()
@@ -103,8 +108,26 @@ class World:
 
     def _put(self, x: int, y: int, z: int, block_id: int) -> None:
         """Change one block, and mark it for the renderer's grids."""
+        if block_id in LOG_IDS or self.blocks[x, y, z] in LOG_IDS:
+            self._logs = None
         self.blocks[x, y, z] = block_id
         self.accel.mark(x, y, z)
+
+    def nearest_log(self) -> dict | None:
+        """The log block (a tree trunk) nearest the player's eyes, or None if the world has none.
+
+        `distance` is from the eyes to the block's closest point (0 inside it), in blocks: the
+        label behind "distance to the nearest tree".
+        """
+        if self._logs is None:
+            self._logs = np.argwhere(np.isin(self.blocks, list(LOG_IDS)))
+        if len(self._logs) == 0:
+            return None
+        eye = self.eye
+        distance = np.linalg.norm(np.clip(eye, self._logs, self._logs + 1) - eye, axis=1)
+        i = int(np.argmin(distance))
+        x, y, z = (int(v) for v in self._logs[i])
+        return {"block": BLOCKS[self.blocks[x, y, z]], "pos": [x, y, z], "distance": float(distance[i])}
 
     # ------------------------------------------------------------------ terrain
 

@@ -72,8 +72,10 @@ class ProbeConfig:
     """The raw CNN output, probed the same way as a baseline when the run recorded it (None: no such baseline)."""
     n_folds: int = 5
     """Cross-validation folds of whole episodes (leave-one-episode-out when the run has fewer episodes)."""
-    l2: float = 1e-2
-    """L2 penalty: the probe minimises mean loss + l2/2 * |w|^2 on standardised features (intercept free)."""
+    l2: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+    """L2 penalty: the probe minimises mean loss + l2/2 * |w|^2 on standardised features (intercept free). One
+    value: used as is. Several: chosen for each test fold by an inner cross-validation over the other folds
+    (whole episodes again; the primary metric, AUROC or R^2), so the test episodes never pick it."""
     balance_classes: bool = True
     """Logistic probes: weight the classes equally in the loss (the threshold then targets balanced accuracy)."""
     max_steps: int = 200_000
@@ -96,8 +98,8 @@ class ProbeConfig:
             raise ValueError("give at least one hook name or wildcard (--hooks 'blocks.*.hook_resid_post')")
         if self.n_folds < 2:
             raise ValueError(f"n_folds must be at least 2, got {self.n_folds}")
-        if not self.l2 >= 0:
-            raise ValueError(f"l2 must be >= 0, got {self.l2}")
+        if not self.l2 or not all(v >= 0 for v in self.l2):
+            raise ValueError(f"l2 needs one or more values >= 0, got {self.l2}")
         if self.max_steps < 2 or self.max_iter < 1 or self.block_steps < 1:
             raise ValueError("max_steps must be >= 2, max_iter and block_steps >= 1")
 
@@ -358,7 +360,7 @@ def cross_validate(
     y: Real[np.ndarray, " n"],
     folds: Int[np.ndarray, " n"],
     kind: str,
-    l2: float,
+    l2: float | Sequence[float],
     balance_classes: bool = True,
     max_iter: int = 200,
 ) -> dict:
@@ -366,43 +368,69 @@ def cross_validate(
 
     `folds` assigns each row to a fold; pass whole-episode folds (`episode_folds`) for probes.
     Binary predictions are probabilities, regression ones values. The baseline predicts the
-    training fold's majority class (its positive rate as the score) or its mean.
+    training fold's majority class (its positive rate as the score) or its mean. With several
+    `l2` values each test fold's probe uses the one that scores best (mean primary metric, ties
+    to the larger) in an inner cross-validation over the training folds; with fewer than two
+    training folds there is no inner split and the middle value is used.
     """
     if kind not in ("binary", "regression"):
         raise ValueError(f"kind must be binary or regression, got {kind!r}")
+    grid = sorted({float(l2)} if isinstance(l2, int | float) else {float(v) for v in l2})
     dev = X.device
     y = np.asarray(y, np.float64)
     y_t = torch.from_numpy(y).to(dev)
     oof = np.full(len(y), np.nan)
     fold_rows, base_rows = [], []
     splits = fold_indices(folds)
+    fold_ids = [int(folds[test[0]]) if len(test) else None for _, test in splits]
     if kind == "regression":
         shift = X[: min(len(y), CHUNK_ROWS)].double().mean(0)  # improves the float64 moments; cancels exactly
         moments = [_moments(X, y_t, torch.from_numpy(test).to(dev), shift) for _, test in splits]
         total = {k: sum(m[k] for m in moments) for k in moments[0]}
+
+    def fit_and_predict(i_out: set[int], rows: np.ndarray, lam: float) -> np.ndarray:
+        """A probe fitted on every fold but those in `i_out` (split indices), predicting `rows`."""
+        rows_t = torch.from_numpy(rows).to(dev)
+        if kind == "binary":
+            train = np.concatenate([splits[j][1] for j in range(len(splits)) if j not in i_out])
+            train_t = torch.from_numpy(train).to(dev)
+            coef, intercept = fit_logistic(X[train_t], y_t[train_t].float(), lam, balance_classes, max_iter)
+            return 1 / (1 + np.exp(-_predict(X, rows_t, coef, intercept)))
+        train_m = {k: total[k] - sum(moments[j][k] for j in i_out) for k in total}
+        coef, intercept = solve_ridge(train_m, shift, lam)
+        return _predict(X, rows_t, coef, intercept)
+
+    score = auroc if kind == "binary" else (lambda yt, p: regression_metrics(yt, p)["r2"])
     for i, (train, test) in enumerate(splits):
-        f = int(folds[test[0]])
-        info = {"fold": f, "n_train": len(train), "n_test": len(test)}
+        info = {"fold": fold_ids[i], "n_train": len(train), "n_test": len(test)}
         if len(train) == 0 or len(test) == 0:
             fold_rows.append(info)
             base_rows.append(dict(info))
             continue
-        train_t, test_t = torch.from_numpy(train).to(dev), torch.from_numpy(test).to(dev)
+        inner = [j for j, (_, t) in enumerate(splits) if j != i and len(t)]
+        if len(grid) == 1:
+            lam, inner_scores = grid[0], None
+        elif len(inner) < 2:
+            lam, inner_scores = grid[len(grid) // 2], None
+        else:
+            inner_scores = {}
+            for lam_try in grid:
+                s = [score(y[splits[j][1]], fit_and_predict({i, j}, splits[j][1], lam_try)) for j in inner]
+                inner_scores[lam_try] = float(np.nanmean(s)) if np.isfinite(s).any() else float("nan")
+            finite = {k: v for k, v in inner_scores.items() if np.isfinite(v)}
+            lam = max(finite, key=lambda k: (finite[k], k)) if finite else grid[len(grid) // 2]
+        pred = fit_and_predict({i}, test, lam)
         if kind == "binary":
-            coef, intercept = fit_logistic(X[train_t], y_t[train_t].float(), l2, balance_classes, max_iter)
-            pred = 1 / (1 + np.exp(-_predict(X, test_t, coef, intercept)))
             metrics = binary_metrics(y[test], pred)
             p_train = float(y[train].mean())
             base = binary_metrics(y[test], np.full(len(test), 1.0 if p_train >= 0.5 else 0.0))
             base["auroc"] = auroc(y[test], np.full(len(test), p_train))  # constant score: 0.5 by ties
         else:
-            train_m = {k: total[k] - moments[i][k] for k in total}
-            coef, intercept = solve_ridge(train_m, shift, l2)
-            pred = _predict(X, test_t, coef, intercept)
             metrics = regression_metrics(y[test], pred)
             base = regression_metrics(y[test], np.full(len(test), float(y[train].mean())))
         oof[test] = pred
-        fold_rows.append({**info, **metrics})
+        chosen = {"l2": lam, **({"inner_scores": {str(k): v for k, v in inner_scores.items()}} if inner_scores else {})}
+        fold_rows.append({**info, **metrics, **chosen})
         base_rows.append({**info, **base})
     names = BINARY_METRICS if kind == "binary" else REGRESSION_METRICS
     done = ~np.isnan(oof)

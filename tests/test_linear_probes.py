@@ -134,6 +134,40 @@ def test_ridge_cross_validation_matches_direct_fits():
         assert cv["baseline"]["folds"][f]["mse"] == pytest.approx(np.mean((y[te] - y[tr].mean()) ** 2))
 
 
+def test_l2_is_chosen_by_inner_folds_only():
+    """Each test fold's L2 is the best, by inner cross-validation over the OTHER folds, of the grid (checked against
+    direct ridge fits); pure-noise features pick the strongest penalty, a clean linear signal a weak one."""
+    rng = np.random.default_rng(3)
+    n, d, grid = 200, 12, (1e-3, 0.1, 10.0, 1000.0)
+    X = rng.normal(0.0, 1.0, (n, d))
+    y = X @ rng.normal(size=d) + rng.normal(0, 3.0, n)
+    folds = np.repeat(np.arange(5), 40)
+    cv = linear.cross_validate(torch.from_numpy(X), y, folds, "regression", grid)
+
+    def ridge(tr, te, lam):
+        mu, sd = X[tr].mean(0), X[tr].std(0)
+        Z = (X[tr] - mu) / sd
+        v = np.linalg.solve(Z.T @ Z / tr.sum() + lam * np.eye(d), Z.T @ (y[tr] - y[tr].mean()) / tr.sum())
+        return y[tr].mean() + ((X[te] - mu) / sd) @ v
+
+    for f in range(5):
+        inner = {lam: np.mean([linear.regression_metrics(y[folds == j], ridge((folds != f) & (folds != j),
+                                                                                  folds == j, lam))["r2"]
+                               for j in range(5) if j != f]) for lam in grid}  # fmt: skip
+        got = cv["folds"][f]
+        assert {float(k): v for k, v in got["inner_scores"].items()} == pytest.approx(inner, rel=1e-9)
+        assert got["l2"] == max(inner, key=inner.get)
+        np.testing.assert_allclose(cv["oof"][folds == f], ridge(folds != f, folds == f, got["l2"]), rtol=1e-9)
+    noise = linear.cross_validate(torch.from_numpy(X), rng.normal(size=n), folds, "regression", grid)
+    assert all(r["l2"] >= 10.0 for r in noise["folds"])  # the strongest penalties (R^2 differences are tiny there)
+    clean = linear.cross_validate(torch.from_numpy(X), X @ np.arange(1.0, d + 1), folds, "regression", grid)
+    assert [r["l2"] for r in clean["folds"]] == [1e-3] * 5
+    probs = linear.cross_validate(torch.from_numpy(X), (y > 0).astype(float), folds, "binary", grid, max_iter=50)
+    assert all(r["l2"] in grid and set(r["inner_scores"]) == {str(v) for v in grid} for r in probs["folds"])
+    two = linear.cross_validate(torch.from_numpy(X), y, folds % 2, "regression", grid)  # no inner split possible
+    assert [r["l2"] for r in two["folds"]] == [grid[2]] * 2 and "inner_scores" not in two["folds"][0]
+
+
 def test_episode_identity_does_not_leak_across_episode_splits():
     """Label = a property constant within each episode, features = episode one-hot + noise.
 
@@ -269,7 +303,7 @@ def test_probes_recover_linear_labels_and_not_noise(tmp_path):
     _fake_run(tmp_path / "run")
     labels = ("value", "attacking", "moving_forward", "pitch", "crosshair_on_log", "nearest_tree_distance")
     report = linear.main(ProbeConfig(run=tmp_path / "run", out=tmp_path / "out", labels=labels,
-                                     hooks=("fake.*",), n_folds=3, l2=1e-3))  # fmt: skip
+                                     hooks=("fake.*",), n_folds=3, l2=(1e-3,)))  # fmt: skip
     res = report["labels"]
     assert report["split"]["scheme"] == "group k-fold by episode" and report["split"]["n_folds"] == 3
     assert report["skipped_labels"] == {

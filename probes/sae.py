@@ -7,7 +7,7 @@ Every SAE reconstructs `x_hat = z @ W_dec + b_dec` from latents `z = act((x - b_
 - `batchtopk`: in training, keep the k x batch largest over the whole batch (Bussmann et al. 2024);
   at inference, a fixed threshold: `z = pre * (pre > threshold)`, the threshold being the average of
   the smallest kept activation over batches, as in the paper: a running average (EMA, decay 0.99)
-  during training, then recomputed with the final weights (`calibrate_threshold`, which `vptlens sae
+  during training, then recomputed with the final weights (`calibrate_thresholds`, which `vptlens sae
   train` runs on batches after the last step). So one row's code never depends on the other rows of
   its batch. (SAELens reads such an SAE
   as a JumpReLU SAE with that threshold for every latent, which is exactly what it computes.)
@@ -27,6 +27,7 @@ scale).
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -307,6 +308,12 @@ class SAE(torch.nn.Module):
         return sae.to(device)
 
 
+def _kernel_sum(grad: Tensor, pre: Tensor, th: Tensor, bandwidth: float) -> Tensor:
+    """Per latent, sum over rows of grad * rect((pre - th) / bandwidth) / bandwidth: the pseudo-derivative's kernel."""
+    near = ((pre - th).abs() < bandwidth / 2).to(grad.dtype)
+    return (grad * near).reshape(-1, th.shape[-1]).sum(0) / bandwidth
+
+
 class _JumpReLU(torch.autograd.Function):
     """pre * (pre > exp(log_th)); d/dpre: the gate; d/dthreshold: -(threshold / bw) * rect((pre - threshold) / bw)."""
 
@@ -320,8 +327,7 @@ class _JumpReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         pre, th = ctx.saved_tensors
-        near = ((pre - th).abs() < ctx.bandwidth / 2).to(grad.dtype)
-        grad_th = -(grad * near).reshape(-1, th.shape[-1]).sum(0) * th / ctx.bandwidth
+        grad_th = -_kernel_sum(grad, pre, th, ctx.bandwidth) * th
         return grad * (pre > th), grad_th * th, None  # d/dlog_th = d/dth * th
 
 
@@ -338,8 +344,7 @@ class _Step(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         pre, th = ctx.saved_tensors
-        near = ((pre - th).abs() < ctx.bandwidth / 2).to(grad.dtype)
-        grad_th = -(grad * near).reshape(-1, th.shape[-1]).sum(0) / ctx.bandwidth
+        grad_th = -_kernel_sum(grad, pre, th, ctx.bandwidth)
         return None, grad_th * th, None
 
 
@@ -375,17 +380,25 @@ def kth_batch_value(pre: Float[Tensor, "b s"], k: int) -> Tensor:
 
 
 @torch.no_grad()
-def calibrate_threshold(sae: "SAE", batches: list[Float[Tensor, "b d"]]) -> float:
-    """Set a BatchTopK SAE's inference threshold from its FINAL weights: the mean over `batches` of the smallest
-    activation BatchTopK keeps in each (the paper's estimator, without the lag of the running average taken
-    while the weights moved). Rows thresholded at it keep k latents per row on average on such batches."""
-    if sae.cfg.architecture != "batchtopk":
-        raise ValueError(f"only a batchtopk SAE has a threshold to calibrate, not {sae.cfg.architecture}")
-    if not batches:
-        raise ValueError("calibrate_threshold needs at least one batch")
-    value = torch.stack([kth_batch_value(sae.pre_acts(x), sae.cfg.k) for x in batches]).mean()
-    sae.threshold.fill_(value)
-    return float(value)
+def calibrate_thresholds(saes: Sequence["SAE"], batches: Iterable[Float[Tensor, "b d"]]) -> list[float]:
+    """Set BatchTopK SAEs' inference thresholds from their FINAL weights: for each, the mean over `batches` of the
+    smallest activation BatchTopK keeps in each (the paper's estimator, without the lag of the running average
+    taken while the weights moved). Rows thresholded at it keep k latents per row on average on such batches.
+    The batches are streamed (each is seen once, by every SAE)."""
+    for sae in saes:
+        if sae.cfg.architecture != "batchtopk":
+            raise ValueError(f"only a batchtopk SAE has a threshold to calibrate, not {sae.cfg.architecture}")
+    values: list[list[Tensor]] = [[] for _ in saes]
+    for x in batches:
+        for sae, v in zip(saes, values):
+            v.append(kth_batch_value(sae.pre_acts(x), sae.cfg.k))
+    if saes and not values[0]:
+        raise ValueError("calibrating a threshold needs at least one batch")
+    out = []
+    for sae, v in zip(saes, values):
+        sae.threshold.fill_(torch.stack(v).mean())
+        out.append(float(sae.threshold[0]))
+    return out
 
 
 def _fired(index: Tensor, active: Tensor, d_sae: int) -> Tensor:

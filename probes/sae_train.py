@@ -32,7 +32,7 @@ from vptlens.probes.activation_buffer import (
     geometric_median,
     sample_rows,
 )
-from vptlens.probes.sae import SAE, SAEConfig, SAETrainer, calibrate_threshold
+from vptlens.probes.sae import SAE, SAEConfig, SAETrainer, calibrate_thresholds
 from vptlens.recordings.store import Episode, Run, git_commit, write_json_atomic
 
 matplotlib.use("Agg")
@@ -276,14 +276,12 @@ def main(cfg: TrainConfig) -> dict:
     thresholds = {}
     batchtopk = {name: t.sae for name, t in trainers.items() if t.sae.cfg.architecture == "batchtopk"}
     if batchtopk:
-        calibration = [next(batches).to(cfg.device).float() * scale for _ in range(cfg.threshold_batches)]
-        for name, sae in batchtopk.items():
-            running = float(sae.threshold[0])
-            thresholds[name] = {"running_average": running, "calibrated": calibrate_threshold(sae, calibration)}
-            logger.info(
-                "%s: inference threshold %.4g (running average %.4g)", name, thresholds[name]["calibrated"], running
-            )
-        del calibration
+        running = {name: float(sae.threshold[0]) for name, sae in batchtopk.items()}
+        calibration = (next(batches).to(cfg.device).float() * scale for _ in range(cfg.threshold_batches))
+        calibrated = calibrate_thresholds(list(batchtopk.values()), calibration)
+        for name, value in zip(batchtopk, calibrated):
+            thresholds[name] = {"running_average": running[name], "calibrated": value}
+            logger.info("%s: inference threshold %.4g (running average %.4g)", name, value, running[name])
     batches.close()
     elapsed = time.perf_counter() - start
     cfg.out.mkdir(parents=True, exist_ok=True)

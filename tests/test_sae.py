@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from vptlens.probes import sae_eval, sae_train
 from vptlens.probes.activation_buffer import ActivationBuffer, geometric_median, sample_rows
-from vptlens.probes.sae import SAE, SAEConfig, SAETrainer, calibrate_threshold, jumprelu_train, lr_factor
+from vptlens.probes.sae import SAE, SAEConfig, SAETrainer, calibrate_thresholds, jumprelu_train, lr_factor
 from vptlens.probes.sae_eval import NMSEAccumulator
 from vptlens.probes.sae_train import parse_spec
 from vptlens.recordings.store import ArraySpec, Episode, EpisodeWriter
@@ -79,28 +79,39 @@ def test_nmse_streaming_equals_one_shot():
 # --- models -----------------------------------------------------------------------------------------
 
 
+def _synthetic_dictionary(d: int = 32, n_atoms: int = 64, k: int = 3):
+    """Unit atoms (Gaussian directions) and a sampler of rows, each the sum of k distinct atoms with coefficients
+    uniform in [1, 2], scaled to mean norm sqrt(d) (as training scales inputs). Returns (atoms, batch)."""
+    g = torch.Generator().manual_seed(0)
+    atoms = torch.randn(n_atoms, d, generator=g)
+    atoms /= atoms.norm(dim=1, keepdim=True)
+
+    def raw(n: int) -> torch.Tensor:
+        idx = torch.rand(n, n_atoms, generator=g).argsort(dim=1)[:, :k]
+        coef = torch.zeros(n, n_atoms).scatter_(1, idx, 1 + torch.rand(n, k, generator=g))
+        return coef @ atoms
+
+    scale = math.sqrt(d) / float(raw(4096).norm(dim=1).mean())
+    return atoms, lambda n: raw(n) * scale
+
+
+def _init_b_dec(sae: SAE, batch) -> None:
+    with torch.no_grad():
+        sae.b_dec.copy_(torch.from_numpy(geometric_median(batch(2048).double().numpy())).float())
+
+
 def test_synthetic_dictionary_recovery():
     """Easy setting: d = 32, 64 true unit-norm atoms (Gaussian directions), each sample the sum of exactly 3
     distinct atoms chosen uniformly with coefficients uniform in [1, 2]; no noise. A TopK SAE (k = 3,
     d_sae = 128) trained 600 steps of 512 samples (inputs scaled to mean norm sqrt(d)) must reach a mean
     over true atoms of the best cosine similarity with a decoder row >= 0.9."""
-    g = torch.Generator().manual_seed(0)
-    d, n_atoms, k = 32, 64, 3
-    atoms = torch.randn(n_atoms, d, generator=g)
-    atoms /= atoms.norm(dim=1, keepdim=True)
-
-    def batch(n: int) -> torch.Tensor:
-        idx = torch.rand(n, n_atoms, generator=g).argsort(dim=1)[:, :k]
-        coef = torch.zeros(n, n_atoms).scatter_(1, idx, 1 + torch.rand(n, k, generator=g))
-        return coef @ atoms
-
-    scale = math.sqrt(d) / float(batch(4096).norm(dim=1).mean())
+    atoms, batch = _synthetic_dictionary()
+    d, k = 32, 3
     sae = SAE(_cfg("topk", d_in=d, d_sae=128, k=k), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        sae.b_dec.copy_(torch.from_numpy(geometric_median(batch(2048).double().numpy() * scale)).float())
+    _init_b_dec(sae, batch)
     trainer = SAETrainer(sae, lr=3e-3, n_steps=600, warmup_steps=50, dead_window=512 * 20, aux_k=32)
     for _ in range(600):
-        trainer.step(batch(512) * scale)
+        trainer.step(batch(512))
     cos = atoms @ sae.W_dec.detach().T  # (atoms, latents), decoder rows are unit norm
     assert float(cos.max(dim=1).values.mean()) >= 0.9
     assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(128), atol=1e-5)
@@ -126,28 +137,18 @@ def test_jumprelu_recovers_the_synthetic_dictionary_and_its_sparsity():
     """The TopK recovery setting above (3 of 64 unit atoms per sample, d = 32, d_sae = 128), trained as a JumpReLU
     SAE with an L0 penalty instead of a fixed k: it must find the atoms (mean best cosine >= 0.9) and settle near
     the true sparsity (held-out L0 in [2, 5]) with thresholds it learned."""
-    g = torch.Generator().manual_seed(0)
-    d, n_atoms, k = 32, 64, 3
-    atoms = torch.randn(n_atoms, d, generator=g)
-    atoms /= atoms.norm(dim=1, keepdim=True)
-
-    def batch(n: int) -> torch.Tensor:
-        idx = torch.rand(n, n_atoms, generator=g).argsort(dim=1)[:, :k]
-        coef = torch.zeros(n, n_atoms).scatter_(1, idx, 1 + torch.rand(n, k, generator=g))
-        return coef @ atoms
-
-    scale = math.sqrt(d) / float(batch(4096).norm(dim=1).mean())
+    atoms, batch = _synthetic_dictionary()
+    d = 32
     cfg = _cfg("jumprelu", d_in=d, d_sae=128, l0_coefficient=JUMPRELU_L0, bandwidth=JUMPRELU_BW,
                init_threshold=JUMPRELU_INIT)  # fmt: skip
     sae = SAE(cfg, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        sae.b_dec.copy_(torch.from_numpy(geometric_median(batch(2048).double().numpy() * scale)).float())
+    _init_b_dec(sae, batch)
     n_steps = JUMPRELU_STEPS
     trainer = SAETrainer(sae, lr=3e-3, n_steps=n_steps, warmup_steps=50, l1_warmup_steps=n_steps // 10)
     for _ in range(n_steps):
-        stats = trainer.step(batch(512) * scale)
+        stats = trainer.step(batch(512))
     cos = atoms @ sae.W_dec.detach().T
-    held_out = sae.encode(batch(4096) * scale)
+    held_out = sae.encode(batch(4096))
     l0 = float((held_out > 0).sum(-1).float().mean())
     assert float(stats["nmse"]) < 0.2
     assert float(cos.max(dim=1).values.mean()) >= 0.9
@@ -192,15 +193,15 @@ def test_calibrated_threshold_keeps_k_per_row_on_average():
     torch.manual_seed(0)
     sae = SAE(_cfg("batchtopk", k=3, d_in=8, d_sae=64))
     one = torch.randn(100, 8)
-    th = calibrate_threshold(sae, [one])
+    (th,) = calibrate_thresholds([sae], [one])
     # one batch: exactly the k x b largest are >= th; strictly above it, one fewer (no ties in random data)
     assert int((sae.pre_acts(one) > th).sum()) == 3 * 100 - 1 and float(sae.threshold.max()) == th
     batches = [torch.randn(256, 8) for _ in range(8)]
-    calibrate_threshold(sae, batches)
+    calibrate_thresholds([sae], iter(batches))  # streamed
     held_out = sae.encode(torch.randn(4096, 8))
     assert float((held_out > 0).sum(-1).float().mean()) == pytest.approx(3.0, rel=0.1)
     with pytest.raises(ValueError, match="batchtopk"):
-        calibrate_threshold(SAE(_cfg("topk")), batches)
+        calibrate_thresholds([SAE(_cfg("topk"))], batches)
 
 
 def test_auxk_engages_only_on_dead_latents():

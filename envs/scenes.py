@@ -29,6 +29,7 @@ lengths) and again, for every edit before any is applied, once `~` resolves agai
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import re
@@ -434,7 +435,10 @@ class Scene:
         if _file_format(path) == "json":
             text = json.dumps(data, indent=2) + "\n"
         else:  # flow style for leaves: one line per position, block style for edits with positions
-            text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True, width=100)
+            dump = functools.partial(yaml.safe_dump, data, sort_keys=False, default_flow_style=None, width=100)
+            text = dump(allow_unicode=True)
+            if yaml.safe_load(text) != data:  # PyYAML folds a raw NEL (U+0085) into a space: escape everything
+                text = dump(allow_unicode=False)
         path.write_text(text, encoding="utf-8")
 
     def validate(self) -> None:

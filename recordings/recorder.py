@@ -357,9 +357,12 @@ class Recorder:
             logger.warning("interrupted: flushing and marking the open episodes partial")
         except Exception as e:
             self.interrupted = True
-            logger.error("recording failed (%s): marking the open episodes partial", e)
-            reason = f"{type(e).__name__}: {e}"
-            raise
+            if _caused_by_interrupt(e):  # Ctrl-C inside a compiled call (numba) surfaces as a SystemError
+                logger.warning("interrupted: flushing and marking the open episodes partial")
+            else:
+                logger.error("recording failed (%s): marking the open episodes partial", e)
+                reason = f"{type(e).__name__}: {e}"
+                raise
         finally:
             try:
                 self._close_partial(writers, indices, manifest, reason=reason)
@@ -477,6 +480,17 @@ def _nearest_log(log: dict | None) -> np.ndarray:
     if not log:
         return np.full(4, np.nan, np.float32)
     return np.array([*log["pos"], log["distance"]], np.float32)
+
+
+def _caused_by_interrupt(e: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is in the exception's chain of causes."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _is_complete(path: Path) -> bool:

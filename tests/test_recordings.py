@@ -256,3 +256,15 @@ def test_guided_steve1_recording_stores_the_conditional_stream(tmp_path):
         buttons = torch.from_numpy(np.asarray(episode["action/buttons"][t : t + 1])).long()
         camera = torch.from_numpy(np.asarray(episode["action/camera"][t : t + 1])).long()
         assert abs(float(log_prob(result, buttons, camera)[0]) - float(episode["log_prob"][t])) < 1e-4
+
+
+def test_an_interrupt_inside_compiled_code_counts_as_an_interrupt():
+    """numba turns a Ctrl-C during its calls into SystemError("... returned a result with an exception set")."""
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as inner:
+            raise SystemError("CPUDispatcher(render) returned a result with an exception set") from inner
+    except SystemError as e:
+        assert recorder._caused_by_interrupt(e)
+    assert not recorder._caused_by_interrupt(ValueError("a real failure"))

@@ -471,3 +471,10 @@ def test_as_scene_takes_a_scene_a_dict_a_name_or_a_path(tmp_path):
         KeyError, match="no built-in scene 'villager_under_leave'; did you mean 'villager_under_leaves'"
     ):
         as_scene("villager_under_leave")
+
+
+def test_yaml_keeps_characters_pyyaml_would_fold(tmp_path):
+    """A raw NEL (U+0085) written by PyYAML with allow_unicode comes back as a space; the writer escapes it."""
+    scene = Scene("nel", "line\x85break \u2028 and é", ())
+    scene.save(tmp_path / "s.yaml")
+    assert load_scene(tmp_path / "s.yaml") == scene

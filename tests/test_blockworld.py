@@ -98,6 +98,26 @@ def test_nearest_log_follows_the_trees_as_they_are_chopped():
     assert far["distance"] == pytest.approx(float(np.linalg.norm(closest - eye)), abs=1e-9)
 
 
+def test_a_square_frame_is_the_16_9_view_squashed():
+    """At 128x128 the view is Minecraft's 16:9 window fit to the frame (as VPT resizes 640x360), so a mob off to
+    the side lies 16/9 times closer to the centre column than with square pixels; at 640x360 nothing changes."""
+    villager = {"op": "summon", "entity": "villager", "pos": ["~2", "~", "~6"], "no_ai": True}
+    offsets = {}
+    for aspect in (16 / 9, 1.0):
+        env = BlockWorldEnv(height=128, width=128, terrain="flat", spawn_mobs=False, hud=False, aspect=aspect)
+        _, info = env.reset(seed=0, options={"scene": _scene(villager)})
+        (seen,) = info["visible_entities"]
+        x0, _, x1, _ = seen["box"]
+        offsets[aspect] = (x0 + x1 + 1) / 2 - 64
+    assert abs(offsets[1.0]) > 20
+    assert offsets[16 / 9] == pytest.approx(offsets[1.0] / (16 / 9), abs=1.5)
+    wide = BlockWorldEnv(height=90, width=160, terrain="flat", spawn_mobs=False, hud=False)
+    square_pixels = BlockWorldEnv(height=90, width=160, terrain="flat", spawn_mobs=False, hud=False, aspect=160 / 90)
+    a, _ = wide.reset(seed=0, options={"scene": _scene(villager)})
+    b, _ = square_pixels.reset(seed=0, options={"scene": _scene(villager)})
+    np.testing.assert_array_equal(a["pov"], b["pov"])
+
+
 def test_visible_entity_box_contains_the_crosshair():
     env = _flat_env()
     villager = {"op": "summon", "entity": "villager", "pos": ["~", "~", "~4"], "no_ai": True, "tag": "target"}

@@ -31,6 +31,10 @@ class BlockWorldConfig:
     """Frame width in pixels (640 for VPT; 128x128 renders what the agent sees, fast)."""
     fov: float = 70.0
     """Vertical field of view in degrees (Minecraft's default and VPT's setting)."""
+    aspect: float = 16 / 9
+    """Width / height of the view before it is fit to the frame: Minecraft's 16:9 window, so a 128x128 frame
+    is the 640x360 view squashed as VPT's resize squashes it (and the GUI with it). Set width / height for
+    square pixels."""
     render_distance: float = 48.0
     """Blocks to the end of the distance fog."""
     max_steps: int = 6000
@@ -53,6 +57,8 @@ class BlockWorldConfig:
             raise ValueError(f"terrain {self.terrain!r} unknown; use 'hills' or 'flat'")
         if not 10 <= self.fov <= 150:
             raise ValueError(f"fov {self.fov} is outside 10..150 degrees")
+        if not 0.25 <= self.aspect <= 4:
+            raise ValueError(f"aspect {self.aspect} is outside 0.25..4 (16/9 is Minecraft's window)")
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -156,6 +162,8 @@ class BlockWorldEnv(gym.Env):
         fwd, right, up = world.camera_basis()
         tan_half = math.tan(math.radians(cfg.fov) / 2)
         rects, lo, hi = self._entity_bounds(boxes, fwd, right, up, tan_half)
+        # the renderer spans tan_half * width / height sideways; a longer `right` widens that to the view's aspect
+        right_span = right * (cfg.aspect * cfg.height / cfg.width)
         crosshair = world.target(boxes)
         target, stage = np.full(3, -1, np.int64), -1  # the block outlined (within reach), its breaking stage
         if crosshair["kind"] == "block" and crosshair["distance"] <= BLOCK_REACH:
@@ -168,7 +176,7 @@ class BlockWorldEnv(gym.Env):
         accel = world.accel
         img, ent_buf, ent_rows = render(
             world.blocks, world.kinds, texture_atlas(), accel.occluders, accel.occupancy4, accel.occupancy16,
-            accel.heights, accel.top_y, target, crack_atlas(), stage, world.eye, fwd, right, up, tan_half,
+            accel.heights, accel.top_y, target, crack_atlas(), stage, world.eye, fwd, right_span, up, tan_half,
             cfg.height, cfg.width, world.sun_direction, world.daylight, cfg.render_distance, world.time * CLOUD_SPEED,
             boxes["center"], boxes["half"], boxes["cos"], boxes["sin"], boxes["color"], boxes["pattern"],
             boxes["tint"], boxes["start"], boxes["end"], rects, lo, hi,
@@ -230,7 +238,7 @@ class BlockWorldEnv(gym.Env):
                 cut = rel[a[crossing]] + f[:, None] * (rel[b[crossing]] - rel[a[crossing]])
                 rel = np.concatenate([rel[depth > near], cut])
                 depth = rel @ fwd
-            xs = (rel @ right) / (depth * tan_half * w / h)
+            xs = (rel @ right) / (depth * tan_half * self.config.aspect)
             ys = (rel @ up) / (depth * tan_half)
             cols, rows = (xs + 1) / 2 * w, (1 - ys) / 2 * h
             rects[e] = (

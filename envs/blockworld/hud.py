@@ -1,9 +1,10 @@
 """Minecraft's first-person overlay at gui scale 1: crosshair, hotbar with block icons and counts, and the hand.
 
 Sizes are Minecraft's at 640x360 (hotbar 182x22 px, slots 20 px, icons 16 px, crosshair
-9 px) and scale with the frame's height, so a 128x128 frame shows what VPT's downscaled
-view shows. Blocks appear in the hotbar and in the hand as Minecraft draws them: small
-isometric cubes (top, left and right faces shaded 1.0, 0.8 and 0.6); plants as flat sprites.
+9 px) and scale with the frame on each axis (x by width / 640, y by height / 360), as the GUI
+of a 640x360 window does when VPT resizes it: a 128x128 frame shows what VPT's view shows.
+Blocks appear in the hotbar and in the hand as Minecraft draws them: small isometric cubes
+(top, left and right faces shaded 1.0, 0.8 and 0.6); plants as flat sprites.
 With an empty hand, the player's arm shows at the bottom right and swings while attacking.
 """
 
@@ -29,8 +30,10 @@ KNUCKLES = np.array([[0.66, 0.80], [0.76, 0.72], [0.785, 0.745], [0.685, 0.83]])
 
 
 @functools.cache
-def icon(item: str, size: int) -> np.ndarray:
-    """An item's (size, size, 4) RGBA icon: an isometric cube for blocks, the sprite for plants."""
+def icon(item: str, size: int, width: int | None = None) -> np.ndarray:
+    """An item's (size, width or size, 4) RGBA icon: an isometric cube for blocks, the sprite for plants."""
+    if width is not None and width != size:
+        return cv2.resize(icon(item, size), (max(1, width), size), interpolation=cv2.INTER_NEAREST)
     atlas = texture_atlas()
     block = BLOCK_ID[item]
     if render_kinds()[block] == PLANT:
@@ -69,7 +72,8 @@ def _paste(img: np.ndarray, rgba: np.ndarray, x: int, y: int) -> None:
     region[...] = np.where(part[..., 3:] > 0, part[..., :3], region)
 
 
-def _number(img, value: int, right: int, bottom: int, px: int) -> None:
+def _number(img, value: int, right: int, bottom: int, px: int, py: int) -> None:
+    """Digits (3x5 font, pixels px wide and py tall) with their shadow, right-aligned at `right`."""
     text = str(value)
     x = right - len(text) * 4 * px
     for ch in text:
@@ -77,29 +81,29 @@ def _number(img, value: int, right: int, bottom: int, px: int) -> None:
         for r in range(5):
             for c in range(3):
                 if bits[r * 3 + c] == "1":
-                    y0, x0 = bottom - (5 - r) * px, x + c * px
-                    img[y0 + px : y0 + 2 * px, x0 + px : x0 + 2 * px] = (62, 62, 62)  # shadow
-                    img[y0 : y0 + px, x0 : x0 + px] = (255, 255, 255)
+                    y0, x0 = bottom - (5 - r) * py, x + c * px
+                    img[y0 + py : y0 + 2 * py, x0 + px : x0 + 2 * px] = (62, 62, 62)  # shadow
+                    img[y0 : y0 + py, x0 : x0 + px] = (255, 255, 255)
         x += 4 * px
 
 
 @functools.cache
 def _hotbar_layer(h: int, w: int) -> tuple[int, int, np.ndarray, np.ndarray, list[tuple[int, int, int, int]]]:
     """The hotbar's background as (top, left, colour, alpha) over its rectangle, and each slot's (x0, y0, x1, y1)."""
-    s = h / 360.0
-    b = max(1, round(s))
-    x0 = int(round((w - 182 * s) / 2))
-    y0 = int(round(h - 1 - 22 * s))
-    bw, bh = int(round(182 * s)), h - y0
+    sx, sy = w / 640.0, h / 360.0
+    bx, by = max(1, round(sx)), max(1, round(sy))
+    x0 = int(round((w - 182 * sx) / 2))
+    y0 = int(round(h - 1 - 22 * sy))
+    bw, bh = int(round(182 * sx)), h - y0
     colour = np.zeros((bh, bw, 3), np.float32)
     alpha = np.zeros((bh, bw, 1), np.float32)
     colour[:], alpha[:] = 20, 0.7
     slots = []
     for i in range(9):
-        sx0, sx1 = int(round((1 + i * 20) * s)), int(round((1 + i * 20 + 20) * s))
-        sy0, sy1 = b, bh - 1 - b
+        sx0, sx1 = int(round((1 + i * 20) * sx)), int(round((1 + i * 20 + 20) * sx))
+        sy0, sy1 = by, bh - 1 - by
         colour[sy0:sy1, sx0:sx1], alpha[sy0:sy1, sx0:sx1] = 139, 0.5  # the slot's frame
-        colour[sy0 + b : sy1 - b, sx0 + b : sx1 - b], alpha[sy0 + b : sy1 - b, sx0 + b : sx1 - b] = 45, 0.65
+        colour[sy0 + by : sy1 - by, sx0 + bx : sx1 - bx], alpha[sy0 + by : sy1 - by, sx0 + bx : sx1 - bx] = 45, 0.65
         slots.append((x0 + sx0, y0 + sy0, x0 + sx1, y0 + sy1))
     for a in (colour, alpha):
         a.setflags(write=False)
@@ -115,7 +119,7 @@ def _hand(img: np.ndarray, held: str, swing: float, light: float) -> None:
     if held:
         size = max(4, round(0.44 * h))
         x, y = 0.72 * w + shift[0], 0.68 * h + shift[1]
-        sprite = icon(held, size)
+        sprite = icon(held, size, max(4, round(0.44 * h * (w / 640) / (h / 360))))  # squashed as the view is
         if light < 1.0:
             sprite = np.concatenate([(sprite[..., :3] * light).astype(np.uint8), sprite[..., 3:]], axis=-1)
         _paste(img, sprite, int(round(x)), int(round(y)))
@@ -134,34 +138,37 @@ def draw_hud(img: np.ndarray, hotbar: list, selected: int, swing: float = -1.0, 
     rest); `light` (0-1) dims the hand at night (the GUI keeps its colours, as in Minecraft).
     """
     h, w = img.shape[:2]
-    s = h / 360.0
+    sx, sy = w / 640.0, h / 360.0
     item, count = hotbar[selected]
     _hand(img, item if count > 0 and item in BLOCK_ID else "", swing, light)
     # crosshair: Minecraft inverts the colours under it; lifted towards white to stay visible on mid-tones
-    cy, cx, arm, thick = h // 2, w // 2, max(1, int(4.5 * s + 0.5)), max(1, round(s))
-    t0 = thick // 2
-    for ys, xs in ((slice(cy - t0, cy - t0 + thick), slice(cx - arm, cx + arm + 1)),
-                   (slice(cy - arm, cy + arm + 1), slice(cx - t0, cx - t0 + thick))):  # fmt: skip
+    cy, cx = h // 2, w // 2
+    arm_x, arm_y = max(1, int(4.5 * sx + 0.5)), max(1, int(4.5 * sy + 0.5))
+    thick_x, thick_y = max(1, round(sx)), max(1, round(sy))  # the vertical arm's width, the horizontal's height
+    tx, ty = thick_x // 2, thick_y // 2
+    for ys, xs in ((slice(cy - ty, cy - ty + thick_y), slice(cx - arm_x, cx + arm_x + 1)),
+                   (slice(cy - arm_y, cy + arm_y + 1), slice(cx - tx, cx - tx + thick_x))):  # fmt: skip
         img[ys, xs] = ((255 - img[ys, xs].astype(np.int16)) // 2 + 128).astype(np.uint8)
-        if ys.stop - ys.start > thick:  # the vertical arm: undo the double inversion at the centre
-            img[cy - t0 : cy - t0 + thick, cx - t0 : cx - t0 + thick] = 230
+        if ys.stop - ys.start > thick_y:  # the vertical arm: undo the double inversion at the centre
+            img[cy - ty : cy - ty + thick_y, cx - tx : cx - tx + thick_x] = 230
     # hotbar
     y0, x0, premultiplied, keep, slots = _hotbar_layer(h, w)
     region = img[y0 : y0 + keep.shape[0], x0 : x0 + keep.shape[1]]
     region[...] = (region * keep + premultiplied).astype(np.uint8)
-    inner = max(1, round(16 * s))
+    inner_h, inner_w = max(1, round(16 * sy)), max(1, round(16 * sx))
     for (sx0, sy0, sx1, sy1), (item, count) in zip(slots, hotbar):
         if count > 0 and item in BLOCK_ID:
-            _paste(img, icon(item, inner), sx0 + (sx1 - sx0 - inner) // 2, sy0 + (sy1 - sy0 - inner) // 2)
-            if count > 1 and s >= 0.6:
-                _number(img, count, sx1 - 1, sy1 - 1, max(1, round(s)))
+            sprite = icon(item, inner_h, inner_w)
+            _paste(img, sprite, sx0 + (sx1 - sx0 - inner_w) // 2, sy0 + (sy1 - sy0 - inner_h) // 2)
+            if count > 1 and min(sx, sy) >= 0.6:
+                _number(img, count, sx1 - 1, sy1 - 1, max(1, round(sx)), max(1, round(sy)))
     # the selected slot's frame, 24 px wide, white
-    fx0 = int(round(x0 + selected * 20 * s - s))
-    fx1 = int(round(fx0 + 24 * s))
-    b = max(1, round(s))
-    fy0, fy1 = max(0, y0 - b), h
-    img[fy0 : fy0 + b, max(0, fx0) : fx1] = 255
-    img[fy1 - b : fy1, max(0, fx0) : fx1] = 255
-    img[fy0:fy1, max(0, fx0) : max(0, fx0) + b] = 255
-    img[fy0:fy1, max(0, fx1 - b) : fx1] = 255
+    fx0 = int(round(x0 + selected * 20 * sx - sx))
+    fx1 = int(round(fx0 + 24 * sx))
+    bx, by = max(1, round(sx)), max(1, round(sy))
+    fy0, fy1 = max(0, y0 - by), h
+    img[fy0 : fy0 + by, max(0, fx0) : fx1] = 255
+    img[fy1 - by : fy1, max(0, fx0) : fx1] = 255
+    img[fy0:fy1, max(0, fx0) : max(0, fx0) + bx] = 255
+    img[fy0:fy1, max(0, fx1 - bx) : fx1] = 255
     return img

@@ -274,3 +274,26 @@ def test_world_rejects_bad_scene_calls():
         env.world.set_block(-1, 1, 1, "dirt")
     with pytest.raises(ValueError, match="unknown entity"):
         env.world.summon("creeper", 1.0, 20.0, 1.0, no_ai=True, profession=None, health=None, yaw=0.0, tag=None)
+
+
+def test_hud_shows_health_and_food_by_halves():
+    """Minecraft 1.16's layout at 640x360: ten hearts from x = 229 and ten drumsticks ending at x = 411, at y = 321;
+    health 7 shows three full hearts, a half and six empty ones."""
+    from vptlens.envs.blockworld import hud
+
+    img = np.zeros((360, 640, 3), np.uint8)
+    hud.draw_hud(img, [["", 0]] * 9, 0, health=7.0, food=20.0)
+    red = np.all(img == hud._PALETTE["r"], axis=-1)
+    meat = np.all(img == hud._PALETTE["m"], axis=-1)
+    left = [int(red[321:330, 229 + 8 * i : 229 + 8 * i + 5].sum()) for i in range(10)]
+    right = [int(red[321:330, 229 + 8 * i + 5 : 229 + 8 * i + 9].sum()) for i in range(10)]
+    assert all(n > 0 for n in left[:4]) and all(n == 0 for n in left[4:])
+    assert all(n > 0 for n in right[:3]) and all(n == 0 for n in right[3:])  # heart 4 is a half heart
+    drumsticks = [int(meat[321:330, 411 - 8 * i - 9 : 411 - 8 * i].sum()) for i in range(10)]
+    assert all(n > 0 for n in drumsticks)
+    env = BlockWorldEnv(height=360, width=640, terrain="flat", spawn_mobs=False)
+    env.reset(seed=0, options={"scene": _scene()})
+    env.world.player.health = 0.4  # the env draws its player's health, rounded up: one half heart
+    obs, *_ = env.step(NOOP)
+    red = np.all(obs["pov"][321:330] == hud._PALETTE["r"], axis=-1)
+    assert red[:, 229:234].any() and not red[:, 234:].any()

@@ -12,7 +12,7 @@ import torch
 from vptlens.probes import labels as L
 from vptlens.probes import linear
 from vptlens.probes.linear import ProbeConfig
-from vptlens.recordings.store import TEXT, ArraySpec, EpisodeWriter
+from vptlens.recordings.store import TEXT, ArraySpec, EpisodeWriter, Run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -339,8 +339,11 @@ def test_main_on_tiny_run(tiny_run, tmp_path):
     cfg = ProbeConfig(run=tiny_run, out=out, labels=labels, hooks=("blocks.*.hook_resid_post", "attention/L1"))
     report = linear.main(cfg)
     on_disk = json.loads((out / "probe.json").read_text())
-    assert on_disk["labels"].keys() == report["labels"].keys() == {"villager_visible", "pitch", "nearest_tree_distance"}
-    assert "one class" in on_disk["skipped_labels"]["crosshair_on_log"]  # no logs in this scene
+    on_log = np.concatenate([L.compute_label("crosshair_on_log", ep)[0] for ep in Run(tiny_run).episodes()])
+    one_class = len(np.unique(on_log[np.isfinite(on_log)])) == 1  # whether the agent ever looked at a trunk
+    expected = {"villager_visible", "pitch", "nearest_tree_distance"} | (set() if one_class else {"crosshair_on_log"})
+    assert on_disk["labels"].keys() == report["labels"].keys() == expected
+    assert ("one class" in on_disk["skipped_labels"].get("crosshair_on_log", "")) == one_class
     assert on_disk["run_path"] == str(Path(tiny_run).resolve()) and on_disk["package_version"]
     assert on_disk["config"]["hooks"] == ["blocks.*.hook_resid_post", "attention/L1"]
     split = on_disk["split"]
@@ -357,6 +360,8 @@ def test_main_on_tiny_run(tiny_run, tmp_path):
             assert (out / png).read_bytes()[:8] == PNG_MAGIC
     plots = {"villager_visible_metrics.png", "villager_visible_roc.png", "pitch_metrics.png", "pitch_scatter.png",
              "nearest_tree_distance_metrics.png", "nearest_tree_distance_scatter.png"}  # fmt: skip
+    if not one_class:
+        plots |= {"crosshair_on_log_metrics.png", "crosshair_on_log_roc.png"}
     assert {p for r in on_disk["labels"].values() for p in r["plots"]} == plots
     one_episode = linear._check_label(L.get_label("attacking"), np.array([0, 1, 0, 0, 0.0]), np.ones(5, bool),
                                       np.array([0, 0, 0, 1, 1]))  # fmt: skip

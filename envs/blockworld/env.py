@@ -182,7 +182,8 @@ class BlockWorldEnv(gym.Env):
             boxes["tint"], boxes["start"], boxes["end"], rects, lo, hi,
         )  # fmt: skip
         if cfg.hud:
-            draw_hud(img, world.player.hotbar, world.player.selected, world.player.swing, brightness(world.daylight))
+            p = world.player
+            draw_hud(img, p.hotbar, p.selected, p.swing, brightness(world.daylight), health=p.health, food=p.food)
         self.entity_buffer = ent_buf  # per pixel, the index into boxes["ids"] of the mob seen (-1: none)
         self._pov = img
         p = world.player

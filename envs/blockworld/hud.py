@@ -1,4 +1,5 @@
-"""Minecraft's first-person overlay at gui scale 1: crosshair, hotbar with block icons and counts, and the hand.
+"""Minecraft's first-person overlay at gui scale 1: crosshair, hotbar with block icons and counts, health and
+food bars, the (empty) experience bar, and the hand.
 
 Sizes are Minecraft's at 640x360 (hotbar 182x22 px, slots 20 px, icons 16 px, crosshair
 9 px) and scale with the frame on each axis (x by width / 640, y by height / 360), as the GUI
@@ -27,6 +28,14 @@ SKIN = np.array([199, 150, 117], np.float32)
 ARM = np.array([[0.66, 0.80], [0.76, 0.72], [0.98, 1.12], [0.86, 1.22]])
 """The arm's outline at rest, in fractions of (width, height): fist edge first, then off screen."""
 KNUCKLES = np.array([[0.66, 0.80], [0.76, 0.72], [0.785, 0.745], [0.685, 0.83]])
+HEART = (".kkk.kkk.", "krwrkrrrk", "kwrrrrrrk", "krrrrrrrk", ".krrrrrk.", "..krrrk..", "...krk...", "....k....")
+"""9-px-wide heart icon: k outline, r red, w highlight, . transparent."""
+DRUMSTICK = (".....kkk.", "....kmmmk", "...kmmhmk", "...kmmmmk", "..kmmmmk.", ".kwkkkk..", "kwwk.....",
+             ".kwk.....", "..k......")  # fmt: skip
+"""9x9 food icon: k outline, m meat, h highlight, w bone."""
+_PALETTE = {"k": (16, 16, 16), "r": (222, 24, 24), "w": (246, 246, 246), "m": (178, 104, 42), "h": (224, 158, 92)}
+_EMPTY = (52, 52, 52)
+"""The inside of an empty (or the empty half of a half) heart or drumstick."""
 
 
 @functools.cache
@@ -110,6 +119,43 @@ def _hotbar_layer(h: int, w: int) -> tuple[int, int, np.ndarray, np.ndarray, lis
     return y0, x0, colour * alpha, 1.0 - alpha, slots
 
 
+def _status_icon(rows: tuple[str, ...], fill: str) -> np.ndarray:
+    """(rows, 9, 4) RGBA of a heart or drumstick; `fill` "full", "half" (the left half filled) or "empty"."""
+    out = np.zeros((len(rows), 9, 4), np.uint8)
+    for r, line in enumerate(rows):
+        for c, ch in enumerate(line):
+            if ch == ".":
+                continue
+            filled = ch == "k" or fill == "full" or (fill == "half" and c <= 4)
+            out[r, c, :3] = _PALETTE[ch] if filled else _EMPTY
+            out[r, c, 3] = 255
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _status_layer(h: int, w: int, health: int, food: int) -> tuple[int, int, np.ndarray]:
+    """Hearts (left), drumsticks (right) and the empty experience bar over the hotbar, as Minecraft 1.16 lays them
+    out at 640x360 (icons 8 px apart at y = h - 39, the bar 182x5 at y = h - 29), scaled per axis: (top, left, rgba).
+    `health` and `food` are in half icons (0-20)."""
+    layer = np.zeros((19, 182, 4), np.uint8)  # y = h - 39 .. h - 21 in GUI pixels, x = the hotbar's span
+    for i in range(10):
+        kind = "full" if health >= 2 * i + 2 else "half" if health == 2 * i + 1 else "empty"
+        _blit(layer, _status_icon(HEART, kind), 8 * i, 0)
+        kind = "full" if food >= 2 * i + 2 else "half" if food == 2 * i + 1 else "empty"
+        _blit(layer, _status_icon(DRUMSTICK, kind), 182 - 8 * i - 9, 0)
+    layer[10:15, :, :3], layer[10:15, :, 3] = (0, 0, 0), 255  # the experience bar at level 0: its empty trough
+    layer[11:14, 1:181, :3] = (38, 38, 38)
+    sx, sy = w / 640.0, h / 360.0
+    top, left = int(round(h - 39 * sy)), int(round((w - 182 * sx) / 2))
+    size = (max(1, round(182 * sx)), max(1, round(19 * sy)))
+    return top, left, cv2.resize(layer, size, interpolation=cv2.INTER_NEAREST)
+
+
+def _blit(layer: np.ndarray, sprite: np.ndarray, x: int, y: int) -> None:
+    region = layer[y : y + sprite.shape[0], x : x + sprite.shape[1]]
+    region[...] = np.where(sprite[..., 3:] > 0, sprite, region)
+
+
 def _hand(img: np.ndarray, held: str, swing: float, light: float) -> None:
     """The held block (or the bare arm) at the bottom right, moved along its swing, lit as the world is."""
     h, w = img.shape[:2]
@@ -131,11 +177,21 @@ def _hand(img: np.ndarray, held: str, swing: float, light: float) -> None:
     cv2.fillConvexPoly(img, knuckles, (SKIN * light).round().tolist(), lineType=cv2.LINE_8)
 
 
-def draw_hud(img: np.ndarray, hotbar: list, selected: int, swing: float = -1.0, light: float = 1.0) -> np.ndarray:
-    """Draw the hand, the crosshair and the hotbar onto a frame, in place; returns it.
+def draw_hud(
+    img: np.ndarray,
+    hotbar: list,
+    selected: int,
+    swing: float = -1.0,
+    light: float = 1.0,
+    health: float = 20.0,
+    food: float = 20.0,
+) -> np.ndarray:
+    """Draw the hand, the crosshair, the health, food and experience bars and the hotbar onto a frame, in place.
 
     `hotbar` lists 9 [item, count] slots; `swing` is how far through its swing the arm is (-1: at
-    rest); `light` (0-1) dims the hand at night (the GUI keeps its colours, as in Minecraft).
+    rest); `light` (0-1) dims the hand at night (the GUI keeps its colours, as in Minecraft);
+    `health` and `food` (0-20) fill the hearts and drumsticks by halves, rounded up as Minecraft
+    shows them (the low-health jiggle is left out: frames stay deterministic).
     """
     h, w = img.shape[:2]
     sx, sy = w / 640.0, h / 360.0
@@ -151,6 +207,8 @@ def draw_hud(img: np.ndarray, hotbar: list, selected: int, swing: float = -1.0, 
         img[ys, xs] = ((255 - img[ys, xs].astype(np.int16)) // 2 + 128).astype(np.uint8)
         if ys.stop - ys.start > thick_y:  # the vertical arm: undo the double inversion at the centre
             img[cy - ty : cy - ty + thick_y, cx - tx : cx - tx + thick_x] = 230
+    top, left, status = _status_layer(h, w, min(20, max(0, math.ceil(health))), min(20, max(0, math.ceil(food))))
+    _paste(img, status, left, top)
     # hotbar
     y0, x0, premultiplied, keep, slots = _hotbar_layer(h, w)
     region = img[y0 : y0 + keep.shape[0], x0 : x0 + keep.shape[1]]

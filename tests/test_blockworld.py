@@ -209,7 +209,9 @@ def test_gravity_lands_the_player_and_falls_hurt():
     assert info["pose"]["y"] == pytest.approx(ground)
     hurt = [e for *_, i in steps for e in i["events"] if e["type"] == "player_hurt"]
     assert hurt == [{"type": "player_hurt", "cause": "fall", "damage": 2.0}]  # ceil(5 - 3)
-    assert obs["life_stats"]["life"] == 18.0
+    landed = next(i for i, (*_, inf) in enumerate(steps) if inf["events"])
+    assert steps[landed][0]["life_stats"]["life"] == 18.0
+    assert obs["life_stats"]["life"] > 18.0  # a full food bar with saturation heals it back fast
 
 
 def test_placing_the_held_block():
@@ -297,3 +299,35 @@ def test_hud_shows_health_and_food_by_halves():
     obs, *_ = env.step(NOOP)
     red = np.all(obs["pov"][321:330] == hud._PALETTE["r"], axis=-1)
     assert red[:, 229:234].any() and not red[:, 234:].any()
+
+
+def test_food_follows_minecraft_exhaustion():
+    """Minecraft 1.16 at normal difficulty: sprinting costs 0.1 exhaustion per block, 4 exhaustion cost a
+    saturation point and then a food point; 18+ food heals 1 every 80 ticks (for 6 exhaustion); an empty bar
+    starves 1 health every 80 ticks; no sprinting at 6 food or less."""
+    env = _flat_env()
+    env.reset(seed=0, options={"scene": _scene()})
+    p = env.world.player
+    p.saturation, p.exhaustion = 0.0, 3.9
+    start = p.pos.copy()
+    steps = _run(env, {**NOOP, "forward": 1, "sprint": 1}, 20)
+    moved = float(np.hypot(*(p.pos - start)[[0, 2]]))
+    assert 4.5 < moved < 6.5  # ~5.6 blocks/s sprinting
+    assert p.food == 19.0 and p.exhaustion == pytest.approx(3.9 + 0.1 * moved - 4.0, abs=1e-9)
+    assert steps[-1][0]["life_stats"]["food"] == 19.0
+
+    p.health, p.food, p.saturation, p.exhaustion, p.food_timer = 15.0, 18.0, 0.0, 0.0, 0
+    _run(env, NOOP, 80)
+    assert p.health == 16.0 and p.food == 18.0 and p.exhaustion == pytest.approx(6.0)
+    env.step(NOOP)  # the next tick spends 4 of it: one food point (saturation is empty)
+    assert p.food == 17.0 and p.exhaustion == pytest.approx(2.0)
+
+    p.health, p.food, p.food_timer = 20.0, 0.0, 0
+    steps = _run(env, NOOP, 80)
+    assert p.health == 19.0
+    assert steps[-1][4]["events"] == [{"type": "player_hurt", "cause": "starvation", "damage": 1.0}]
+
+    p.food = 6.0
+    start = p.pos.copy()
+    _run(env, {**NOOP, "forward": 1, "sprint": 1}, 20)
+    assert float(np.hypot(*(p.pos - start)[[0, 2]])) < 4.5  # walking speed, ~4.3 blocks/s

@@ -25,6 +25,11 @@ BLOCK_REACH = 4.5
 ENTITY_REACH = 3.0
 SEA_LEVEL = 20
 SWING_TICKS = 6
+EXHAUSTION = {"sprint_per_block": 0.1, "swim_per_block": 0.01, "jump": 0.05, "sprint_jump": 0.2, "attack": 0.1,
+              "break_block": 0.005, "hurt": 0.1, "heal_per_point": 6.0}  # fmt: skip
+"""Minecraft 1.16's food exhaustion (Java edition, per action); 4.0 exhaustion costs a saturation or food point."""
+SPRINT_MIN_FOOD = 6
+"""Sprinting needs more than this much food."""
 ITEMS: tuple[str, ...] = tuple(name for name in BLOCKS if name not in ("air", "water"))
 """Everything that can be in the inventory."""
 FACE_NAMES = {(0, 1): "east", (0, -1): "west", (1, 1): "up", (1, -1): "down", (2, 1): "south", (2, -1): "north"}
@@ -39,6 +44,10 @@ class Player:
     on_ground: bool = False
     health: float = 20.0
     food: float = 20.0
+    saturation: float = 5.0
+    exhaustion: float = 0.0
+    food_timer: int = 0
+    """Ticks towards the next natural heal (or starvation damage), as Minecraft's FoodStats counts them."""
     hotbar: list = field(default_factory=lambda: [["", 0] for _ in range(9)])
     selected: int = 0
     fall_distance: float = 0.0
@@ -354,6 +363,7 @@ class World:
         self._use(action, target)
         self._drop(action)
         self._tick_entities()
+        self._tick_food()
         self.time = (self.time + 1) % TICKS_PER_DAY
         return self.events
 
@@ -370,7 +380,8 @@ class World:
         p = self.player
         forward = float(action.get("forward", 0)) - float(action.get("back", 0))
         strafe = float(action.get("left", 0)) - float(action.get("right", 0))
-        sneak, sprint = bool(action.get("sneak", 0)), bool(action.get("sprint", 0))
+        sneak = bool(action.get("sneak", 0))
+        sprint = bool(action.get("sprint", 0)) and p.food > SPRINT_MIN_FOOD
         in_water = self._in_water(p.pos, PLAYER_HEIGHT)
         if action.get("jump", 0):
             if in_water:
@@ -381,10 +392,18 @@ class World:
                     yaw = math.radians(p.yaw)
                     p.vel[0] -= math.sin(yaw) * 0.2
                     p.vel[2] += math.cos(yaw) * 0.2
+                    self._exhaust(EXHAUSTION["sprint_jump"])
+                else:
+                    self._exhaust(EXHAUSTION["jump"])
         p.vel[0], p.vel[2] = physics.accelerate(p.vel, p.yaw, forward, strafe, p.on_ground, sprint, sneak, in_water)
         y_before = p.pos[1]
         new_pos, new_vel, on_ground, _ = physics.move_box(self.blocks, self.solid, p.pos, p.vel,
                                                           PLAYER_HALF_WIDTH, PLAYER_HEIGHT)  # fmt: skip
+        moved = float(np.hypot(new_pos[0] - p.pos[0], new_pos[2] - p.pos[2]))
+        if in_water:
+            self._exhaust(EXHAUSTION["swim_per_block"] * moved)
+        elif sprint and forward > 0:
+            self._exhaust(EXHAUSTION["sprint_per_block"] * moved)
         p.pos, p.vel = new_pos, physics.after_move(new_vel, on_ground, in_water)
         if in_water:
             p.fall_distance = 0.0
@@ -392,9 +411,7 @@ class World:
             p.fall_distance += y_before - new_pos[1]
         if on_ground:
             if p.fall_distance > 3.0:
-                damage = math.ceil(p.fall_distance - 3.0)
-                p.health = max(0.0, p.health - damage)
-                self.events.append({"type": "player_hurt", "cause": "fall", "damage": float(damage)})
+                self._hurt_player(float(math.ceil(p.fall_distance - 3.0)), "fall")
             p.fall_distance = 0.0
         p.on_ground = on_ground
 
@@ -415,6 +432,7 @@ class World:
                 strength = min(1.0, (p.ticks_since_swing + 0.5) / 5)
                 p.ticks_since_swing = 0
                 self.hurt(target["entity_id"], 0.2 + strength**2 * 0.8, source=p.pos)
+                self._exhaust(EXHAUSTION["attack"])
             return
         if target["kind"] != "block" or p.break_cooldown > 0:
             p.break_target, p.break_progress = None, 0
@@ -426,11 +444,54 @@ class World:
         needed = break_ticks(target["block"])
         if needed is not None and p.break_progress >= needed:
             self._put(*pos, BLOCK_ID["air"])
+            self._exhaust(EXHAUSTION["break_block"])
             self.events.append({"type": "block_broken", "block": target["block"], "pos": list(pos)})
             item = drop_of(target["block"])
             if item is not None and p.add_item(item):
                 self.events.append({"type": "item_collected", "item": item, "count": 1})
             p.break_target, p.break_progress, p.break_cooldown = None, 0, 5
+
+    def _exhaust(self, amount: float) -> None:
+        self.player.exhaustion = min(40.0, self.player.exhaustion + amount)
+
+    def _hurt_player(self, damage: float, cause: str, **extra) -> None:
+        p = self.player
+        p.health = max(0.0, p.health - damage)
+        self._exhaust(EXHAUSTION["hurt"])
+        self.events.append({"type": "player_hurt", "cause": cause, "damage": damage, **extra})
+
+    def _tick_food(self) -> None:
+        """Minecraft 1.16's FoodStats.tick at normal difficulty: exhaustion eats saturation, then food; a full bar
+        heals fast from saturation, 18+ food heals 1 every 80 ticks, an empty bar starves down to half a heart."""
+        p = self.player
+        if p.exhaustion > 4.0:
+            p.exhaustion -= 4.0
+            if p.saturation > 0:
+                p.saturation = max(p.saturation - 1.0, 0.0)
+            else:
+                p.food = max(p.food - 1.0, 0.0)
+        hurt = 0 < p.health < 20.0
+        if p.saturation > 0 and hurt and p.food >= 20:
+            p.food_timer += 1
+            if p.food_timer >= 10:
+                amount = min(p.saturation, 6.0)
+                p.health = min(20.0, p.health + amount / 6.0)
+                self._exhaust(amount)
+                p.food_timer = 0
+        elif p.food >= 18 and hurt:
+            p.food_timer += 1
+            if p.food_timer >= 80:
+                p.health = min(20.0, p.health + 1.0)
+                self._exhaust(EXHAUSTION["heal_per_point"])
+                p.food_timer = 0
+        elif p.food <= 0:
+            p.food_timer += 1
+            if p.food_timer >= 80:
+                if p.health > 1.0:
+                    self._hurt_player(1.0, "starvation")
+                p.food_timer = 0
+        else:
+            p.food_timer = 0
 
     def hurt(self, entity_id: int, damage: float, source: np.ndarray | None = None) -> None:
         entity = self.entities[entity_id]
@@ -517,10 +578,8 @@ class World:
                 entity.wander_yaw = math.degrees(math.atan2(-to_player[0], to_player[2]))
                 entity.yaw = _turn(entity.yaw, entity.wander_yaw, 20.0)
                 if dist < 1.2 and abs(to_player[1]) < 2.0 and entity.attack_cooldown == 0:
-                    p.health = max(0.0, p.health - 3.0)
                     entity.attack_cooldown = 20
-                    self.events.append({"type": "player_hurt", "cause": "zombie", "damage": 3.0,
-                                        "entity_id": entity.id})  # fmt: skip
+                    self._hurt_player(3.0, "zombie", entity_id=entity.id)
                 return 0.8 if dist > 0.8 else 0.0
         if entity.wander_ticks > 0:
             entity.wander_ticks -= 1

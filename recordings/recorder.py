@@ -288,8 +288,9 @@ class Recorder:
         reason = "interrupted"
         envs = [_make_env(cfg) for _ in indices]
         writers: list[EpisodeWriter | None] = []
-        # one sampling stream per episode, so an episode's actions do not depend on its batch-mates
-        generators = [torch.Generator(device=policy.device).manual_seed(cfg.seed + i) for i in indices]
+        # one sampling stream per episode, so an episode's actions do not depend on its batch-mates; sampled on
+        # the CPU from float32 heads, so the same seed gives the same actions whatever device the policy is on
+        generators = [torch.Generator().manual_seed(cfg.seed + i) for i in indices]
         obs_list, infos = [], []
         try:
             for env, index in zip(envs, indices):
@@ -330,6 +331,7 @@ class Recorder:
                     cond_scale=cfg.cond_scale,
                 )
                 first[:] = False
+                out = PolicyOutput(*(x.float().cpu() for x in vars(out).values()))  # one copy of the heads
                 rows = [PolicyOutput(*(x[b : b + 1] for x in vars(out).values())) for b in range(len(envs))]
                 sampled = [sample_actions(row, cfg.deterministic, g) for row, g in zip(rows, generators)]
                 buttons = torch.cat([s[0] for s in sampled])
@@ -390,7 +392,8 @@ class Recorder:
         self._save_manifest(manifest)
 
     def _batch_values(self, out: PolicyOutput, buttons, camera, cache: dict) -> dict[str, np.ndarray]:
-        """Everything the episodes store from the policy, as numpy (B, ...), with two device-to-host copies."""
+        """Everything the episodes store from the policy, as numpy (B, ...): `out` is on the CPU already, the cached
+        activations come over in one device-to-host copy."""
         B = buttons.shape[0]
         lp = log_prob(out, buttons, camera)
         h_buttons, h_camera = entropy(out)

@@ -96,3 +96,20 @@ def test_record_train_eval_dashboard_on_cuda(tmp_path):
     out = dashboard.main(dashboard.DashboardConfig(tmp_path / "saes" / "topk-k_4", run, out=tmp_path / "dash",
                                                    n_latents=4, device="cuda"))  # fmt: skip
     assert (tmp_path / "dash" / "index.html").is_file() and out
+
+
+def test_recorded_actions_do_not_depend_on_the_device(tmp_path):
+    """Actions are sampled on the CPU from per-episode seeded streams: a CUDA recording takes the CPU one's actions."""
+    from vptlens.recordings import recorder
+    from vptlens.recordings.store import Episode
+
+    model, weights = fixture_paths("vpt_tiny")
+    actions = {}
+    for device in ("cpu", "cuda"):
+        cfg = recorder.RecordConfig(model=model, weights=weights, out=tmp_path / device, n_episodes=2, n_envs=2,
+                                    n_steps=48, height=64, width=64, seed=11, device=device)  # fmt: skip
+        recorder.main(cfg)
+        episode = Episode(tmp_path / device / "episode_000001.zarr")
+        actions[device] = np.asarray(episode["action/buttons"][:]), np.asarray(episode["action/camera"][:])
+    np.testing.assert_array_equal(actions["cuda"][0], actions["cpu"][0])
+    np.testing.assert_array_equal(actions["cuda"][1], actions["cpu"][1])

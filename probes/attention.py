@@ -25,7 +25,8 @@ in two streaming passes over the episodes (one episode's attention in memory at 
    at that lag. Detections are grouped per episode by absolute step s = t-k.
 
 Head kinds are decided by documented rules on features of the profile and the detections; see
-`classify_head`.
+`classify_head`. Beside them, heads are clustered without rules by the shape of their lag
+profiles (`cluster_heads`), and each cluster lists the rule kinds of its members.
 """
 
 import datetime as dt
@@ -95,6 +96,9 @@ class AttentionConfig:
     """Key frames shown in the gallery (the most detected ones)."""
     max_key_frames: int = 500
     """Key frames listed in attention.json (the most detected ones; the totals count all)."""
+    n_clusters: int = 4
+    """Clusters of heads by the shape of their lag profiles (average linkage on Hellinger distance), beside the
+    rule-based kinds; capped at the number of heads."""
 
     def __post_init__(self):
         for name in ("recent_lags", "key_min_lag"):
@@ -102,6 +106,8 @@ class AttentionConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_bootstrap < 0 or self.n_gallery < 0 or self.max_key_frames < 0:
             raise ValueError("n_bootstrap, n_gallery and max_key_frames must be >= 0")
+        if self.n_clusters < 1:
+            raise ValueError(f"n_clusters must be >= 1, got {self.n_clusters}")
         if not 0.0 < self.confidence < 1.0:
             raise ValueError(f"confidence must be in (0, 1), e.g. 0.95; got {self.confidence}")
         if self.key_ratio <= 0 or not 0.0 <= self.key_floor <= 1.0:
@@ -261,6 +267,43 @@ def classify_head(features: dict, cfg: AttentionConfig) -> tuple[str, str]:
     if features["period"] is not None and features["period_acf"] >= cfg.periodic_min_acf:
         return "periodic", f"profile autocorrelation {features['period_acf']:.2f} at period {features['period']}"
     return "other", "no rule held"
+
+
+def hellinger_distances(shapes: Float[np.ndarray, "h T"]) -> Float[np.ndarray, "h h"]:
+    """Hellinger distance between lag profiles normalised to sum 1 (NaN lags count as 0): 0 same, 1 disjoint."""
+    p = np.nan_to_num(np.asarray(shapes, np.float64)).clip(min=0)
+    p = p / np.maximum(p.sum(-1, keepdims=True), 1e-300)
+    root = np.sqrt(p)
+    return np.sqrt(np.clip(1.0 - root @ root.T, 0.0, 1.0))
+
+
+def cluster_heads(shapes: Float[np.ndarray, "h T"], n_clusters: int) -> np.ndarray:
+    """Average-linkage agglomerative clusters of heads by lag-profile shape (Hellinger distance).
+
+    Merges the two clusters with the smallest mean pairwise distance until `n_clusters` are left
+    (ties: the lowest indices). Cluster ids are ordered by the mean lag of the cluster's mean
+    profile, so cluster 0 is the most recent-looking. Returns one id per head.
+    """
+    n = len(shapes)
+    d = hellinger_distances(shapes)
+    clusters = [[i] for i in range(n)]
+    while len(clusters) > max(1, min(n_clusters, n)):
+        best, pair = np.inf, (0, 1)
+        for a in range(len(clusters)):
+            for b in range(a + 1, len(clusters)):
+                link = d[np.ix_(clusters[a], clusters[b])].mean()
+                if link < best - 1e-12:
+                    best, pair = link, (a, b)
+        a, b = pair
+        clusters[a] = clusters[a] + clusters.pop(b)
+    p = np.nan_to_num(np.asarray(shapes, np.float64)).clip(min=0)
+    p = p / np.maximum(p.sum(-1, keepdims=True), 1e-300)
+    lags = np.arange(p.shape[1])
+    order = sorted(range(len(clusters)), key=lambda c: float(p[clusters[c]].mean(0) @ lags))
+    labels = np.empty(n, np.int64)
+    for new_id, c in enumerate(order):
+        labels[clusters[c]] = new_id
+    return labels
 
 
 # ---------------------------------------------------------------------------------------------- key frames
@@ -464,6 +507,21 @@ def analyse(cfg: AttentionConfig, episodes: list[Episode]) -> dict:
             features = {k: v if v is None or np.isfinite(v) else None for k, v in features.items()}
             kind, reason = classify_head(features, cfg)
             heads.append({"layer": layer, "head": head, "kind": kind, "reason": reason, "features": features})
+    shapes = np.stack([profiles[h["layer"]]["shape"][h["head"]] for h in heads])
+    labels = cluster_heads(shapes, cfg.n_clusters)
+    clusters = []
+    for c in range(int(labels.max()) + 1):
+        members = [h for h, label in zip(heads, labels) if label == c]
+        for h in members:
+            h["cluster"] = c
+        mean_shape = np.nanmean(shapes[labels == c], axis=0)
+        clusters.append({
+            "cluster": c,
+            "heads": [f"L{h['layer']}H{h['head']}" for h in members],
+            "kinds": {kind: sum(h["kind"] == kind for h in members) for kind in KINDS},
+            "mean_recent_share": float(np.mean([h["features"]["recent_share"] for h in members])),
+            "mean_shape": mean_shape,
+        })  # fmt: skip
     return {
         "layers": layers,
         "n_heads": int(n_heads),
@@ -474,6 +532,7 @@ def analyse(cfg: AttentionConfig, episodes: list[Episode]) -> dict:
         "profiles": profiles,
         "shares": shares,
         "heads": heads,
+        "clusters": clusters,
         "key_frames": key_frames,
         "n_detections": n_detections,
     }
@@ -553,6 +612,30 @@ def plot_heatmap(result: dict, path: Path) -> Path:
     axes[-1].set_xlabel("lag (frames back)")
     fig.colorbar(im, ax=list(axes), label="mean attention (log)", shrink=0.9)
     fig.suptitle("Mean attention by lag, heads x lag per layer (grey: no mass, e.g. the masked lag M)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_clusters(result: dict, path: Path) -> Path:
+    """One panel per cluster of heads: each member's lag-profile shape (thin) and the cluster's mean (thick)."""
+    from matplotlib.figure import Figure
+
+    clusters = result["clusters"]
+    fig = Figure(figsize=(3.6 * len(clusters), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(clusters), squeeze=False)[0]
+    lags = np.arange(result["memory_length"] + 1)
+    for ax, cluster in zip(axes, clusters, strict=True):
+        for name in cluster["heads"]:
+            layer, head = (int(x) for x in name[1:].split("H"))
+            ax.plot(lags, _positive(result["profiles"][layer]["shape"][head]), lw=0.6, alpha=0.5, color="C0")
+        ax.plot(lags, _positive(cluster["mean_shape"]), lw=2.0, color="C3")
+        ax.set_yscale("log")
+        kinds = ", ".join(f"{k} {n}" for k, n in cluster["kinds"].items() if n)
+        n = len(cluster["heads"])
+        ax.set_title(f"cluster {cluster['cluster']}: {n} head{'s' if n != 1 else ''}\n({kinds})", fontsize=9)
+        ax.set_xlabel("lag (frames back)")
+    axes[0].set_ylabel("share of the head's mass (log)")
+    fig.suptitle("Heads clustered by lag-profile shape (average linkage, Hellinger distance); red: cluster mean",
+                 fontsize=10)  # fmt: skip
     return _save(fig, path)
 
 
@@ -719,6 +802,7 @@ def main(cfg: AttentionConfig) -> dict:
             result, layer, cfg, cfg.out / f"lag_profiles_L{layer}.png"
         ).name
     figures["lag heatmap"] = plot_heatmap(result, cfg.out / "lag_heatmap.png").name
+    figures["head clusters"] = plot_clusters(result, cfg.out / "head_clusters.png").name
     figures["recent share"] = plot_shares(result, cfg, cfg.out / "recent_share.png").name
     raster_path = cfg.out / f"raster_episode{cfg.raster_episode}.png"
     figures["raster"] = plot_raster(result, episodes[cfg.raster_episode], cfg.raster_episode, cfg, raster_path).name
@@ -755,6 +839,7 @@ def main(cfg: AttentionConfig) -> dict:
             for layer in result["layers"]
         },
         "head_kinds": result["heads"],
+        "head_clusters": [{**c, "mean_shape": _json_list(c["mean_shape"])} for c in result["clusters"]],
         "key_frames": {
             "n_key_frames": len(result["key_frames"]),
             "n_detections": result["n_detections"],

@@ -224,8 +224,30 @@ def test_main_on_tiny_run(tiny_run, tmp_path):
     for kf in report["key_frames"]["items"]:
         assert kf["step"] == kf["at_max"]["step"] - kf["at_max"]["lag"] and kf["events"] is not None
     pngs = sorted(out.glob("*.png"))
-    assert {p.name for p in pngs} >= {"lag_profiles_L0.png", "lag_heatmap.png", "raster_episode0.png", "key_frames.png"}
+    assert {p.name for p in pngs} >= {"lag_profiles_L0.png", "lag_heatmap.png", "raster_episode0.png", "key_frames.png",
+                                      "head_clusters.png"}  # fmt: skip
+    clusters = report["head_clusters"]
+    assert len(clusters) == 4 and sorted(h for c in clusters for h in c["heads"]) == sorted(
+        f"L{h['layer']}H{h['head']}" for h in report["head_kinds"]
+    )
+    assert all(sum(c["kinds"].values()) == len(c["heads"]) for c in clusters)
     for png in pngs:
         image = imread(png)
         assert image.shape[0] > 150 and image.shape[1] > 300 and image[..., :3].std() > 0.05, png.name
     assert "key_frames.png" in (out / "index.html").read_text()
+
+
+def test_heads_cluster_by_profile_shape():
+    """Three families of lag profiles with noise (recent decay, flat, period-8 comb) come back as three clusters,
+    ordered by mean lag; Hellinger distance is 0 for equal shapes and 1 for disjoint ones."""
+    rng = np.random.default_rng(0)
+    lags = np.arange(M + 1)
+    families = [np.exp(-lags / 2.0), np.ones(M + 1), np.where(lags % 8 == 0, 1.0, 0.02)]
+    truth = np.repeat([0, 1, 2], [5, 4, 6])
+    shapes = np.stack([families[f] * rng.uniform(0.8, 1.2, M + 1) for f in truth])
+    labels = att.cluster_heads(shapes, 3)
+    assert len(set(zip(labels.tolist(), truth.tolist()))) == 3  # the partition is the truth's
+    assert labels[truth == 0][0] == 0  # the recent family has the smallest mean lag
+    d = att.hellinger_distances(np.stack([families[0], 2 * families[0], np.eye(M + 1)[0], np.eye(M + 1)[5]]))
+    assert d[0, 1] == pytest.approx(0.0, abs=1e-7) and d[2, 3] == pytest.approx(1.0)
+    assert list(att.cluster_heads(shapes, 1)) == [0] * len(truth) and len(set(att.cluster_heads(shapes[:2], 5))) == 2

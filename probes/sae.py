@@ -308,51 +308,31 @@ class SAE(torch.nn.Module):
         return sae.to(device)
 
 
-def _kernel_sum(grad: Tensor, pre: Tensor, th: Tensor, bandwidth: float) -> Tensor:
-    """Per latent, sum over rows of grad * rect((pre - th) / bandwidth) / bandwidth: the pseudo-derivative's kernel."""
-    near = ((pre - th).abs() < bandwidth / 2).to(grad.dtype)
-    return (grad * near).reshape(-1, th.shape[-1]).sum(0) / bandwidth
-
-
 class _JumpReLU(torch.autograd.Function):
-    """pre * (pre > exp(log_th)); d/dpre: the gate; d/dthreshold: -(threshold / bw) * rect((pre - threshold) / bw)."""
+    """(z, gate) = (pre * (pre > th), (pre > th) as a float) with th = exp(log_th), and their pseudo-derivatives:
+    dz/dpre = the gate, dz/dth = -(th / bw) * rect((pre - th) / bw), dgate/dth = -(1 / bw) * rect((pre - th) / bw),
+    no gradient from the gate to pre (Rajamanoharan et al. 2024)."""
 
     @staticmethod
-    def forward(ctx, pre: Tensor, log_th: Tensor, bandwidth: float) -> Tensor:
+    def forward(ctx, pre: Tensor, log_th: Tensor, bandwidth: float) -> tuple[Tensor, Tensor]:
         th = log_th.exp()
-        ctx.save_for_backward(pre, th)
+        gate = pre > th
+        ctx.save_for_backward(pre, th, gate)
         ctx.bandwidth = bandwidth
-        return pre * (pre > th)
+        return pre * gate, gate.to(pre.dtype)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        pre, th = ctx.saved_tensors
-        grad_th = -_kernel_sum(grad, pre, th, ctx.bandwidth) * th
-        return grad * (pre > th), grad_th * th, None  # d/dlog_th = d/dth * th
-
-
-class _Step(torch.autograd.Function):
-    """(pre > exp(log_th)) as a float; no gradient to pre; d/dthreshold: -(1 / bw) * rect((pre - threshold) / bw)."""
-
-    @staticmethod
-    def forward(ctx, pre: Tensor, log_th: Tensor, bandwidth: float) -> Tensor:
-        th = log_th.exp()
-        ctx.save_for_backward(pre, th)
-        ctx.bandwidth = bandwidth
-        return (pre > th).to(pre.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        pre, th = ctx.saved_tensors
-        grad_th = -_kernel_sum(grad, pre, th, ctx.bandwidth)
-        return None, grad_th * th, None
+    def backward(ctx, grad_z: Tensor, grad_gate: Tensor):
+        pre, th, gate = ctx.saved_tensors
+        near = ((pre - th).abs() < ctx.bandwidth / 2).to(grad_z.dtype) / ctx.bandwidth
+        grad_th = -((grad_z * th + grad_gate) * near).reshape(-1, th.shape[-1]).sum(0)
+        return grad_z * gate, grad_th * th, None  # d/dlog_th = d/dth * th
 
 
 def jumprelu_train(pre: Float[Tensor, "b s"], log_threshold: Tensor, bandwidth: float) -> tuple[Tensor, Tensor]:
     """JumpReLU training forward: the code z (b, s) and each row's L0 (b,), both with straight-through gradients."""
-    z = _JumpReLU.apply(pre, log_threshold, bandwidth)
-    l0 = _Step.apply(pre, log_threshold, bandwidth).sum(-1)
-    return z, l0
+    z, gate = _JumpReLU.apply(pre, log_threshold, bandwidth)
+    return z, gate.sum(-1)
 
 
 def topk_relu(pre: Float[Tensor, "*b s"], k: int) -> Float[Tensor, "*b s"]:

@@ -3,8 +3,10 @@
     python benchmarks/record.py [--size 2x|tiny] [--steps 64] [--envs 1] [--device cpu|cuda] [--skip-replay]
         [--out benchmarks/results/record.json]
 
-The unrecorded rollout runs the same envs, policy steps, sampling and env steps, without
-caching activations or writing; both timings include making and resetting the envs, and the
+The unrecorded rollout runs the same envs, policy steps and env steps and samples the whole
+batch at once on the policy's device; the recorded one also caches activations, samples each
+episode from its own seeded stream on the CPU (so actions do not depend on the device or the
+batch-mates) and writes. Both timings include making and resetting the envs, and the
 recorded one waits for the background writer to finish. Recording stores attention, `img.hook_out` and every
 `blocks.*.hook_resid_post`. BlockWorld renders 128x128 here (what the agent sees), so the
 policy and the recording dominate. Replay renders a 640x360 episode with full frames.

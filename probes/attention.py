@@ -17,7 +17,7 @@ in two streaming passes over the episodes (one episode's attention in memory at 
    construction). Confidence bands: percentile bootstrap that resamples whole EPISODES (steps
    inside an episode are not independent) and recomputes the pooled ratios, with Hesterberg's
    expanded percentiles (`expanded_alpha`): a plain percentile band over n episodes covers
-   less than it claims when n is small (about 85% for a 95% band at n = 5).
+   less than it claims when n is small (about 82% for a 95% band at n = 5).
 2. Key frames. At step t, the frame t-k (k >= key_min_lag) is a key frame of head (l, n) when
    a[t, n, k] >= key_floor and a[t, n, k] / expected[t, n, k] >= key_ratio, where expected is the
    head's profile restricted to the keys that exist at step t and renormalised to 1 (`expected_mass`;
@@ -269,11 +269,15 @@ def classify_head(features: dict, cfg: AttentionConfig) -> tuple[str, str]:
     return "other", "no rule held"
 
 
+def _as_distributions(shapes: Float[np.ndarray, "h T"]) -> Float[np.ndarray, "h T"]:
+    """Lag profiles as distributions over lags: NaN and negative entries count as 0, each row sums to 1."""
+    p = np.nan_to_num(np.asarray(shapes, np.float64)).clip(min=0)
+    return p / np.maximum(p.sum(-1, keepdims=True), 1e-300)
+
+
 def hellinger_distances(shapes: Float[np.ndarray, "h T"]) -> Float[np.ndarray, "h h"]:
     """Hellinger distance between lag profiles normalised to sum 1 (NaN lags count as 0): 0 same, 1 disjoint."""
-    p = np.nan_to_num(np.asarray(shapes, np.float64)).clip(min=0)
-    p = p / np.maximum(p.sum(-1, keepdims=True), 1e-300)
-    root = np.sqrt(p)
+    root = np.sqrt(_as_distributions(shapes))
     return np.sqrt(np.clip(1.0 - root @ root.T, 0.0, 1.0))
 
 
@@ -296,8 +300,7 @@ def cluster_heads(shapes: Float[np.ndarray, "h T"], n_clusters: int) -> np.ndarr
                     best, pair = link, (a, b)
         a, b = pair
         clusters[a] = clusters[a] + clusters.pop(b)
-    p = np.nan_to_num(np.asarray(shapes, np.float64)).clip(min=0)
-    p = p / np.maximum(p.sum(-1, keepdims=True), 1e-300)
+    p = _as_distributions(shapes)
     lags = np.arange(p.shape[1])
     order = sorted(range(len(clusters)), key=lambda c: float(p[clusters[c]].mean(0) @ lags))
     labels = np.empty(n, np.int64)

@@ -395,18 +395,14 @@ class Recorder:
         """Everything the episodes store from the policy, as numpy (B, ...): `out` is on the CPU already, the cached
         activations come over in one device-to-host copy."""
         B = buttons.shape[0]
-        lp = log_prob(out, buttons, camera)
         h_buttons, h_camera = entropy(out)
-        # float32 holds every class index (< 2**24) exactly, and the float values were float32 already
-        values = (buttons, camera, lp, h_buttons, h_camera, out.value)
-        scalars = torch.stack([x.float() for x in values], dim=1).cpu().numpy()
         batch = {
-            "action/buttons": scalars[:, 0].astype(np.int32),
-            "action/camera": scalars[:, 1].astype(np.int32),
-            "log_prob": scalars[:, 2].astype(np.float32),
-            "entropy/buttons": scalars[:, 3].astype(np.float32),
-            "entropy/camera": scalars[:, 4].astype(np.float32),
-            "value": scalars[:, 5].astype(np.float32),
+            "action/buttons": buttons.numpy().astype(np.int32),
+            "action/camera": camera.numpy().astype(np.int32),
+            "log_prob": log_prob(out, buttons, camera).numpy(),
+            "entropy/buttons": h_buttons.numpy(),
+            "entropy/camera": h_camera.numpy(),
+            "value": out.value.numpy(),
         }
         names = [f"attention/L{layer}" for layer in range(len(self.patterns))]
         names += [f"activations/{h}" for h in self.hooks]

@@ -84,9 +84,9 @@ class BlockWorldEnv(gym.Env):
     `visible_entities` (each mob with a pixel on screen, with its screen box
     [x0, y0, x1, y1] in pixels, inclusive, and distance), `nearest_log` (the tree trunk block
     nearest the eyes: block, position, distance to its closest point; None if there is none),
-    `pose`, `time_of_day`, the step's
-    `events` (`block_broken`, `item_collected`, `entity_attacked`, `entity_killed`,
-    `block_placed`, `item_dropped`, `player_hurt`), and at reset `world_seed` and `scene`.
+    `pose`, `time_of_day`, the step's `events` (`block_broken`, `item_collected`,
+    `entity_attacked`, `entity_killed`, `block_placed`, `item_dropped`, `player_hurt`), and at
+    reset `world_seed` and `scene`.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}

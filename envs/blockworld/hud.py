@@ -71,14 +71,15 @@ def icon(item: str, size: int, width: int | None = None) -> np.ndarray:
 
 
 def _paste(img: np.ndarray, rgba: np.ndarray, x: int, y: int) -> None:
-    """Draw an RGBA sprite with its top-left corner at (x, y), clipped to the frame; alpha is on or off."""
+    """Draw an RGBA sprite with its top-left corner at (x, y), clipped to the image (RGB, or RGBA whose alpha it
+    sets too); alpha is on or off."""
     h, w = img.shape[:2]
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + rgba.shape[1], w), min(y + rgba.shape[0], h)
     if x1 <= x0 or y1 <= y0:
         return
     part = rgba[y0 - y : y1 - y, x0 - x : x1 - x]
     region = img[y0:y1, x0:x1]
-    region[...] = np.where(part[..., 3:] > 0, part[..., :3], region)
+    region[...] = np.where(part[..., 3:] > 0, part[..., : img.shape[-1]], region)
 
 
 def _number(img, value: int, right: int, bottom: int, px: int, py: int) -> None:
@@ -140,20 +141,15 @@ def _status_layer(h: int, w: int, health: int, food: int) -> tuple[int, int, np.
     layer = np.zeros((19, 182, 4), np.uint8)  # y = h - 39 .. h - 21 in GUI pixels, x = the hotbar's span
     for i in range(10):
         kind = "full" if health >= 2 * i + 2 else "half" if health == 2 * i + 1 else "empty"
-        _blit(layer, _status_icon(HEART, kind), 8 * i, 0)
+        _paste(layer, _status_icon(HEART, kind), 8 * i, 0)
         kind = "full" if food >= 2 * i + 2 else "half" if food == 2 * i + 1 else "empty"
-        _blit(layer, _status_icon(DRUMSTICK, kind), 182 - 8 * i - 9, 0)
+        _paste(layer, _status_icon(DRUMSTICK, kind), 182 - 8 * i - 9, 0)
     layer[10:15, :, :3], layer[10:15, :, 3] = (0, 0, 0), 255  # the experience bar at level 0: its empty trough
     layer[11:14, 1:181, :3] = (38, 38, 38)
     sx, sy = w / 640.0, h / 360.0
     top, left = int(round(h - 39 * sy)), int(round((w - 182 * sx) / 2))
     size = (max(1, round(182 * sx)), max(1, round(19 * sy)))
     return top, left, cv2.resize(layer, size, interpolation=cv2.INTER_NEAREST)
-
-
-def _blit(layer: np.ndarray, sprite: np.ndarray, x: int, y: int) -> None:
-    region = layer[y : y + sprite.shape[0], x : x + sprite.shape[1]]
-    region[...] = np.where(sprite[..., 3:] > 0, sprite, region)
 
 
 def _hand(img: np.ndarray, held: str, swing: float, light: float) -> None:

@@ -184,17 +184,18 @@ class SAE(torch.nn.Module):
         self.W_enc = torch.nn.Parameter(W_dec.T.clone().contiguous())
         self.b_enc = torch.nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
         self.b_dec = torch.nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
-        # batchtopk's inference threshold (per latent, all equal); 0 until training estimates it
-        self.register_buffer("threshold", torch.zeros(cfg.d_sae, dtype=dtype))
-        if cfg.architecture == "jumprelu":  # learned, per latent; `threshold` mirrors exp(log_threshold)
+        if cfg.architecture == "batchtopk":  # its inference threshold (per latent, all equal); 0 until estimated
+            self.register_buffer("threshold", torch.zeros(cfg.d_sae, dtype=dtype))
+        elif cfg.architecture == "jumprelu":  # learned per latent, as its log so it stays positive
             self.log_threshold = torch.nn.Parameter(torch.full((cfg.d_sae,), math.log(cfg.init_threshold), dtype=dtype))
-            self.sync_threshold()
 
-    @torch.no_grad()
-    def sync_threshold(self) -> None:
-        """jumprelu: copy exp(log_threshold) into `threshold` (after each optimiser step and after loading)."""
+    def thresholds(self) -> Float[Tensor, " s"] | None:
+        """The per-latent inference threshold of a BatchTopK or JumpReLU SAE (None for the others)."""
+        if self.cfg.architecture == "batchtopk":
+            return self.threshold
         if self.cfg.architecture == "jumprelu":
-            self.threshold.copy_(self.log_threshold.exp())
+            return self.log_threshold.exp()
+        return None
 
     def pre_acts(self, x: Float[Tensor, "*b d"]) -> Float[Tensor, "*b s"]:
         return (x - self.b_dec) @ self.W_enc + self.b_enc
@@ -244,10 +245,10 @@ class SAE(torch.nn.Module):
         out.load_state_dict(self.state_dict())
         out.b_enc.div_(scale)
         out.b_dec.div_(scale)
-        out.threshold.div_(scale)
-        if self.cfg.architecture == "jumprelu":
+        if self.cfg.architecture == "batchtopk":
+            out.threshold.div_(scale)
+        elif self.cfg.architecture == "jumprelu":
             out.log_threshold.sub_(math.log(scale))
-            out.sync_threshold()
         return out
 
     def save(self, dir_path: str | Path, provenance: dict) -> None:
@@ -258,8 +259,7 @@ class SAE(torch.nn.Module):
         tensors = {name: p.detach().cpu().contiguous() for name, p in self.named_parameters()}
         if self.cfg.architecture in THRESHOLDED:  # SAELens's JumpReLU layout: `threshold`, never its log
             tensors.pop("log_threshold", None)
-            self.sync_threshold()
-            tensors["threshold"] = self.threshold.detach().cpu().contiguous()
+            tensors["threshold"] = self.thresholds().detach().cpu().contiguous()
         save_file(tensors, str(dir_path / WEIGHTS_NAME), metadata={"format": "pt"})
         (dir_path / CFG_NAME).write_text(json.dumps(cfg.to_json_dict(), indent=2, default=str))
 
@@ -299,9 +299,9 @@ class SAE(torch.nn.Module):
             for name, p in sae.named_parameters():
                 if name != "log_threshold":
                     p.copy_(tensors[name])
-            if "threshold" in tensors:
+            if cfg.architecture == "batchtopk":
                 sae.threshold.copy_(tensors["threshold"])
-            if cfg.architecture == "jumprelu":
+            elif cfg.architecture == "jumprelu":
                 if not bool((tensors["threshold"] > 0).all()):
                     raise ValueError(f"{weights_path}: a jumprelu SAE's thresholds must all be > 0")
                 sae.log_threshold.copy_(tensors["threshold"].log())
@@ -503,7 +503,6 @@ class SAETrainer:
         self.sae.remove_parallel_grad()
         self.optimizer.step()
         self.sae.normalize_decoder()
-        self.sae.sync_threshold()
         with torch.no_grad():
             fired = stats.pop("_fired")
             self.rows_since_fired.add_(x.shape[0]).masked_fill_(fired, 0)

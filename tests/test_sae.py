@@ -154,7 +154,7 @@ def test_jumprelu_recovers_the_synthetic_dictionary_and_its_sparsity():
     assert float(stats["nmse"]) < 0.2
     assert float(cos.max(dim=1).values.mean()) >= 0.9
     assert 2 <= l0 <= 5
-    assert float((sae.threshold - JUMPRELU_INIT).abs().max()) > 0.1  # the thresholds were learned
+    assert float((sae.thresholds() - JUMPRELU_INIT).abs().max()) > 0.1  # the thresholds were learned
 
 
 @pytest.mark.parametrize("arch", ["topk", "batchtopk", "relu", "jumprelu"])
@@ -293,7 +293,7 @@ def test_save_load_round_trip_folds_scale(tmp_path, arch):
     assert names == {"W_enc", "W_dec", "b_enc", "b_dec"} | ({"threshold"} if thresholded else set())
     if arch == "jumprelu":
         assert cfg_json["architecture"] == "jumprelu" and cfg_json["l0_coefficient"] == 0.1
-        assert torch.allclose(loaded.threshold, sae.log_threshold.exp().detach() / scale)
+        assert torch.allclose(loaded.thresholds(), sae.log_threshold.exp().detach() / scale)
         bad = {**load_file(str(tmp_path / "sae" / "sae_weights.safetensors")), "threshold": torch.zeros(32)}
         save_file(bad, str(tmp_path / "sae" / "sae_weights.safetensors"))
         with pytest.raises(ValueError, match="must all be > 0"):

@@ -327,6 +327,12 @@ def test_food_follows_minecraft_exhaustion():
     assert p.health == 19.0
     assert steps[-1][4]["events"] == [{"type": "player_hurt", "cause": "starvation", "damage": 1.0}]
 
+    p.exhaustion = 0.0  # harm: a mob's hit costs 0.1 exhaustion, a fall (armour-bypassing) nothing
+    env.world._hurt_player(2.0, "fall")
+    assert p.exhaustion == 0.0
+    env.world._hurt_player(3.0, "zombie", entity_id=1)
+    assert p.exhaustion == pytest.approx(0.1)
+
     p.food = 6.0
     start = p.pos.copy()
     _run(env, {**NOOP, "forward": 1, "sprint": 1}, 20)

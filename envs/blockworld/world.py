@@ -455,9 +455,12 @@ class World:
         self.player.exhaustion = min(40.0, self.player.exhaustion + amount)
 
     def _hurt_player(self, damage: float, cause: str, **extra) -> None:
+        """Damage the player; a mob's hit also costs food exhaustion, a fall or starvation does not (they bypass
+        armour, and Minecraft's armour-bypassing damage sources carry no exhaustion)."""
         p = self.player
         p.health = max(0.0, p.health - damage)
-        self._exhaust(EXHAUSTION["hurt"])
+        if cause not in ("fall", "starvation"):
+            self._exhaust(EXHAUSTION["hurt"])
         self.events.append({"type": "player_hurt", "cause": cause, "damage": damage, **extra})
 
     def _tick_food(self) -> None:

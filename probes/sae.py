@@ -190,11 +190,11 @@ class SAE(torch.nn.Module):
             self.log_threshold = torch.nn.Parameter(torch.full((cfg.d_sae,), math.log(cfg.init_threshold), dtype=dtype))
 
     def thresholds(self) -> Float[Tensor, " s"] | None:
-        """The per-latent inference threshold of a BatchTopK or JumpReLU SAE (None for the others)."""
+        """The per-latent inference threshold of a BatchTopK or JumpReLU SAE, detached (None for the others)."""
         if self.cfg.architecture == "batchtopk":
             return self.threshold
         if self.cfg.architecture == "jumprelu":
-            return self.log_threshold.exp()
+            return self.log_threshold.detach().exp()
         return None
 
     def pre_acts(self, x: Float[Tensor, "*b d"]) -> Float[Tensor, "*b s"]:

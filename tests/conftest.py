@@ -28,6 +28,20 @@ def fixture_paths(name: str) -> tuple[Path, Path]:
     return FIXTURES_DIR / name / "agent.model", FIXTURES_DIR / name / "agent.weights"
 
 
+def record_guided_steve1(out: Path, goal_seed: int, cond_scale: float, **settings) -> np.ndarray:
+    """Record the tiny STEVE-1 fixture at 64x64 with classifier-free guidance towards a random goal embedding
+    (saved beside `out`); `settings` are further RecordConfig fields. Returns the goal (512,)."""
+    from vptlens.recordings import recorder
+
+    goal = np.random.default_rng(goal_seed).standard_normal(512).astype(np.float32)
+    goal_path = out.parent / f"{out.name}_goal.npy"
+    np.save(goal_path, goal)
+    model, weights = fixture_paths("steve1_tiny")
+    recorder.main(recorder.RecordConfig(model=model, weights=weights, out=out, height=64, width=64, goal=goal_path,
+                                        cond_scale=cond_scale, **settings))  # fmt: skip
+    return goal
+
+
 @pytest.fixture(scope="session")
 def vpt_tiny():
     from vptlens.agents import load_policy

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import fixture_paths, record_guided_steve1
 
 import vptlens
 from vptlens.probes import dashboard as D
@@ -232,34 +233,16 @@ def test_direct_effect_batched_equals_alone_and_zero_is_exact(tiny_run, vpt_tiny
 def test_direct_effect_guided_steve1(tmp_path):
     """STEVE-1 with classifier-free guidance: both streams edited; batched rows equal the edited step alone."""
     from vptlens.agents import load_policy
-    from vptlens.recordings import recorder
 
-    fixtures = Path(__file__).parent / "fixtures" / "steve1_tiny"
-    goal_path = tmp_path / "goal.npy"
-    np.save(goal_path, np.random.default_rng(0).standard_normal(512).astype(np.float32))
     run = tmp_path / "run"
-    recorder.main(
-        recorder.RecordConfig(
-            model=fixtures / "agent.model",
-            weights=fixtures / "agent.weights",
-            out=run,
-            n_episodes=1,
-            n_steps=40,
-            n_envs=1,
-            height=64,
-            width=64,
-            seed=3,
-            goal=goal_path,
-            cond_scale=2.0,
-            hooks=("img.hook_out",),
-        )
-    )
+    goal_np = record_guided_steve1(run, goal_seed=0, cond_scale=2.0, n_episodes=1, n_steps=40, n_envs=1, seed=3,
+                                   hooks=("img.hook_out",))  # fmt: skip
     episode = open_episodes(run)[0]
-    policy = load_policy(fixtures / "agent.model", fixtures / "agent.weights")
+    policy = load_policy(*fixture_paths("steve1_tiny"))
     sae = _sae(k=16)
     t = 36
     rows = D.direct_effects(policy, episode, sae, [(t, s) for s in range(6)], batch_size=4)
-    goal = torch.from_numpy(np.load(goal_path))[None]
+    goal = torch.from_numpy(goal_np)[None]
     frames = torch.from_numpy(np.asarray(episode["frames"][: t + 1]))
     with torch.no_grad():
         state = policy.initial_state(1, guided=True)

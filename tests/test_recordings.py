@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import fixture_paths
+from conftest import fixture_paths, record_guided_steve1
 
 from vptlens.agents.actions import factored_to_minerl
 from vptlens.cli import entrypoint
@@ -209,30 +209,13 @@ def test_episode_lists_every_array(recorded):
 def test_guided_steve1_recording_stores_the_conditional_stream(tmp_path):
     """With classifier-free guidance the policy caches 2B rows (conditional, unconditional): each env keeps its own
     conditional row, as a guided re-run of that episode alone computes it."""
-    fixtures = Path(__file__).parent / "fixtures" / "steve1_tiny"
-    goal_path = tmp_path / "goal.npy"
-    goal = np.random.default_rng(1).standard_normal(512).astype(np.float32)
-    np.save(goal_path, goal)
     out = tmp_path / "guided"
-    cfg = recorder.RecordConfig(
-        model=fixtures / "agent.model",
-        weights=fixtures / "agent.weights",
-        out=out,
-        n_episodes=2,
-        n_envs=2,
-        n_steps=12,
-        height=64,
-        width=64,
-        seed=4,
-        goal=goal_path,
-        cond_scale=3.0,
-        hooks=("blocks.0.hook_resid_post",),
-    )
-    recorder.main(cfg)
+    goal = record_guided_steve1(out, goal_seed=1, cond_scale=3.0, n_episodes=2, n_envs=2, n_steps=12, seed=4,
+                                hooks=("blocks.0.hook_resid_post",))  # fmt: skip
     from vptlens.agents import load_policy
     from vptlens.agents.distributions import log_prob
 
-    policy = load_policy(fixtures / "agent.model", fixtures / "agent.weights")
+    policy = load_policy(*fixture_paths("steve1_tiny"))
     episode = Episode(out / "episode_000001.zarr")  # the second row of the batch
     frames = torch.from_numpy(np.asarray(episode["frames"][:]))
     state = policy.initial_state(1, guided=True)

@@ -59,11 +59,7 @@ def _viridis() -> np.ndarray:
 
 def attention_of(episode: Episode, layer: int, head: str) -> np.ndarray:
     """(steps, T) attention of each step's frame over its memory, float32, for one head or the mean."""
-    n_layers = sum(1 for name in episode.names() if name.startswith("attention/L"))
-    if n_layers == 0:
-        raise KeyError(f"{episode.path} has no attention arrays (attention/L*)")
-    layer = layer % n_layers
-    pattern = np.asarray(episode[f"attention/L{layer}"][:], np.float32)  # (steps, heads, T)
+    pattern = np.asarray(episode.attention(layer)[:], np.float32)  # (steps, heads, T)
     if head == "mean":
         return pattern.mean(1)
     index = int(head)
@@ -79,16 +75,16 @@ class FrameComposer:
         self.episode = episode
         self.attention = attention_of(episode, layer, head)
         self.T = self.attention.shape[1]
-        self.frames = np.asarray(episode["frames"][:])
-        self.full = np.asarray(episode["frames_full"][:]) if "frames_full" in episode else None
-        self.value = np.asarray(episode["value"][:])
-        self.camera = np.asarray(episode["action/minerl/camera"][:])
-        self.keys = {k: np.asarray(episode[f"action/minerl/{k}"][:]) for k in KEYS_SHOWN}
+        self.frames = np.asarray(episode.frames[:])
+        self.full = None if episode.frames_full is None else np.asarray(episode.frames_full[:])
+        self.value = np.asarray(episode.value[:])
+        self.camera = np.asarray(episode.minerl_action("camera")[:])
+        self.keys = {k: np.asarray(episode.minerl_action(k)[:]) for k in KEYS_SHOWN}
         self.saliency = saliency
         self.lut = _viridis()
         raster = self.attention / np.maximum(self.attention.max(1, keepdims=True), 1e-8)
         self.raster = self.lut[(raster * 255).astype(np.uint8)]  # (steps, T, 3)
-        self.layer_label = f"layer {layer % max(1, sum(1 for n in episode.names() if n.startswith('attention/L')))}"
+        self.layer_label = f"layer {episode.layers[layer] if layer < 0 else layer}"
         self.head_label = f"head {head}"
 
     def game_frame(self, t: int) -> np.ndarray:
@@ -197,39 +193,26 @@ class VideoWriter:
 def saliency_maps(episode: Episode, model: Path | None = None, weights: Path | None = None) -> np.ndarray:
     """(steps, 128, 128) in [0, 1]: |d log pi(a_t) / d pixels of frame t|, smoothed, per-frame normalised.
 
-    The recorded agent is re-run over the recorded frames; the memory of past frames is kept
-    as recorded (detached), so each map is the exact gradient with respect to the current frame.
+    The recorded agent is re-run over the recorded frames by the replayer (which checks it against the
+    recording); the memory of past frames is kept as replayed (detached), so each map is the exact gradient
+    with respect to the current frame. STEVE-1 episodes use their recorded goal and guidance.
     """
     import torch
 
-    from vptlens.agents import load_policy
     from vptlens.agents.distributions import log_prob
-    from vptlens.agents.loading import sha256_file
+    from vptlens.recordings.replayer import EpisodeReplayer
 
-    agent = episode.attrs.get("agent", {})
-    model = Path(model or agent.get("model_path", ""))
-    weights = Path(weights or agent.get("weights_path", ""))
-    for path, key in ((model, "model_sha256"), (weights, "weights_sha256")):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: the agent file for --saliency is missing; pass --model/--weights")
-        if agent.get(key) and sha256_file(path) != agent[key]:
-            raise ValueError(f"{path}: sha256 differs from the one recorded in the episode ({key}); "
-                             "saliency must re-run the agent that acted")  # fmt: skip
-    policy = load_policy(model, weights)
-    if policy.cfg.is_goal_conditioned:
-        raise ValueError("--saliency for STEVE-1 episodes needs the goal embedding; not recorded in this episode")
-    frames = torch.from_numpy(np.asarray(episode["frames"][:]))
-    buttons = torch.from_numpy(np.asarray(episode["action/buttons"][:], np.int64))
-    camera = torch.from_numpy(np.asarray(episode["action/camera"][:], np.int64))
-    state = policy.initial_state(1)
-    maps = np.zeros(frames.shape[:3], np.float32)
-    for t in tqdm(range(len(frames)), desc="saliency", unit="frame"):
-        frame = frames[t : t + 1, None].float().requires_grad_(True)
-        out, new_state = policy(frame, torch.tensor([[t == 0]]), state)
-        lp = log_prob(out, buttons[t : t + 1, None], camera[t : t + 1, None]).sum()
-        (grad,) = torch.autograd.grad(lp, frame)
-        state = new_state.detach()
-        g = grad[0, 0].abs().amax(-1).numpy()
+    replayer = EpisodeReplayer(episode, model_path=model, weights_path=weights)
+    buttons = torch.from_numpy(np.asarray(episode.action("buttons")[:], np.int64))
+    camera = torch.from_numpy(np.asarray(episode.action("camera")[:], np.int64))
+    maps = np.zeros((len(episode), *episode.frames.shape[1:3]), np.float32)
+    for t, state in tqdm(replayer.states(range(len(episode))), total=len(episode), desc="saliency", unit="frame"):
+        frame = replayer.frames(t, t + 1)[0].float().requires_grad_(True)
+        with torch.enable_grad():
+            out, _ = replayer.step(t, state, frame=frame)
+            lp = log_prob(out, buttons[t : t + 1], camera[t : t + 1]).sum()
+            (grad,) = torch.autograd.grad(lp, frame)
+        g = grad.abs().amax(-1).cpu().numpy()
         g = cv2.GaussianBlur(g, (0, 0), 2.0)
         maps[t] = np.clip(g / max(float(np.percentile(g, 99.5)), 1e-12), 0, 1)
     return maps
@@ -278,14 +261,14 @@ def summary(cfg: SummaryConfig) -> Path:
                    vmax=np.percentile(attention, 99))  # fmt: skip
     axes[0].set_ylabel("frames back (lag)")
     axes[0].set_title(f"{cfg.episode.name}: attention over memory (mean over heads, layer {cfg.layer})")
-    axes[1].plot(steps, episode["value"][:], color="C0")
+    axes[1].plot(steps, episode.value[:], color="C0")
     axes[1].set_ylabel("value")
-    axes[2].plot(steps, episode["entropy/buttons"][:], label="buttons")
-    axes[2].plot(steps, episode["entropy/camera"][:], label="camera")
+    axes[2].plot(steps, episode.entropy("buttons")[:], label="buttons")
+    axes[2].plot(steps, episode.entropy("camera")[:], label="camera")
     axes[2].set_ylabel("entropy (nats)")
     axes[2].legend(loc="upper right", fontsize=8)
-    keys = [k for k in KEYS_SHOWN if np.asarray(episode[f"action/minerl/{k}"][:]).any()] or ["forward"]
-    grid = np.stack([np.asarray(episode[f"action/minerl/{k}"][:]) for k in keys])
+    keys = [k for k in KEYS_SHOWN if np.asarray(episode.minerl_action(k)[:]).any()] or ["forward"]
+    grid = np.stack([np.asarray(episode.minerl_action(k)[:]) for k in keys])
     axes[3].imshow(grid, aspect="auto", cmap="Greys", interpolation="nearest", extent=(0, len(episode), len(keys), 0))
     axes[3].set_yticks(np.arange(len(keys)) + 0.5, keys, fontsize=8)
     axes[3].set_xlabel("step")

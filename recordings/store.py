@@ -11,16 +11,14 @@ loses at most its unflushed tail (zarr's local store replaces files atomically).
 """
 
 import asyncio
-import datetime as dt
 import functools
 import json
 import logging
-import os
 import queue
-import subprocess
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +26,10 @@ import zarr
 import zarr.api.asynchronous
 from zarr import AsyncArray, AsyncGroup
 
-import vptlens
+from vptlens.recordings import schema
+from vptlens.recordings.schema import EPISODE_SCHEMA, SCHEMA_VERSION, EpisodeMeta, RunManifest, now_iso
 
 logger = logging.getLogger(__name__)
-
-SCHEMA_NAME = "vptlens.episode"
-SCHEMA_VERSION = 1
-"""Bumped on any change a reader of the previous version would misread."""
 
 TEXT = "str"
 """`ArraySpec.dtype` of per-step UTF-8 text (JSON documents, names)."""
@@ -60,28 +55,6 @@ class ArraySpec:
             raise ValueError(f"chunk_steps must be >= 1, got {self.chunk_steps}")
         if self.dtype != TEXT:
             np.dtype(self.dtype)  # raises TypeError for an unknown dtype
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-@functools.cache
-def git_commit() -> str | None:
-    """The vpt-lens source's git commit (None outside a git checkout), for provenance."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(vptlens.__file__).parent, capture_output=True, text=True, timeout=10
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 class WriterError(RuntimeError):
@@ -208,11 +181,11 @@ class EpisodeWriter:
         """Steps handed over to be written (on disk once the writer has run)."""
         self.closed = False
         group_attrs = {
-            "schema": SCHEMA_NAME,
+            "schema": EPISODE_SCHEMA,
             "schema_version": SCHEMA_VERSION,
             "committed_length": 0,
             "status": "recording",
-            "start_time": _now(),
+            "start_time": now_iso(),
             **(attrs or {}),
         }
         self._submit(functools.partial(self._create, group_attrs))
@@ -332,7 +305,9 @@ class EpisodeWriter:
         if status not in ("complete", "partial"):
             raise ValueError(f"status must be 'complete' or 'partial', got {status!r}")
         self.flush(final=True)
-        self._submit(functools.partial(self._mark, {"status": status, "end_time": _now(), **attrs}), self._set_closed)
+        self._submit(
+            functools.partial(self._mark, {"status": status, "end_time": now_iso(), **attrs}), self._set_closed
+        )
         if self._own_writer:
             self._writer.close()
 
@@ -385,8 +360,29 @@ class CommittedArray:
         return out if dtype is None else out.astype(dtype)
 
 
+class JsonArray:
+    """A per-step text array of JSON documents, parsed when sliced: `gt[t]` is one step's value, `gt[a:b]` a list."""
+
+    def __init__(self, array: CommittedArray):
+        self.array = array
+        self.shape = array.shape
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, key):
+        raw = self.array[key]
+        if isinstance(key, int | np.integer):
+            return json.loads(str(raw))
+        return [json.loads(str(s)) for s in raw]
+
+
 class Episode:
-    """A recorded episode, opened read-only; arrays are lazy and cut to the committed length."""
+    """A recorded episode, opened read-only; arrays are lazy and cut to the committed length.
+
+    Ask for arrays by what they hold (`frames`, `attention(layer)`, `activation(hook)`, `action(head)`,
+    `minerl_action(key)`, `ground_truth(name)`, ...): their store names are built in `schema` only.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -397,6 +393,9 @@ class Episode:
         check_schema(self.attrs, self.path)
         self.length = int(self.attrs["committed_length"])
 
+    def __repr__(self) -> str:
+        return f"Episode({str(self.path)!r}, {self.length} steps, {self.status})"
+
     def __len__(self) -> int:
         return self.length
 
@@ -404,9 +403,13 @@ class Episode:
     def status(self) -> str:
         return self.attrs.get("status", "unknown")
 
-    def names(self) -> list[str]:
-        """Every array of the episode, nested names joined with '/'."""
+    @cached_property
+    def meta(self) -> EpisodeMeta:
+        """The recorder's metadata, typed (agent files, env, scene, seed, hooks, STEVE-1 goal ...)."""
+        return EpisodeMeta.from_dict(self.attrs, str(self.path))
 
+    @cached_property
+    def _names(self) -> list[str]:
         def walk(group, prefix: str) -> list[str]:
             names = [prefix + name for name, _ in group.arrays()]
             for name, sub in group.groups():
@@ -415,17 +418,125 @@ class Episode:
 
         return sorted(walk(self.group, ""))
 
+    def names(self) -> list[str]:
+        """Every array of the episode, nested names joined with '/' (the store's names: see PROTOCOL.md)."""
+        return list(self._names)
+
     def __contains__(self, name: str) -> bool:
-        return name in self.group
+        return name in self._names
 
     def __getitem__(self, name: str) -> CommittedArray:
-        if name not in self.group:
+        """An array by its store name; prefer the typed accessors below."""
+        if name not in self._names:
             raise KeyError(f"{self.path} has no array '{name}'; it has {self.names()}")
         return CommittedArray(self.group[name], self.length)
 
+    # ------------------------------------------------------------------ what the agent saw and computed
+
+    @property
+    def frames(self) -> CommittedArray:
+        """(N, 128, 128, 3) uint8: the frames the policy saw."""
+        return self[schema.FRAMES]
+
+    @property
+    def frames_full(self) -> CommittedArray | None:
+        """(N, H, W, 3) uint8 full-resolution frames, or None when the run did not store them."""
+        return self[schema.FRAMES_FULL] if schema.FRAMES_FULL in self else None
+
+    @property
+    def layers(self) -> list[int]:
+        """The blocks whose attention is stored, ascending."""
+        return schema.attention_layers(self._names)
+
+    def attention(self, layer: int) -> CommittedArray:
+        """Block `layer`'s attention (N, heads, M+1) float16, last column = now; a negative layer counts from the end."""
+        layers = self.layers
+        if not layers:
+            raise KeyError(f"{self.path} stores no attention; record the run with `vptlens record`")
+        if layer < 0 and -layer <= len(layers):
+            layer = layers[layer]
+        if layer not in layers:
+            raise KeyError(f"{self.path} stores the attention of layers {layers}, not {layer}")
+        return self[schema.attention_array(layer)]
+
+    @property
+    def hooks(self) -> list[str]:
+        """The hooks whose activations are stored."""
+        return schema.activation_hooks(self._names)
+
+    def has_activation(self, hook: str) -> bool:
+        return schema.activation_array(hook) in self
+
+    def activation(self, hook: str) -> CommittedArray:
+        """A stored hook activation, (N, ...) float16."""
+        if not self.has_activation(hook):
+            raise KeyError(
+                f"{self.path} did not record the hook {hook!r}; it stores {self.hooks}. Record the run again "
+                f"with `vptlens record --hooks {hook} ...`"
+            )
+        return self[schema.activation_array(hook)]
+
+    def action(self, head: str) -> CommittedArray:
+        """The class each action head took: "buttons" (0..8640) or "camera" (0..120), int32."""
+        return self[schema.action_array(head)]
+
+    def entropy(self, head: str) -> CommittedArray:
+        """Entropy of an action head ("buttons" or "camera"), nats."""
+        return self[schema.entropy_array(head)]
+
+    @property
+    def log_prob(self) -> CommittedArray:
+        """log pi(action taken), nats, with the released agents' temperature."""
+        return self[schema.LOG_PROB]
+
+    @property
+    def value(self) -> CommittedArray:
+        return self[schema.VALUE]
+
+    @property
+    def reward(self) -> CommittedArray:
+        return self[schema.REWARD]
+
+    @property
+    def terminated(self) -> CommittedArray:
+        return self[schema.TERMINATED]
+
+    @property
+    def truncated(self) -> CommittedArray:
+        return self[schema.TRUNCATED]
+
+    @property
+    def has_policy_outputs(self) -> bool:
+        """Whether the actions' classes and log-probabilities are stored (a replay can be checked against them)."""
+        return all(n in self for n in (schema.LOG_PROB, schema.action_array("buttons"), schema.action_array("camera")))
+
+    @property
+    def minerl_keys(self) -> list[str]:
+        """The MineRL binary keys stored (camera excluded)."""
+        return schema.minerl_action_keys(self._names)
+
+    def minerl_action(self, key: str) -> CommittedArray:
+        """The MineRL action sent to the env: a binary key (N,) uint8, or "camera" (N, 2) degrees [pitch, yaw]."""
+        name = schema.minerl_action_array(key)
+        if name not in self:
+            raise KeyError(f"{self.path} stores no MineRL action {key!r}; it stores {self.minerl_keys} and camera")
+        return self[name]
+
+    def has_ground_truth(self, name: str) -> bool:
+        return schema.ground_truth_array(name) in self
+
+    def ground_truth(self, name: str) -> CommittedArray | JsonArray:
+        """The env's ground truth: "pose", "nearest_log" (numeric), "crosshair", "visible_entities", "events" (JSON,
+        parsed when sliced)."""
+        array_name = schema.ground_truth_array(name)
+        if array_name not in self:
+            raise KeyError(f"{self.path} stores no ground truth {name!r} (recorded by an older vpt-lens, or MineRL)")
+        array = self[array_name]
+        return JsonArray(array) if schema.GROUND_TRUTH[name] == "json" else array
+
 
 def check_schema(attrs: Mapping, where: Path) -> None:
-    if attrs.get("schema") != SCHEMA_NAME:
+    if attrs.get("schema") != EPISODE_SCHEMA:
         raise ValueError(f"{where}: not a vpt-lens episode (schema {attrs.get('schema')!r})")
     version = attrs.get("schema_version")
     if version != SCHEMA_VERSION:
@@ -435,13 +546,16 @@ def check_schema(attrs: Mapping, where: Path) -> None:
         )
 
 
-def iter_blocks(episodes: list[Episode], name: str, block_steps: int = 4096) -> Iterator[tuple[int, int, np.ndarray]]:
+def iter_blocks(
+    episodes: list[Episode], array: Callable[[Episode], CommittedArray] | str, block_steps: int = 4096
+) -> Iterator[tuple[int, int, np.ndarray]]:
     """Stream one array across episodes in large sequential blocks: yields (episode index, first step, block).
 
-    Memory stays at one block whatever the run's size; blocks are aligned to the array's chunks.
+    `array` picks the array from an episode (e.g. `lambda e: e.activation(hook)`; a store name for generic
+    stores). Memory stays at one block whatever the run's size; blocks are aligned to the array's chunks.
     """
     for i, episode in enumerate(episodes):
-        arr = episode[name]
+        arr = episode[array] if isinstance(array, str) else array(episode)
         chunk = arr.array.chunks[0]
         step = max(chunk, block_steps - block_steps % chunk)
         for start in range(0, len(arr), step):
@@ -453,31 +567,57 @@ def spec_to_dict(spec: ArraySpec) -> dict:
 
 
 class Run:
-    """A run directory: its manifest (run.json) and its episodes, in index order."""
+    """A run directory (its manifest and episodes), or a lone episode seen as a run of one.
+
+    >>> run = Run.open("runs/probe")                       # a run: every complete episode
+    >>> run = Run.open("runs/probe/episode_000003.zarr")   # one episode (with its run's manifest)
+    >>> for episode in run.episodes(): ...
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        manifest_path = self.path / "run.json"
-        if not manifest_path.is_file():
+        self.manifest: RunManifest | None = RunManifest.load(self.path)
+        self._only: Path | None = None
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Run":
+        """A run directory, or one episode directory (inside a run or not)."""
+        path = Path(path)
+        if (path / schema.MANIFEST_FILE).is_file():
+            return cls(path)
+        if not (path / "zarr.json").is_file():
             raise FileNotFoundError(
-                f"{self.path}: not a run directory (no run.json); pass the --out of `vptlens record`"
+                f"{path}: neither a run directory (no {schema.MANIFEST_FILE}) nor an episode (no zarr.json); "
+                "pass the --out of `vptlens record` or one of its episode_*.zarr directories"
             )
-        self.manifest = json.loads(manifest_path.read_text())
-        if self.manifest.get("schema_version") != 1:
-            raise ValueError(f"{manifest_path}: run schema version {self.manifest.get('schema_version')!r}, expected 1")
+        Episode(path)  # checks the schema now
+        run = cls.__new__(cls)
+        in_run = (path.parent / schema.MANIFEST_FILE).is_file()
+        run.path = path.parent if in_run else path
+        run.manifest = RunManifest.load(path.parent) if in_run else None
+        run._only = path
+        return run
 
     def episode_paths(self, status: str | None = "complete") -> list[Path]:
-        """Episode directories, complete ones only by default (status=None: every one on disk)."""
+        """Episode directories, complete ones only by default (status=None: every one on disk).
+
+        A run opened on one episode has that episode, whatever its status.
+        """
+        if self._only is not None:
+            return [self._only]
         paths = sorted(self.path.glob("episode_*.zarr"))
         return [p for p in paths if status is None or Episode(p).status == status]
 
     def episodes(self, status: str | None = "complete") -> list[Episode]:
         return [Episode(p) for p in self.episode_paths(status)]
 
-
-def open_episodes(path: str | Path) -> list[Episode]:
-    """One episode directory, or every complete episode of a run directory."""
-    path = Path(path)
-    return (
-        [Episode(path)] if (path / "zarr.json").is_file() and not (path / "run.json").exists() else Run(path).episodes()
-    )
+    def summary(self) -> dict:
+        """What an artifact made from this run records of it (its provenance's `run` entry)."""
+        manifest = self.manifest
+        return {
+            "path": str(self.path.resolve()),
+            "episodes": [p.name for p in self.episode_paths()],
+            "created": None if manifest is None else manifest.created,
+            "agent": None if manifest is None else manifest.agent.to_dict(),
+            "record_config": None if manifest is None else manifest.config,
+        }

@@ -1,0 +1,124 @@
+"""One replayer: it reproduces the recording, refuses another agent, and the replays built on it
+(splice, saliency, branching at a step) agree with a direct run of the policy."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import fixture_paths, record_guided_steve1
+from vptlens.agents import load_policy, make_random_policy
+from vptlens.agents.distributions import log_prob
+from vptlens.recordings.replay import saliency_maps
+from vptlens.recordings.replayer import EpisodeReplayer, ReplayMismatch, load_recording_policy
+from vptlens.recordings.store import Run
+
+HOOK = "blocks.1.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def episode(tiny_run):
+    return Run.open(tiny_run).episodes()[1]
+
+
+def direct_logits(policy, episode, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The policy stepped by hand over the recorded frames: (n, 8641) and (n, 121) logits."""
+    frames = torch.from_numpy(np.asarray(episode.frames[:n]))
+    state = policy.initial_state(1)
+    buttons, camera = [], []
+    for t in range(n):
+        out, state = policy.step(frames[t : t + 1], torch.tensor([t == 0]), state)
+        buttons.append(out.buttons_logits[0])
+        camera.append(out.camera_logits[0])
+    return torch.stack(buttons), torch.stack(camera)
+
+
+def test_run_reproduces_a_direct_policy_run_and_the_recording(vpt_tiny, episode):
+    replayer = EpisodeReplayer(episode, block_steps=64)
+    blocks = list(replayer.run(names=[HOOK], rows=2))
+    assert [(b.start, b.stop) for b in blocks] == [(0, 64), (64, 128)]
+    buttons = torch.cat([b.out.buttons_logits[0] for b in blocks])
+    camera = torch.cat([b.out.camera_logits[0] for b in blocks])
+    ref_b, ref_c = direct_logits(vpt_tiny, episode, len(episode))
+    torch.testing.assert_close(buttons, ref_b, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(camera, ref_c, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(blocks[0].out.buttons_logits[1], blocks[0].out.buttons_logits[0])  # rows alike
+    stored = torch.from_numpy(np.asarray(episode.activation(HOOK)[:64], np.float32))
+    torch.testing.assert_close(blocks[0].cache[HOOK][0], stored, atol=2e-2, rtol=1e-2)  # stored as float16
+    assert 0 < replayer.max_error < 1e-3
+
+
+def test_states_then_step_branch_exactly_where_run_goes(episode):
+    replayer = EpisodeReplayer(episode)
+    (block,) = list(replayer.run(stop=40))
+    for t, state in replayer.states([0, 17, 39]):
+        out, _ = replayer.step(t, state, rows=3)
+        for row in range(3):
+            torch.testing.assert_close(out.buttons_logits[row], block.out.buttons_logits[0, t], atol=1e-4, rtol=1e-4)
+
+
+def test_hooks_edit_the_replay_and_flow_into_memory(episode):
+    replayer = EpisodeReplayer(episode)
+    at = 10
+
+    def nudge(x, *, hook):
+        x = x.clone()
+        x[1, at] += 1.0  # row 1, one step only
+        return x
+
+    (block,) = list(replayer.run([(HOOK.replace("1.hook_resid_post", "0.hook_resid_post"), nudge)], rows=2, stop=30))
+    diff = (block.out.buttons_logits[1] - block.out.buttons_logits[0]).abs().amax(-1)
+    assert float(diff[:at].max()) == 0.0 and float(diff[at]) > 0 and float(diff[at + 1 :].min()) > 0
+
+
+def test_another_agent_is_refused(vpt_tiny, episode, tmp_path):
+    other = make_random_policy(vpt_tiny.cfg, seed=5)
+    with pytest.raises(ReplayMismatch, match="not the one that recorded"):
+        list(EpisodeReplayer(episode, policy=other).run())
+    model, weights = fixture_paths("vpt_tiny")
+    changed = tmp_path / "agent.weights"
+    shutil.copy(weights, changed)
+    with changed.open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ValueError, match="sha256 differs"):
+        load_recording_policy(episode, model, changed)
+    with pytest.raises(FileNotFoundError, match="is not here"):
+        load_recording_policy(episode, tmp_path / "missing.model")
+
+
+def test_saliency_is_the_gradient_of_a_direct_run(vpt_tiny, episode):
+    """Saliency goes through the replayer: its map at step t is the blurred |d log pi(a_t) / d frame_t| of a direct run."""
+    import cv2
+
+    maps = saliency_maps(episode)
+    frames = torch.from_numpy(np.asarray(episode.frames[:]))
+    buttons = torch.from_numpy(np.asarray(episode.action("buttons")[:], np.int64))
+    camera = torch.from_numpy(np.asarray(episode.action("camera")[:], np.int64))
+    state = vpt_tiny.initial_state(1)
+    for t in range(6):
+        frame = frames[t : t + 1, None].float().requires_grad_(True)
+        out, new_state = vpt_tiny(frame, torch.tensor([[t == 0]]), state)
+        lp = log_prob(out, buttons[t : t + 1, None], camera[t : t + 1, None]).sum()
+        (grad,) = torch.autograd.grad(lp, frame)
+        state = new_state.detach()
+        g = cv2.GaussianBlur(grad[0, 0].abs().amax(-1).numpy(), (0, 0), 2.0)
+        expected = np.clip(g / max(float(np.percentile(g, 99.5)), 1e-12), 0, 1)
+        np.testing.assert_allclose(maps[t], expected, atol=1e-4)
+
+
+def test_guided_steve1_episodes_replay_with_their_goal_and_scale(tmp_path):
+    out = tmp_path / "guided"
+    goal = record_guided_steve1(out, goal_seed=3, cond_scale=4.0, n_episodes=1, n_envs=1, n_steps=40)
+    episode = Run.open(out).episodes()[0]
+    assert episode.meta.cond_scale == 4.0 and np.allclose(episode.meta.goal, goal)
+    (tmp_path / "guided_goal.npy").unlink()  # the goal now travels inside the episode
+    replayer = EpisodeReplayer(episode, block_steps=64)
+    (block,) = list(replayer.run(rows=2))
+    assert block.out.buttons_logits.shape[:2] == (2, 40) and replayer.max_error < 1e-3
+    # and the same policy without guidance does not reproduce it
+    policy = load_policy(*fixture_paths("steve1_tiny"))
+    unguided = EpisodeReplayer(episode, policy=policy)
+    unguided.cond_scale = None
+    with pytest.raises(ReplayMismatch):
+        list(unguided.run())

@@ -1,6 +1,7 @@
 """The policy's architecture, as the released `*.model` files describe it."""
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,7 @@ class PolicyConfig:
     """The keyword arguments as read from the file, kept for provenance."""
 
     def __post_init__(self):
+        check_sizes({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         if self.hidsize % self.attention_heads:
             raise ValueError(f"hidsize {self.hidsize} is not divisible by attention_heads {self.attention_heads}")
         if self.memory_len < 1:
@@ -75,6 +77,53 @@ class PolicyConfig:
         out = dataclasses.asdict(self)
         out.pop("raw_kwargs")
         return out
+
+
+def check_sizes(values: dict) -> None:
+    """Every size of a policy config (a dict of all its fields) an integer in a range a Minecraft policy could
+    have, checked before anything is allocated: a hostile or corrupt file must not reach torch with a string, a
+    negative size or a terabyte allocation."""
+
+    def check_int(name: str, value, lo: int, hi: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"policy option {name}={value!r} must be an integer ({lo}..{hi})")
+        if not lo <= value <= hi:
+            raise ValueError(f"policy option {name}={value!r} is outside {lo}..{hi}")
+
+    for name, lo, hi in (
+        ("hidsize", 1, 16384),
+        ("attention_heads", 1, 256),
+        ("n_recurrence_layers", 1, 64),
+        ("attention_memory_size", 2, 1 << 16),
+        ("timesteps", 1, 1 << 16),
+        ("impala_width", 1, 64),
+        ("pointwise_ratio", 1, 16),
+        ("cnn_outsize", 1, 16384),
+    ):
+        check_int(name, values[name], lo, hi)
+    chans, img_shape, goal_dim, temperature = (
+        values[k] for k in ("impala_chans", "img_shape", "goal_dim", "temperature")
+    )
+    if not isinstance(chans, tuple) or not 1 <= len(chans) <= 8:
+        raise ValueError(f"policy option impala_chans={chans!r} must be 1 to 8 integers")
+    for c in chans:
+        check_int("impala_chans[i]", c, 1, 1024)
+    if not isinstance(img_shape, tuple) or len(img_shape) != 3:
+        raise ValueError(f"policy option img_shape={img_shape!r} must be (height, width, channels)")
+    for x in img_shape:
+        check_int("img_shape[i]", x, 1, 1024)
+    if goal_dim is not None:
+        check_int("goal_dim", goal_dim, 1, 8192)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not math.isfinite(temperature):
+        raise ValueError(f"temperature={temperature!r} must be a finite number")
+    # the released 3x model has ~0.5B parameters; refuse sizes that would allocate far beyond that
+    d, layers = values["hidsize"], values["n_recurrence_layers"]
+    n_params = layers * (4 * d * d + 2 * d * d * values["pointwise_ratio"])
+    if n_params > 4_000_000_000:
+        raise ValueError(
+            f"this policy would have ~{n_params / 1e9:.0f}B transformer parameters (hidsize {d}, {layers} layers); "
+            "the released ones have at most ~0.5B: the file is corrupt"
+        )
 
 
 # What each supported option must be, for the keys we do not turn into fields.
@@ -132,6 +181,8 @@ def config_from_kwargs(net_kwargs: dict, pi_head_opts: dict | None = None, goal_
     temperature = float(opts.pop("temperature", 1.0))
     if opts:
         raise ValueError(f"unknown pi_head_opts {sorted(opts)}; only 'temperature' is supported")
+    defaults = {f.name: f.default for f in dataclasses.fields(PolicyConfig) if f.name != "raw_kwargs"}
+    check_sizes({**defaults, **values, "goal_dim": goal_dim, "temperature": temperature})  # before any type check
     return PolicyConfig(**values, goal_dim=goal_dim, temperature=temperature, raw_kwargs=dict(net_kwargs))
 
 

@@ -47,19 +47,27 @@ class _PlainDataUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"{self._source}: refused to load: the pickle uses persistent ids ({pid!r}).")
 
 
-def _check_plain(obj, source: str, path: str = "root") -> None:
-    if obj is None or isinstance(obj, bool | int | float | str | bytes):
-        return
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            _check_plain(key, source, f"{path}.<key>")
-            _check_plain(value, source, f"{path}.{key}")
-        return
-    if isinstance(obj, list | tuple | set | frozenset):
-        for i, value in enumerate(obj):
-            _check_plain(value, source, f"{path}[{i}]")
-        return
-    raise UnsafePickleError(f"{source}: refused to load: {path} is a {type(obj).__name__}, not plain data.")
+MAX_DEPTH = 32
+"""Nesting a `.model` file may have (it has 4 levels); deeper is refused before anything recurses over it."""
+
+
+def _check_plain(obj, source: str) -> None:
+    """Refuse anything but plain data, walking iteratively (a hostile file may nest 100k levels deep)."""
+    stack = [(obj, "root", 0)]
+    while stack:
+        obj, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise UnsafePickleError(f"{source}: refused to load: {path} is nested over {MAX_DEPTH} levels deep")
+        if obj is None or isinstance(obj, bool | int | float | str | bytes):
+            continue
+        if isinstance(obj, dict):
+            for key, value in obj.items():
+                stack.append((key, f"{path}.<key>", depth + 1))
+                stack.append((value, f"{path}.{key}", depth + 1))
+        elif isinstance(obj, list | tuple | set | frozenset):
+            stack.extend((value, f"{path}[{i}]", depth + 1) for i, value in enumerate(obj))
+        else:
+            raise UnsafePickleError(f"{source}: refused to load: {path} is a {type(obj).__name__}, not plain data.")
 
 
 def load_plain_pickle(path: str | Path) -> object:

@@ -49,6 +49,14 @@ class ReplayConfig:
     """Frames per second of the video (the game runs at 20)."""
     codec: Literal["h264", "mp4v"] = "h264"
     """h264 through PyAV (browser-playable), or OpenCV's mp4v."""
+    overwrite: bool = False
+    """Replace --out if it exists."""
+
+    def __post_init__(self):
+        if self.fps < 1:
+            raise ValueError(f"--fps {self.fps}: give at least 1 frame per second")
+        if self.head != "mean" and not (self.head.isdigit()):
+            raise ValueError(f"--head {self.head!r}: give a head index (0, 1, ...) or 'mean'")
 
 
 def _viridis() -> np.ndarray:
@@ -218,10 +226,27 @@ def saliency_maps(episode: Episode, model: Path | None = None, weights: Path | N
     return maps
 
 
+def check_view(episode: Episode, layer: int, head: str = "mean") -> None:
+    """Refuse a layer the episode did not store or a head the policy does not have (before any work)."""
+    pattern = episode.attention(layer)  # KeyError naming the stored layers
+    if head != "mean" and int(head) >= pattern.shape[1]:
+        raise ValueError(f"--head {head}: the policy has {pattern.shape[1]} heads (0..{pattern.shape[1] - 1})")
+
+
+def check_out_file(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"--out {path} exists; pass --overwrite to replace it, or another --out")
+    if path.is_dir():
+        raise IsADirectoryError(f"--out {path} is a directory; give a file name")
+
+
 def main(cfg: ReplayConfig) -> Path:
     episode = Episode(cfg.episode)
     if len(episode) == 0:
         raise ValueError(f"{cfg.episode} has no committed steps to replay")
+    check_view(episode, cfg.layer, cfg.head)
+    check_out_file(cfg.out, cfg.overwrite)
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
     saliency = saliency_maps(episode, cfg.model, cfg.weights) if cfg.saliency else None
     composer = FrameComposer(episode, cfg.layer, cfg.head, saliency)
     writer = VideoWriter(cfg.out, cfg.fps, cfg.codec)
@@ -244,6 +269,8 @@ class SummaryConfig:
     """The PNG to write."""
     layer: int = -1
     """Which block's attention to plot (-1: the last)."""
+    overwrite: bool = False
+    """Replace --out if it exists."""
 
 
 def summary(cfg: SummaryConfig) -> Path:
@@ -253,6 +280,9 @@ def summary(cfg: SummaryConfig) -> Path:
     import matplotlib.pyplot as plt
 
     episode = Episode(cfg.episode)
+    check_view(episode, cfg.layer)
+    check_out_file(cfg.out, cfg.overwrite)
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
     attention = attention_of(episode, cfg.layer, "mean")
     steps = np.arange(len(episode))
     fig, axes = plt.subplots(4, 1, figsize=(10, 11), sharex=True, gridspec_kw={"height_ratios": [3, 1, 1, 1.5]})

@@ -69,8 +69,13 @@ def load_recording_policy(
                 f"{episode.path} was recorded with the {kind} file {str(path)!r}, which is not here; "
                 f"pass the same file with --{kind} PATH"
             )
+        if expected is None and given[kind] is None:
+            raise ValueError(
+                f"{episode.path} records no sha256 for its {kind} file, so the file at {str(path)!r} cannot be "
+                f"checked; if you know it is the agent that recorded the run, pass it explicitly with --{kind}"
+            )
         if expected is None:
-            logger.warning("%s records no sha256 for its %s file: %s is used unchecked", episode.path, kind, path)
+            logger.warning("%s records no sha256 for its %s file: %s is used as given", episode.path, kind, path)
         elif sha256_file(path) != expected:
             raise ValueError(
                 f"{path}: sha256 differs from the {kind} file {episode.path} was recorded with ({expected[:12]}...); "
@@ -277,7 +282,8 @@ class EpisodeReplayer:
         fwd_hooks: FwdHooks = (),
         frame: Tensor | None = None,
     ) -> tuple[PolicyOutput, PolicyState]:
-        """Step t from `rows` copies of a one-row `state` (as `states()` yields), `fwd_hooks` applied; outputs (rows, ...).
+        """Step t from `rows` copies of a one-row `state` (as `states()` yields), `fwd_hooks` applied; outputs
+        (rows, ...).
 
         `frame`: the frame to use instead of the recorded one, (h, w, c), float for gradients (then call under
         `torch.enable_grad()`; the memory is used as given, so gradients reach this frame only).

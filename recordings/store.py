@@ -328,14 +328,45 @@ class EpisodeWriter:
             self.close("partial", interrupted_by=exc_type.__name__ if exc_type else "not closed")
 
 
-class CommittedArray:
-    """A zarr array seen only up to the episode's committed length (lazy; slicing reads from disk)."""
+class DamagedEpisodeError(ValueError):
+    """Part of an episode that its committed length covers is missing or cannot be decoded."""
 
-    def __init__(self, array: zarr.Array, length: int):
+
+class CommittedArray:
+    """A zarr array seen only up to the episode's committed length (lazy; slicing reads from disk).
+
+    The writer writes every chunk it commits, so a chunk file missing inside the committed range
+    means damage (plain zarr would read it back as its fill value, zeros): reading it raises
+    `DamagedEpisodeError` naming the array and the chunk, as does a chunk that cannot be decoded.
+    """
+
+    def __init__(self, array: zarr.Array, length: int, array_dir: Path | None = None):
+        """`array_dir`: the array's directory on a local store, to check its chunk files (None: not checked)."""
         self.array = array
         self.shape = (length, *array.shape[1:])
         self.dtype = array.dtype
         self.attrs = dict(array.attrs)
+        self.array_dir = array_dir
+        self._chunks_seen: set[int] = set()
+
+    def _check_chunks(self, first: int | slice) -> None:
+        if self.array_dir is None:
+            return
+        steps = range(first, first + 1) if isinstance(first, int) else range(first.start, first.stop, first.step or 1)
+        if not steps:
+            return
+        lo, hi = min(steps[0], steps[-1]), max(steps[0], steps[-1])
+        chunk = self.array.chunks[0]
+        for i in range(lo // chunk, hi // chunk + 1):
+            if i in self._chunks_seen:
+                continue
+            if not (self.array_dir / "c" / str(i)).exists():
+                raise DamagedEpisodeError(
+                    f"{self.array_dir}: chunk {i} (steps {i * chunk}..{(i + 1) * chunk - 1}) is missing inside the "
+                    f"committed range of {self.shape[0]} steps; the episode is damaged (record it again, or restore "
+                    "it from a copy)"
+                )
+            self._chunks_seen.add(i)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -352,7 +383,17 @@ class CommittedArray:
             first = slice(*first.indices(n))
         else:
             raise TypeError("index the time axis with an int or a slice")
-        out = self.array[(first, *rest)]
+        self._check_chunks(first)
+        try:
+            out = self.array[(first, *rest)]
+        except (IndexError, TypeError):
+            raise
+        except Exception as e:  # zstd, JSON or shape errors from a damaged chunk or zarr.json
+            where = self.array_dir or self.array.path
+            raise DamagedEpisodeError(
+                f"{where}: the stored data cannot be read ({type(e).__name__}: {e}); the episode is damaged "
+                "(record it again, or restore it from a copy)"
+            ) from e
         return out[()] if isinstance(out, np.ndarray) and out.ndim == 0 else out
 
     def __array__(self, dtype=None, copy=None):
@@ -388,7 +429,12 @@ class Episode:
         self.path = Path(path)
         if not (self.path / "zarr.json").is_file():
             raise FileNotFoundError(f"{self.path}: not an episode (no zarr.json); pass a run's episode directory")
-        self.group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
+        try:
+            self.group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
+        except Exception as e:  # a damaged zarr.json: name the file, not a JSON decoder's line and column
+            raise DamagedEpisodeError(
+                f"{self.path / 'zarr.json'} cannot be read ({type(e).__name__}: {e}); the episode is damaged"
+            ) from e
         self.attrs = dict(self.group.attrs)
         check_schema(self.attrs, self.path)
         self.length = int(self.attrs["committed_length"])
@@ -429,7 +475,11 @@ class Episode:
         """An array by its store name; prefer the typed accessors below."""
         if name not in self._names:
             raise KeyError(f"{self.path} has no array '{name}'; it has {self.names()}")
-        return CommittedArray(self.group[name], self.length)
+        try:
+            array = self.group[name]
+        except Exception as e:  # a damaged zarr.json of the array
+            raise DamagedEpisodeError(f"{self.path / name}: cannot be opened ({type(e).__name__}: {e})") from e
+        return CommittedArray(array, self.length, self.path / name)
 
     # ------------------------------------------------------------------ what the agent saw and computed
 
@@ -441,7 +491,9 @@ class Episode:
     @property
     def frames_full(self) -> CommittedArray | None:
         """(N, H, W, 3) uint8 full-resolution frames, or None when the run did not store them."""
-        return self[schema.FRAMES_FULL] if schema.FRAMES_FULL in self else None
+        if schema.FRAMES_FULL not in self:
+            return None
+        return self[schema.FRAMES_FULL]
 
     @property
     def layers(self) -> list[int]:
@@ -449,7 +501,7 @@ class Episode:
         return schema.attention_layers(self._names)
 
     def attention(self, layer: int) -> CommittedArray:
-        """Block `layer`'s attention (N, heads, M+1) float16, last column = now; a negative layer counts from the end."""
+        """Block `layer`'s attention (N, heads, M+1) float16, last column = now; negative layers count from the end."""
         layers = self.layers
         if not layers:
             raise KeyError(f"{self.path} stores no attention; record the run with `vptlens record`")

@@ -107,3 +107,29 @@ def test_provenance_records_sha256():
     policy = load_policy(*fixture_paths("vpt_tiny"))
     assert len(policy.provenance["weights_sha256"]) == 64
     assert policy.provenance["config"]["hidsize"] == 64
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"hidsize": "64"}, r"hidsize='64' must be an integer"),
+        ({"hidsize": -64}, r"hidsize=-64 is outside"),
+        ({"hidsize": 10**9}, r"hidsize=1000000000 is outside"),
+        ({"hidsize": 16384, "n_recurrence_layers": 64}, r"B transformer parameters"),
+        ({"impala_chans": [16, "x", 32]}, r"impala_chans\[i\]='x'"),
+        ({"attention_heads": True}, r"attention_heads=True must be an integer"),
+    ],
+)
+def test_model_sizes_are_checked_before_anything_is_allocated(tmp_path, change, message):
+    kwargs = load_config(fixture_paths("vpt_tiny")[0]).raw_kwargs
+    path = tmp_path / "bad.model"
+    path.write_bytes(pickle.dumps({"model": {"args": {"net": {"args": {**kwargs, **change}}}}}))
+    with pytest.raises(ValueError, match=message):
+        load_config(path)
+
+
+def test_a_deeply_nested_model_file_is_refused_without_recursing(tmp_path):
+    path = tmp_path / "deep.model"
+    path.write_bytes(b"(" * 100_000 + b"l" * 100_000 + b".")  # a list nested 100k deep (protocol 0 opcodes)
+    with pytest.raises(UnsafePickleError, match="nested over 32 levels"):
+        load_config(path)

@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from conftest import fixture_paths, record_guided_steve1
+
 from vptlens.agents import load_policy, make_random_policy
 from vptlens.agents.distributions import log_prob
 from vptlens.recordings.replay import saliency_maps
@@ -88,7 +88,8 @@ def test_another_agent_is_refused(vpt_tiny, episode, tmp_path):
 
 
 def test_saliency_is_the_gradient_of_a_direct_run(vpt_tiny, episode):
-    """Saliency goes through the replayer: its map at step t is the blurred |d log pi(a_t) / d frame_t| of a direct run."""
+    """Saliency goes through the replayer: its map at step t is the blurred |d log pi(a_t) / d frame_t| of a direct
+    run."""
     import cv2
 
     maps = saliency_maps(episode)
@@ -122,3 +123,52 @@ def test_guided_steve1_episodes_replay_with_their_goal_and_scale(tmp_path):
     unguided.cond_scale = None
     with pytest.raises(ReplayMismatch):
         list(unguided.run())
+
+
+def test_splice_through_the_replayer_equals_a_direct_edited_run(vpt_tiny, episode):
+    """The KL that `splice_kl` reports is the KL between a direct clean run and a direct run with the same edit."""
+    from vptlens.probes.sae.splice import kl_divergence, splice_kl
+
+    n = 48
+    result = splice_kl(vpt_tiny, [episode], HOOK, lambda x: x + 0.5, max_steps_per_episode=n, block_steps=32)
+    clean_b, clean_c = direct_logits(vpt_tiny, episode, n)
+    with vpt_tiny.hooks([(HOOK, lambda x, hook: x + 0.5)]):
+        edit_b, edit_c = direct_logits(vpt_tiny, episode, n)
+    assert result.kl_buttons == pytest.approx(float(kl_divergence(clean_b, edit_b).mean()), rel=1e-3)
+    assert result.kl_camera == pytest.approx(float(kl_divergence(clean_c, edit_c).mean()), rel=1e-3)
+    assert result.kl_buttons > 0 and result.replay_max_abs_logprob_error < 1e-3
+
+
+def test_replay_and_summary_refuse_bad_input_before_writing(episode, tmp_path):
+    from vptlens.recordings import replay
+
+    existing = tmp_path / "old.mp4"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        replay.main(replay.ReplayConfig(episode.path, out=existing))
+    assert existing.read_bytes() == b"keep me"
+    with pytest.raises(KeyError, match="not 7"):
+        replay.main(replay.ReplayConfig(episode.path, out=tmp_path / "a.mp4", layer=7))
+    with pytest.raises(ValueError, match="4 heads"):
+        replay.main(replay.ReplayConfig(episode.path, out=tmp_path / "a.mp4", head="4"))
+    with pytest.raises(ValueError, match="head index"):
+        replay.ReplayConfig(episode.path, head="first")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.mp4"]
+    replay.summary(replay.SummaryConfig(episode.path, out=tmp_path / "s.png"))
+    assert (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_a_recording_without_checksums_needs_the_files_given(episode, tmp_path):
+    import zarr
+
+    copy = tmp_path / "episode.zarr"
+    shutil.copytree(episode.path, copy)
+    group = zarr.open_group(str(copy), mode="r+")
+    group.attrs["agent"] = {**group.attrs["agent"], "weights_sha256": None}
+    from vptlens.recordings.store import Episode
+
+    unchecked = Episode(copy)
+    with pytest.raises(ValueError, match="records no sha256 for its weights file"):
+        load_recording_policy(unchecked)
+    model, weights = fixture_paths("vpt_tiny")
+    assert load_recording_policy(unchecked, weights_path=weights).cfg == load_policy(model, weights).cfg

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import shutil
 import threading
 
 import numpy as np
@@ -214,3 +215,28 @@ def test_an_interrupted_hand_over_loses_nothing(tmp_path, monkeypatch):
     ep = Episode(tmp_path / "ep.zarr")
     assert len(ep) == 32 and ep.status == "partial"
     np.testing.assert_array_equal(ep["value"][:], (np.arange(32) / 3).astype(np.float32))
+
+
+def test_a_missing_or_corrupt_chunk_is_named_not_read_as_zeros(tmp_path):
+    from vptlens.recordings.store import DamagedEpisodeError
+
+    path = tmp_path / "ep.zarr"
+    with EpisodeWriter(path, SPECS) as writer:
+        for i in range(100):
+            writer.append(_step(i))
+        writer.close()
+    episode = Episode(path)
+    assert len(episode["value"][10:20]) == 10  # a whole episode reads
+    shutil.rmtree(path / "frames" / "c" / "5")  # steps 40..47
+    episode = Episode(path)
+    assert len(episode["frames"][:40]) == 40 and len(episode["frames"][48:]) == 52  # the chunks that are there
+    with pytest.raises(DamagedEpisodeError, match=r"frames: chunk 5 \(steps 40..47\) is missing"):
+        episode["frames"][30:50]
+    with pytest.raises(DamagedEpisodeError, match="chunk 5"):
+        episode["frames"][-60]
+    (path / "value" / "c" / "0").write_bytes(b"not zstd")
+    with pytest.raises(DamagedEpisodeError, match="value: the stored data cannot be read"):
+        Episode(path)["value"][:5]
+    (path / "zarr.json").write_text("{broken")
+    with pytest.raises(DamagedEpisodeError, match=r"zarr.json cannot be read"):
+        Episode(path)

@@ -8,14 +8,12 @@ killed recorder loses at most each episode's unflushed tail; `--resume` skips co
 episodes and records the others again.
 """
 
-import copy
-import datetime as dt
 import json
 import logging
 import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +22,22 @@ from tqdm import tqdm
 
 import vptlens
 from vptlens.agents import load_policy
-from vptlens.agents.actions import MINERL_BUTTONS as MINERL_ACTION_KEYS
 from vptlens.agents.actions import factored_to_minerl
 from vptlens.agents.agent import preprocess_frames
 from vptlens.agents.distributions import entropy, log_prob, sample_actions
 from vptlens.agents.policy import PolicyOutput, VPTPolicy
+from vptlens.envs import EnvConfig, get_env_id, get_env_settings, make
+from vptlens.envs.blockworld import BlockWorldConfig
+from vptlens.envs.scenes import as_scene
+from vptlens.minerl_spec import MINERL_BUTTONS
+from vptlens.recordings import schema as S
+from vptlens.recordings.schema import AgentRecord, EnvRecord, EpisodeMeta, RunManifest, git_commit, now_iso, to_jsonable
 from vptlens.recordings.store import (
     TEXT,
     ArraySpec,
     BlockWriter,
     Episode,
     EpisodeWriter,
-    git_commit,
-    write_json_atomic,
 )
 
 logger = logging.getLogger(__name__)
@@ -58,8 +59,8 @@ class RecordConfig:
     """Where `vptlens download` put the zoo's files."""
     out: Path = Path("runs/run")
     """Run directory: one zarr group per episode, and run.json."""
-    env: str = "blockworld"
-    """blockworld, or minerl (needs a MineRL interpreter: see README, Real Minecraft)."""
+    env: EnvConfig = BlockWorldConfig()
+    """The env: env:blockworld (default) or env:minerl (README: Real Minecraft), then its --env.* options."""
     scene: str | None = None
     """A built-in scene name or a scene file applied at every reset."""
     n_episodes: int = 2
@@ -70,12 +71,6 @@ class RecordConfig:
     """Environments stepped in lockstep (one batched policy step per tick)."""
     seed: int = 0
     """Episode i uses seed + i for the env and for the agent's sampling."""
-    height: int = 360
-    """Env frame height (the agent always sees 128x128, resized as VPT does)."""
-    width: int = 640
-    """Env frame width."""
-    terrain: str = "hills"
-    """BlockWorld terrain: hills or flat."""
     full_frames: bool = False
     """Also store the env's full-resolution frames."""
     hooks: tuple[str, ...] = DEFAULT_HOOKS
@@ -90,14 +85,17 @@ class RecordConfig:
     """Torch device of the policy."""
     resume: bool = False
     """Keep complete episodes of an existing run and record the rest."""
+    overwrite: bool = False
+    """Delete an existing run in --out and record afresh."""
     flush_steps: int = 64
     """Steps buffered per episode between flushes (a multiple of 64)."""
 
     def __post_init__(self):
         if (self.zoo is None) == (self.model is None or self.weights is None):
             raise ValueError("give the agent as --model and --weights, or as --zoo NAME (not both)")
-        if self.env not in ("blockworld", "minerl"):
-            raise ValueError(f"env {self.env!r} unknown; use blockworld or minerl")
+        get_env_id(self.env)  # a TypeError for anything but an env config
+        if self.resume and self.overwrite:
+            raise ValueError("--resume keeps the existing run and --overwrite deletes it: pass one of them")
         if min(self.n_episodes, self.n_steps, self.n_envs) < 1:
             raise ValueError("n_episodes, n_steps and n_envs must be at least 1")
         if self.flush_steps % 64:
@@ -108,30 +106,42 @@ def episode_specs(policy: VPTPolicy, cfg: RecordConfig, hook_names: list[str]) -
     """Every per-step array an episode stores (documented in PROTOCOL.md)."""
     pc = policy.cfg
     specs = {
-        "frames": ArraySpec((128, 128, 3), "uint8", 64, "the agent-resolution frame the policy saw", "RGB"),
-        "action/buttons": ArraySpec((), "int32", 64, "joint button class taken (0..8640)", "class"),
-        "action/camera": ArraySpec((), "int32", 64, "camera class taken (0..120) = pitch_bin * 11 + yaw_bin", "class"),
-        "action/minerl/camera": ArraySpec((2,), "float32", 64, "camera action sent to the env", "degrees [pitch, yaw]"),
-        "log_prob": ArraySpec((), "float32", 64, "log-probability of the action taken (both heads)", "nats"),
-        "entropy/buttons": ArraySpec((), "float32", 64, "entropy of the button head", "nats"),
-        "entropy/camera": ArraySpec((), "float32", 64, "entropy of the camera head", "nats"),
-        "value": ArraySpec((), "float32", 64, "value head output (denormalised)", ""),
-        "reward": ArraySpec((), "float32", 64, "env reward after the action", ""),
-        "terminated": ArraySpec((), "bool", 64, "the env ended the episode after this step", ""),
-        "truncated": ArraySpec((), "bool", 64, "the episode was cut after this step", ""),
-        "gt/pose": ArraySpec((5,), "float32", 64, "player pose when the frame was seen", "x, y, z, pitch, yaw"),
-        "gt/crosshair": ArraySpec((), TEXT, 64, "what the crosshair was on (JSON)", "env's info['crosshair']"),
-        "gt/nearest_log": ArraySpec(
+        S.FRAMES: ArraySpec((128, 128, 3), "uint8", 64, "the agent-resolution frame the policy saw", "RGB"),
+        S.action_array("buttons"): ArraySpec((), "int32", 64, "joint button class taken (0..8640)", "class"),
+        S.action_array("camera"): ArraySpec(
+            (), "int32", 64, "camera class taken (0..120) = pitch_bin * 11 + yaw_bin", "class"
+        ),
+        S.minerl_action_array("camera"): ArraySpec(
+            (2,), "float32", 64, "camera action sent to the env", "degrees [pitch, yaw]"
+        ),
+        S.LOG_PROB: ArraySpec((), "float32", 64, "log-probability of the action taken (both heads)", "nats"),
+        S.entropy_array("buttons"): ArraySpec((), "float32", 64, "entropy of the button head", "nats"),
+        S.entropy_array("camera"): ArraySpec((), "float32", 64, "entropy of the camera head", "nats"),
+        S.VALUE: ArraySpec((), "float32", 64, "value head output (denormalised)", ""),
+        S.REWARD: ArraySpec((), "float32", 64, "env reward after the action", ""),
+        S.TERMINATED: ArraySpec((), "bool", 64, "the env ended the episode after this step", ""),
+        S.TRUNCATED: ArraySpec((), "bool", 64, "the episode was cut after this step", ""),
+        S.ground_truth_array("pose"): ArraySpec(
+            (5,), "float32", 64, "player pose when the frame was seen", "x, y, z, pitch, yaw"
+        ),
+        S.ground_truth_array("crosshair"): ArraySpec(
+            (), TEXT, 64, "what the crosshair was on (JSON)", "env's info['crosshair']"
+        ),
+        S.ground_truth_array("nearest_log"): ArraySpec(
             (4,), "float32", 64, "tree trunk (log block) nearest the eyes; NaN if none or unknown", "x, y, z, distance"
         ),
-        "gt/visible_entities": ArraySpec((), TEXT, 64, "mobs on screen with pixel boxes (JSON)", "x0, y0, x1, y1"),
-        "gt/events": ArraySpec((), TEXT, 64, "events of the step that produced the frame (JSON)", ""),
+        S.ground_truth_array("visible_entities"): ArraySpec(
+            (), TEXT, 64, "mobs on screen with pixel boxes (JSON)", "x0, y0, x1, y1"
+        ),
+        S.ground_truth_array("events"): ArraySpec(
+            (), TEXT, 64, "events of the step that produced the frame (JSON)", ""
+        ),
     }
-    for key in MINERL_ACTION_KEYS:
-        specs[f"action/minerl/{key}"] = ArraySpec((), "uint8", 64, f"MineRL '{key}' sent to the env", "0/1")
+    for key in MINERL_BUTTONS:
+        specs[S.minerl_action_array(key)] = ArraySpec((), "uint8", 64, f"MineRL '{key}' sent to the env", "0/1")
     T = pc.memory_len + 1
     for layer in range(pc.n_recurrence_layers):
-        specs[f"attention/L{layer}"] = ArraySpec(
+        specs[S.attention_array(layer)] = ArraySpec(
             (pc.attention_heads, T),
             "float16",
             64,
@@ -149,20 +159,10 @@ def episode_specs(policy: VPTPolicy, cfg: RecordConfig, hook_names: list[str]) -
     }
     for name in hook_names:
         shape = tuple(dims[c] for c in policy.hook_dims(step=True)[name].split() if c != "b")
-        specs[f"activations/{name}"] = ArraySpec(shape, "float16", 64, f"hook {name} at each step", "")
+        specs[S.activation_array(name)] = ArraySpec(shape, "float16", 64, f"hook {name} at each step", "")
     if cfg.full_frames:
-        specs["frames_full"] = ArraySpec((cfg.height, cfg.width, 3), "uint8", 16, "the env's full frame", "RGB")
+        specs[S.FRAMES_FULL] = ArraySpec((cfg.env.height, cfg.env.width, 3), "uint8", 16, "the env's full frame", "RGB")
     return specs
-
-
-def _make_env(cfg: RecordConfig):
-    if cfg.env == "blockworld":
-        from vptlens.envs.blockworld import BlockWorldEnv
-
-        return BlockWorldEnv(height=cfg.height, width=cfg.width, terrain=cfg.terrain)
-    from vptlens.envs.minerl_env import MineRLEnv
-
-    return MineRLEnv()
 
 
 class Recorder:
@@ -170,6 +170,15 @@ class Recorder:
 
     def __init__(self, cfg: RecordConfig, policy: VPTPolicy | None = None):
         self.cfg = cfg
+        # every check of the user's input comes before anything is written: the scene parsed once, for every env
+        self.scene = None if cfg.scene is None else as_scene(cfg.scene)
+        if hasattr(cfg.env, "command"):  # MineRL: its interpreter must exist before a run is started
+            python = cfg.env.command()[0]
+            if shutil.which(python) is None and not Path(python).is_file():
+                raise FileNotFoundError(
+                    f"the MineRL interpreter {python!r} does not exist; pass --env.python PATH "
+                    "(`vptlens doctor minerl` checks the setup)"
+                )
         # `policy` lets benchmarks pass one built in memory; it must carry `provenance`
         self.policy = policy if policy is not None else load_policy(*self.agent_files(), device=cfg.device)
         self.patterns = self.policy.select_hooks("blocks.*.attn.hook_pattern")
@@ -183,6 +192,8 @@ class Recorder:
         self.run_dir = Path(cfg.out)
         self.manifest_path = self.run_dir / "run.json"
         self.interrupted = False
+        self.agent_record = AgentRecord.from_dict(self.policy.provenance, "the policy's provenance")
+        self.manifest: RunManifest | None = None
         self._writer: BlockWriter | None = None
 
     def agent_files(self) -> tuple[Path, Path]:
@@ -202,51 +213,120 @@ class Recorder:
 
     # -------------------------------------------------------------- the run manifest
 
-    def _load_or_start_manifest(self) -> dict:
+    def _load_or_start_manifest(self) -> RunManifest:
         cfg = self.cfg
         if self.manifest_path.exists():
             if not cfg.resume:
                 raise FileExistsError(f"{self.run_dir} holds a run already; pass --resume to finish it, or a new --out")
-            manifest = json.loads(self.manifest_path.read_text())
-            if manifest["config"]["n_steps"] != cfg.n_steps or manifest["config"]["seed"] != cfg.seed:
-                raise ValueError("--resume needs the same n_steps and seed as the run being resumed")
+            manifest = RunManifest.load(self.run_dir)
+            self._check_resumable(manifest)
             return manifest
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        manifest = {
-            "schema": "vptlens.run",
-            "schema_version": 1,
-            "config": json.loads(json.dumps(asdict(cfg), default=str)),
-            "agent": self.policy.provenance,
-            "package_version": vptlens.__version__,
-            "git_commit": git_commit(),
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "episodes": {},
-        }
-        write_json_atomic(self.manifest_path, manifest)
+        manifest = RunManifest(
+            config=to_jsonable(cfg),
+            agent=self.agent_record,
+            package_version=vptlens.__version__,
+            git_commit=git_commit(),
+            created=now_iso(),
+        )
+        manifest.dump(self.run_dir)
         return manifest
+
+    def _remove_existing_run(self) -> None:
+        if not self.run_dir.exists():
+            return
+        if not self.run_dir.is_dir() or not (self.manifest_path.exists() or not any(self.run_dir.iterdir())):
+            raise FileExistsError(
+                f"{self.run_dir} exists and is not a vptlens run (no run.json): --overwrite deletes only runs; "
+                "remove it yourself or pick another --out"
+            )
+        logger.info("--overwrite: removing the run in %s", self.run_dir)
+        shutil.rmtree(self.run_dir)
 
     def episode_path(self, index: int) -> Path:
         return self.run_dir / f"episode_{index:06d}.zarr"
 
-    def _pending(self, manifest: dict) -> list[int]:
-        pending = []
+    def _check_resumable(self, manifest: RunManifest) -> None:
+        """--resume adds episodes to a run only if they would be recorded exactly as its others were: the same agent
+        files (sha256), env, scene, hooks, steps, seeds and sampling. Every difference is listed at once."""
+        ignored = {"out", "resume", "overwrite", "device", "n_envs", "flush_steps", "model", "weights", "zoo"}
+        ignored.add("checkpoint_dir")  # the agent is compared by its files' sha256 instead
+        now = to_jsonable(self.cfg)
+        problems = [
+            f"{key}: the run has {manifest.config.get(key)!r}, now {now[key]!r}"
+            for key in now
+            if key not in ignored and manifest.config.get(key) != now[key]
+        ]
+        for kind in ("model", "weights"):
+            before, after = getattr(manifest.agent, f"{kind}_sha256"), getattr(self.agent_record, f"{kind}_sha256")
+            if before != after:
+                problems.append(f"the {kind} file differs (sha256 {str(before)[:12]}... vs {str(after)[:12]}...)")
+        if self.scene is not None or manifest.config.get("scene") is not None:
+            recorded = next((e for e in self._episodes_on_disk() if e.status == "complete"), None)
+            scene_now = None if self.scene is None else self.scene.to_dict()
+            if recorded is not None and recorded.meta.scene != scene_now:
+                problems.append("the scene's content differs from the one the run's episodes were recorded in")
+        if problems:
+            raise ValueError(
+                f"--resume would mix two different recordings in {self.run_dir}: "
+                + "; ".join(problems)
+                + ". Resume with the run's own settings (see its run.json), or record into a new --out"
+            )
+
+    def _episodes_on_disk(self) -> list[Episode]:
+        episodes = []
+        for path in sorted(self.run_dir.glob("episode_*.zarr")):
+            try:
+                episodes.append(Episode(path))
+            except (ValueError, FileNotFoundError, KeyError):
+                continue
+        return episodes
+
+    def _pending(self) -> list[int]:
+        """The episodes still to record; the manifest repaired to what is on disk. An episode this vpt-lens cannot
+        read (another schema version, damage) is never deleted: the run is refused before anything changes."""
+        pending, redo, unreadable = [], [], []
         for i in range(self.cfg.n_episodes):
             path = self.episode_path(i)
-            if path.exists():
-                try:
-                    if Episode(path).status == "complete":
-                        continue
-                except (ValueError, FileNotFoundError, KeyError):
-                    pass
-                shutil.rmtree(path)  # partial or unreadable: record it again from its seed
+            if not path.exists():
+                pending.append(i)
+                continue
+            try:
+                episode = Episode(path)
+            except (ValueError, FileNotFoundError, KeyError) as e:
+                if _interrupted_at_creation(path):
+                    redo.append(path)
+                    pending.append(i)
+                else:
+                    unreadable.append(f"{path.name} ({e})")
+                continue
+            if episode.status == "complete":
+                entry = self.manifest.episodes.get(i)
+                if entry is None or entry.status != "complete" or entry.length != len(episode):
+                    # the manifest fell behind (killed between closing the episode and rewriting run.json)
+                    self._set_episode(i, path=path.name, seed=episode.meta.seed, status="complete", length=len(episode))
+                continue
+            redo.append(path)  # partial or still "recording" (killed): record it again from its seed
             pending.append(i)
+        if unreadable:
+            raise ValueError(
+                f"--resume cannot read {len(unreadable)} episode(s) of {self.run_dir} and will not delete them: "
+                + "; ".join(unreadable)
+                + ". Move them out of the run (or open them with the vpt-lens version that wrote them), or record "
+                "the whole run afresh with --overwrite"
+            )
+        for path in redo:
+            shutil.rmtree(path)
+        self.manifest.dump(self.run_dir)
         return pending
 
     # -------------------------------------------------------------- recording
 
     def run(self) -> dict:
-        manifest = self._load_or_start_manifest()
-        pending = self._pending(manifest)
+        if self.cfg.overwrite:
+            self._remove_existing_run()
+        self.manifest = self._load_or_start_manifest()
+        pending = self._pending()
         cfg = self.cfg
         previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -257,7 +337,7 @@ class Recorder:
         self._writer = BlockWriter(max_pending=2 * cfg.n_envs + 4)
         try:
             for wave in range(0, len(pending), cfg.n_envs):
-                self._record_wave(pending[wave : wave + cfg.n_envs], manifest, bar)
+                self._record_wave(pending[wave : wave + cfg.n_envs], bar)
                 if self.interrupted:
                     break
         finally:
@@ -267,26 +347,29 @@ class Recorder:
             finally:
                 signal.signal(signal.SIGTERM, previous)
         seconds = time.perf_counter() - start
-        summary = self._summary(manifest, seconds)
+        summary = self._summary(seconds)
         logger.info(summary["text"])
         return summary
 
     def _on_sigterm(self, signum, frame):
         raise KeyboardInterrupt
 
-    def _save_manifest(self, manifest: dict) -> None:
+    def _set_episode(self, index: int, **changes) -> None:
+        self.manifest = self.manifest.with_episode(index, **changes)
+
+    def _save_manifest(self) -> None:
         """Rewrite run.json after the episode writes handed over so far (so it never runs ahead of them)."""
-        snapshot = copy.deepcopy(manifest)
+        snapshot = self.manifest  # frozen: later changes make a new one
 
         async def save() -> None:
-            write_json_atomic(self.manifest_path, snapshot)
+            snapshot.dump(self.run_dir)
 
         self._writer.submit(save)
 
-    def _record_wave(self, indices: list[int], manifest: dict, bar) -> None:
+    def _record_wave(self, indices: list[int], bar) -> None:
         cfg, policy = self.cfg, self.policy
         reason = "interrupted"
-        envs = [_make_env(cfg) for _ in indices]
+        envs = [make(cfg.env, scene=self.scene) for _ in indices]
         writers: list[EpisodeWriter | None] = []
         # one sampling stream per episode, so an episode's actions do not depend on its batch-mates; sampled on
         # the CPU from float32 heads, so the same seed gives the same actions whatever device the policy is on
@@ -295,7 +378,7 @@ class Recorder:
         try:
             for env, index in zip(envs, indices):
                 seed = cfg.seed + index
-                obs, info = env.reset(seed=seed, options={"scene": cfg.scene} if cfg.scene else None)
+                obs, info = env.reset(seed=seed)
                 obs_list.append(obs)
                 infos.append(info)
                 writers.append(
@@ -307,12 +390,8 @@ class Recorder:
                         writer=self._writer,
                     )
                 )
-                manifest["episodes"][str(index)] = {
-                    "path": self.episode_path(index).name,
-                    "seed": seed,
-                    "status": "recording",
-                }
-            self._save_manifest(manifest)
+                self._set_episode(index, path=self.episode_path(index).name, seed=seed, status="recording")
+            self._save_manifest()
             guided = cfg.cond_scale is not None
             state = policy.initial_state(len(envs), guided=guided)
             first = torch.ones(len(envs), dtype=torch.bool)
@@ -337,7 +416,7 @@ class Recorder:
                 buttons = torch.cat([s[0] for s in sampled])
                 camera = torch.cat([s[1] for s in sampled])
                 batch = self._batch_values(out, buttons, camera, cache)
-                actions = factored_to_minerl(batch["action/buttons"], batch["action/camera"])
+                actions = factored_to_minerl(batch[S.action_array("buttons")], batch[S.action_array("camera")])
                 for b, (env, writer) in enumerate(zip(envs, writers)):
                     if writer.closed:
                         continue
@@ -352,8 +431,8 @@ class Recorder:
                     obs_list[b], infos[b], events[b] = obs_next, info, info.get("events", [])
                     if terminated or truncated:
                         writer.close("complete", n_steps=len(writer))
-                        manifest["episodes"][str(indices[b])].update(status="complete", length=len(writer))
-                        self._save_manifest(manifest)
+                        self._set_episode(indices[b], status="complete", length=len(writer))
+                        self._save_manifest()
         except KeyboardInterrupt:
             self.interrupted = True
             logger.warning("interrupted: flushing and marking the open episodes partial")
@@ -367,16 +446,16 @@ class Recorder:
                 raise
         finally:
             try:
-                self._close_partial(writers, indices, manifest, reason=reason)
+                self._close_partial(writers, indices, reason=reason)
             finally:
                 for env in envs:
                     env.close()
 
-    def _close_partial(self, writers, indices, manifest, reason: str) -> None:
+    def _close_partial(self, writers, indices, reason: str) -> None:
         """Hand over every open episode's tail and mark it partial (all written before run() returns)."""
         for writer, index in zip(writers, indices):
             if writer is not None and not writer.closed:
-                manifest["episodes"][str(index)].update(status="partial", length=len(writer))
+                self._set_episode(index, status="partial", length=len(writer))
                 if self._writer.failed:
                     writer.abandon()
                 else:
@@ -384,12 +463,12 @@ class Recorder:
         if self._writer.failed:
             # nothing more reaches the episodes; the manifest must not claim more than they hold
             for index in indices:
-                entry = manifest["episodes"].get(str(index))
-                if entry is not None and entry["status"] == "complete" and not _is_complete(self.episode_path(index)):
-                    entry.update(status="partial")
-            write_json_atomic(self.manifest_path, manifest)
+                entry = self.manifest.episodes.get(index)
+                if entry is not None and entry.status == "complete" and not _is_complete(self.episode_path(index)):
+                    self._set_episode(index, status="partial")
+            self.manifest.dump(self.run_dir)
             self._writer.check()
-        self._save_manifest(manifest)
+        self._save_manifest()
 
     def _batch_values(self, out: PolicyOutput, buttons, camera, cache: dict) -> dict[str, np.ndarray]:
         """Everything the episodes store from the policy, as numpy (B, ...): `out` is on the CPU already, the cached
@@ -397,15 +476,15 @@ class Recorder:
         B = buttons.shape[0]
         h_buttons, h_camera = entropy(out)
         batch = {
-            "action/buttons": buttons.numpy().astype(np.int32),
-            "action/camera": camera.numpy().astype(np.int32),
-            "log_prob": log_prob(out, buttons, camera).numpy(),
-            "entropy/buttons": h_buttons.numpy(),
-            "entropy/camera": h_camera.numpy(),
-            "value": out.value.numpy(),
+            S.action_array("buttons"): buttons.numpy().astype(np.int32),
+            S.action_array("camera"): camera.numpy().astype(np.int32),
+            S.LOG_PROB: log_prob(out, buttons, camera).numpy(),
+            S.entropy_array("buttons"): h_buttons.numpy(),
+            S.entropy_array("camera"): h_camera.numpy(),
+            S.VALUE: out.value.numpy(),
         }
-        names = [f"attention/L{layer}" for layer in range(len(self.patterns))]
-        names += [f"activations/{h}" for h in self.hooks]
+        names = [S.attention_array(layer) for layer in range(len(self.patterns))]
+        names += [S.activation_array(h) for h in self.hooks]
         # a guided (classifier-free) step caches 2B rows, conditional first: the episodes keep those
         tensors = [cache[n][:B] for n in self.patterns + self.hooks]
         flat = torch.cat([t.reshape(B, -1).to(torch.float16) for t in tensors], dim=1).cpu().numpy()
@@ -418,28 +497,24 @@ class Recorder:
 
     def _episode_attrs(self, index: int, env, info: dict) -> dict:
         cfg = self.cfg
-        env_config = (
-            asdict(env.config) if hasattr(env, "config") and hasattr(env.config, "__dataclass_fields__") else {}
+        scene = None if self.scene is None else self.scene.to_dict()
+        meta = EpisodeMeta(
+            episode_index=index,
+            seed=cfg.seed + index,
+            agent=self.agent_record,
+            policy_config=self.policy.cfg.to_dict(),
+            env=EnvRecord(id=get_env_id(cfg.env), settings=to_jsonable(get_env_settings(cfg.env))),
+            env_reset_info=to_jsonable({k: v for k, v in info.items() if k != "events"}),
+            scene=scene,
+            record_config=to_jsonable(cfg),
+            hooks=tuple(self.hooks),
+            package_version=vptlens.__version__,
+            git_commit=git_commit(),
+            sampling="argmax" if cfg.deterministic else "sampled, temperature in logits",
+            goal=None if self.goal is None else tuple(float(x) for x in self.goal),
+            cond_scale=cfg.cond_scale,
         )
-        scene = None
-        if cfg.scene:
-            from vptlens.envs.scenes import as_scene
-
-            scene = as_scene(cfg.scene).to_dict()
-        return {
-            "episode_index": index,
-            "seed": cfg.seed + index,
-            "agent": self.policy.provenance,
-            "policy_config": self.policy.cfg.to_dict(),
-            "env": {"id": cfg.env, "settings": json.loads(json.dumps(env_config, default=str))},
-            "env_reset_info": json.loads(json.dumps({k: v for k, v in info.items() if k != "events"}, default=str)),
-            "scene": scene,
-            "record_config": json.loads(json.dumps(asdict(cfg), default=str)),
-            "hooks": self.hooks,
-            "package_version": vptlens.__version__,
-            "git_commit": git_commit(),
-            "sampling": "argmax" if cfg.deterministic else "sampled, temperature in logits",
-        }
+        return meta.to_dict()
 
     def _step_values(self, b: int, frames, obs: dict, info: dict, events: list, action: dict, batch: dict) -> dict:
         """Row b's values of one step (reward and the end flags are added by the caller)."""
@@ -447,25 +522,27 @@ class Recorder:
         step = {name: values[b] for name, values in batch.items()}
         step.update(
             {
-                "frames": frames[b],
-                "action/minerl/camera": np.asarray(action["camera"], np.float32),
-                "gt/pose": np.array([pose.get(k, np.nan) for k in ("x", "y", "z", "pitch", "yaw")], np.float32),
-                "gt/crosshair": json.dumps(info.get("crosshair")),
-                "gt/nearest_log": _nearest_log(info.get("nearest_log")),
-                "gt/visible_entities": json.dumps(info.get("visible_entities", [])),
-                "gt/events": json.dumps(events),
+                S.FRAMES: frames[b],
+                S.minerl_action_array("camera"): np.asarray(action["camera"], np.float32),
+                S.ground_truth_array("pose"): np.array(
+                    [pose.get(k, np.nan) for k in ("x", "y", "z", "pitch", "yaw")], np.float32
+                ),
+                S.ground_truth_array("crosshair"): json.dumps(info.get("crosshair")),
+                S.ground_truth_array("nearest_log"): _nearest_log(info.get("nearest_log")),
+                S.ground_truth_array("visible_entities"): json.dumps(info.get("visible_entities", [])),
+                S.ground_truth_array("events"): json.dumps(events),
             }
         )
-        for key in MINERL_ACTION_KEYS:
-            step[f"action/minerl/{key}"] = np.uint8(action.get(key, 0))
+        for key in MINERL_BUTTONS:
+            step[S.minerl_action_array(key)] = np.uint8(action.get(key, 0))
         if self.cfg.full_frames:
-            step["frames_full"] = obs["pov"]
+            step[S.FRAMES_FULL] = obs["pov"]
         return step
 
-    def _summary(self, manifest: dict, seconds: float) -> dict:
-        episodes = manifest["episodes"].values()
-        complete = sum(e["status"] == "complete" for e in episodes)
-        steps = sum(e.get("length", 0) for e in episodes)
+    def _summary(self, seconds: float) -> dict:
+        episodes = self.manifest.episodes.values()
+        complete = sum(e.status == "complete" for e in episodes)
+        steps = sum(e.length or 0 for e in episodes)
         disk = sum(f.stat().st_size for f in self.run_dir.rglob("*") if f.is_file())
         text = (
             f"{self.run_dir}: {complete}/{self.cfg.n_episodes} episodes complete, {steps} steps, "
@@ -490,6 +567,19 @@ def _caused_by_interrupt(e: BaseException) -> bool:
         seen.add(id(e))
         e = e.__cause__ or e.__context__
     return False
+
+
+def _interrupted_at_creation(path: Path) -> bool:
+    """Whether an episode directory is one the writer was killed while creating (no zarr.json yet, or a zarr.json
+    without the schema attributes, which are written last): nothing of it was committed."""
+    meta = path / "zarr.json"
+    if not meta.exists():
+        return not any(path.rglob("c/*"))  # no chunk data anywhere
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+    except (json.JSONDecodeError, OSError, AttributeError):
+        return False
+    return "schema" not in attrs
 
 
 def _is_complete(path: Path) -> bool:

@@ -17,6 +17,7 @@ from conftest import fixture_paths, record_guided_steve1
 
 from vptlens.agents.actions import factored_to_minerl
 from vptlens.cli import entrypoint
+from vptlens.envs.blockworld import BlockWorldConfig
 from vptlens.recordings import recorder, replay
 from vptlens.recordings.store import Episode, EpisodeWriter, Run, WriterError
 
@@ -24,7 +25,7 @@ MODEL, WEIGHTS = fixture_paths("vpt_tiny")
 
 
 def _cfg(out: Path, **kw) -> recorder.RecordConfig:
-    settings = {"n_episodes": 2, "n_steps": 70, "n_envs": 2, "height": 64, "width": 64, "seed": 5, **kw}
+    settings = {"n_episodes": 2, "n_steps": 70, "n_envs": 2, "env": BlockWorldConfig(64, 64), "seed": 5, **kw}
     return recorder.RecordConfig(model=MODEL, weights=WEIGHTS, out=out, **settings)
 
 
@@ -37,8 +38,8 @@ def recorded(tmp_path_factory):
 
 def test_run_manifest_and_episodes(recorded):
     run = Run(recorded)
-    assert run.manifest["agent"]["weights_sha256"] and len(run.episodes()) == 2
-    assert {e["status"] for e in run.manifest["episodes"].values()} == {"complete"}
+    assert run.manifest.agent.weights_sha256 and len(run.episodes()) == 2
+    assert {e.status for e in run.manifest.episodes.values()} == {"complete"}
     ep = run.episodes()[1]
     assert len(ep) == 70 and ep.attrs["seed"] == 6 and ep.attrs["status"] == "complete"
     assert ep["frames_full"].shape == (70, 64, 64, 3)
@@ -80,8 +81,9 @@ def _wait_for_commit(path: Path, at_least: int, timeout_s: float = 120.0) -> int
 def _record_in_subprocess(out: Path, n_steps: int) -> subprocess.Popen:
     script = (
         "from pathlib import Path; from vptlens.recordings import recorder; "
+        "from vptlens.envs.blockworld import BlockWorldConfig; "
         f"recorder.main(recorder.RecordConfig(model=Path({str(MODEL)!r}), weights=Path({str(WEIGHTS)!r}), "
-        f"out=Path({str(out)!r}), n_steps={n_steps}, n_episodes=1, n_envs=1, height=64, width=64, seed=5))"
+        f"out=Path({str(out)!r}), n_steps={n_steps}, n_episodes=1, n_envs=1, env=BlockWorldConfig(64, 64), seed=5))"
     )
     return subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
@@ -146,7 +148,7 @@ def test_replay_with_saliency_and_sha_check(recorded, tmp_path):
 def test_cli_record_replay_summary(tmp_path):
     out = tmp_path / "cli_run"
     entrypoint(["record", "--model", str(MODEL), "--weights", str(WEIGHTS), "--out", str(out), "--n-episodes", "1",
-                "--n-steps", "20", "--n-envs", "1", "--height", "64", "--width", "64",
+                "--n-steps", "20", "--n-envs", "1", "env:blockworld", "--env.height", "64", "--env.width", "64",
                 "--scene", "villager_under_leaves"])  # fmt: skip
     episode = out / "episode_000000.zarr"
     assert Episode(episode).attrs["scene"]["name"] == "villager_under_leaves"
@@ -177,7 +179,7 @@ def test_ctrl_c_flushes_and_marks_partial(tmp_path, signum):
     episode = Episode(out / "episode_000000.zarr")
     assert episode.status == "partial" and len(episode) >= 64  # the buffered tail was flushed too
     assert episode.attrs["interrupted_by"] == "interrupted"
-    assert Run(out).manifest["episodes"]["0"]["status"] == "partial"
+    assert Run(out).manifest.episodes[0].status == "partial"
     assert episode.attrs["n_steps"] == len(episode)  # everything handed over was written before exit
 
 
@@ -196,7 +198,7 @@ def test_a_failed_write_stops_the_recording_with_a_clear_error(tmp_path, monkeyp
         recorder.Recorder(_cfg(out, n_episodes=1, n_envs=1, n_steps=300)).run()
     episode = Episode(out / "episode_000000.zarr")
     assert len(episode) == 64 and episode.status == "recording"  # the failed block was never committed
-    assert Run(out).manifest["episodes"]["0"]["status"] == "partial"
+    assert Run(out).manifest.episodes[0].status == "partial"
     assert calls[:2] == [0, 64]
 
 
@@ -251,3 +253,60 @@ def test_an_interrupt_inside_compiled_code_counts_as_an_interrupt():
     except SystemError as e:
         assert recorder._caused_by_interrupt(e)
     assert not recorder._caused_by_interrupt(ValueError("a real failure"))
+
+
+def _small(out: Path, **kw) -> recorder.RecordConfig:
+    return _cfg(out, **{"n_episodes": 2, "n_steps": 20, "n_envs": 1, "env": BlockWorldConfig(32, 32), **kw})
+
+
+def test_resume_refuses_to_mix_two_recordings_and_lists_every_difference(tmp_path):
+    out = tmp_path / "run"
+    recorder.main(_small(out, n_episodes=1))
+    before = sorted(p.name for p in out.iterdir())
+    other_weights = tmp_path / "other.weights"
+    state = torch.load(WEIGHTS, weights_only=True)
+    state = {k: (v + 0.01 if v.is_floating_point() else v) for k, v in state.items()}
+    torch.save(state, other_weights)
+    cfg = recorder.RecordConfig(
+        model=MODEL, weights=other_weights, out=out, n_episodes=2, n_steps=20, n_envs=1,
+        env=BlockWorldConfig(32, 32), seed=5, scene="tree_at_spot", resume=True,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="mix two different recordings") as err:
+        recorder.main(cfg)
+    message = str(err.value)
+    assert "n_episodes" in message and "scene" in message and "weights file differs" in message
+    assert "n_steps" not in message
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing written or removed
+
+
+def test_resume_never_deletes_what_it_cannot_read(tmp_path):
+    out = tmp_path / "run"
+    recorder.main(_small(out))
+    alien = out / "episode_000001.zarr"
+    group = zarr.open_group(str(alien), mode="r+")
+    group.attrs["schema_version"] = 2  # written by a newer vpt-lens
+    with pytest.raises(ValueError, match="cannot read 1 episode.*episode_000001.zarr.*schema version 2"):
+        recorder.main(_small(out, resume=True))
+    assert zarr.open_group(str(alien), mode="r").attrs["schema_version"] == 2  # still there, untouched
+    assert Episode(out / "episode_000000.zarr").status == "complete"
+    summary = recorder.main(_small(out, overwrite=True))  # the way to start afresh
+    assert summary["complete"] == 2 and Episode(alien).attrs["schema_version"] == 1
+
+
+def test_resume_repairs_a_manifest_that_fell_behind_and_redoes_a_half_created_episode(tmp_path):
+    out = tmp_path / "run"
+    recorder.main(_small(out))
+    manifest = json.loads((out / "run.json").read_text())
+    manifest["episodes"]["0"].update(status="recording", length=None)  # killed before run.json was rewritten
+    del manifest["episodes"]["1"]
+    (out / "run.json").write_text(json.dumps(manifest))
+    length = len(Episode(out / "episode_000000.zarr"))
+    summary = recorder.main(_small(out, resume=True))
+    assert summary["complete"] == 2 and summary["steps"] == 2 * length
+    entries = Run.open(out).manifest.episodes
+    assert entries[0].status == entries[1].status == "complete" and entries[1].length == length
+    # a writer killed while creating episode 1 leaves a group without its schema attributes: recorded again
+    half = out / "episode_000001.zarr"
+    zarr.open_group(str(half), mode="w", zarr_format=3)
+    summary = recorder.main(_small(out, resume=True))
+    assert summary["complete"] == 2 and Episode(half).status == "complete" and len(Episode(half)) == length

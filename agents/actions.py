@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
+from vptlens.minerl_spec import MINERL_BUTTONS
+
 VPT_BUTTONS: tuple[str, ...] = (
     "attack",
     "back",
@@ -56,25 +58,6 @@ VPT_BUTTONS: tuple[str, ...] = (
     *(f"hotbar.{i}" for i in range(1, 10)),
 )
 """The 20 buttons VPT models, in OpenAI's order (`lib/actions.py` `Buttons.ALL`): the columns of `pressed` arrays."""
-
-MINERL_BUTTONS: tuple[str, ...] = (
-    "forward",
-    "back",
-    "left",
-    "right",
-    "jump",
-    "sneak",
-    "sprint",
-    "attack",
-    "use",
-    "drop",
-    "inventory",
-    "ESC",
-    *(f"hotbar.{i}" for i in range(1, 10)),
-    "pickItem",
-    "swapHands",
-)
-"""Every binary key of MineRL 1.0's human action space; with `camera` these are all its keys."""
 
 IGNORED_BUTTONS: tuple[str, ...] = tuple(k for k in MINERL_BUTTONS if k not in VPT_BUTTONS)
 """MineRL keys VPT never presses (`ESC`, `pickItem`, `swapHands`): read and ignored, always sent as 0."""

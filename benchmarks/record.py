@@ -25,7 +25,7 @@ import torch
 
 from vptlens.agents import PolicyConfig, load_policy, make_random_policy, preprocess_frames, sample_actions
 from vptlens.agents.actions import factored_to_minerl
-from vptlens.envs.blockworld import BlockWorldEnv
+from vptlens.envs.blockworld import BlockWorldConfig, BlockWorldEnv
 from vptlens.recordings import recorder, replay
 from vptlens.recordings.store import Episode
 
@@ -56,8 +56,7 @@ def recorded(policy, n_envs: int, n_steps: int, seed: int, out: Path) -> tuple[f
         n_episodes=n_envs,
         n_envs=n_envs,
         n_steps=n_steps,
-        height=128,
-        width=128,
+        env=BlockWorldConfig(height=128, width=128),
         seed=seed,
     )
     rec = recorder.Recorder(cfg, policy=policy)

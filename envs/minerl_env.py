@@ -14,7 +14,9 @@ import contextlib
 import json
 import logging
 import os
+import re
 import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,8 +29,9 @@ import gymnasium as gym
 import numpy as np
 import tyro
 
-from vptlens.envs.blockworld.env import MINERL_KEYS, BlockWorldEnv
+from vptlens.envs.blockworld.env import BlockWorldEnv
 from vptlens.envs.minerl_server import PROTOCOL_VERSION, ProtocolError, decode_prefix, write_message
+from vptlens.minerl_spec import CAMERA_KEY, MINERL_BUTTONS
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ def check_vpt_settings(settings: dict, action_keys: list[str]) -> list[str]:
             problems.append(f"{key}: not reported by the env (expected {expected})")
         elif [float(v) for v in np.ravel(got)] != [float(v) for v in expected]:
             problems.append(f"{key}: {got} (VPT expects {expected})")
-    missing = sorted((set(MINERL_KEYS) | {"camera"}) - set(action_keys))
+    missing = sorted((set(MINERL_BUTTONS) | {CAMERA_KEY}) - set(action_keys))
     if missing:
         problems.append(f"action space lacks {', '.join(missing)}")
     return problems
@@ -89,6 +92,16 @@ class MineRLConfig:
     simulator, in an interpreter that has it), or module:function (tests put a test double here)."""
     server_env: dict = field(default_factory=dict)
     """Extra environment variables for the server process (e.g. DISPLAY)."""
+
+    @property
+    def height(self) -> int:
+        """Frame height: VPT's 360 (the env refuses other resolutions unless strict_settings is off)."""
+        return VPT_SETTINGS["resolution"][1]
+
+    @property
+    def width(self) -> int:
+        """Frame width: VPT's 640."""
+        return VPT_SETTINGS["resolution"][0]
 
     def command(self) -> list[str]:
         if not self.python:
@@ -266,8 +279,8 @@ class MineRLEnv(gym.Env):
     def step(self, action: dict):
         if self.bridge is None:
             raise RuntimeError("call reset() before step()")
-        wire = {k: int(action[k]) for k in MINERL_KEYS if k in action}
-        wire["camera"] = [float(v) for v in np.asarray(action.get("camera", (0.0, 0.0))).reshape(2)]
+        wire = {k: int(action[k]) for k in MINERL_BUTTONS if k in action}
+        wire[CAMERA_KEY] = [float(v) for v in np.asarray(action.get(CAMERA_KEY, (0.0, 0.0))).reshape(2)]
         header, payload = self.bridge.call({"op": "step", "action": wire})
         self._steps += 1
         obs, info = self._convert(header, payload)
@@ -309,66 +322,111 @@ class MineRLEnv(gym.Env):
         return obs, info
 
 
+_PROBE = """\
+import importlib, json, platform
+out = {"python": platform.python_version()}
+for name in ("minerl", "numpy", "gym"):
+    try:
+        module = importlib.import_module(name)
+    except Exception as e:
+        out[name] = None
+        out[name + "_error"] = repr(e)[:300]
+        continue
+    version = getattr(module, "__version__", None)
+    if version is None:
+        try:
+            from importlib.metadata import version as metadata_version
+            version = metadata_version(name)
+        except Exception:
+            version = "unknown version"
+    out[name] = str(version)
+print(json.dumps(out))
+"""
+"""Run by the MineRL interpreter (Python 3.8+): its version and those of minerl, numpy and gym, as one JSON line."""
+
+
+def _version_tuple(text: str | None) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text or "")[:2])
+
+
 def doctor(python: str | None = None) -> tuple[bool, str]:
-    """Check a MineRL installation: interpreter, minerl and numpy versions, Java 8, xvfb. Returns (ok, report)."""
-    import shutil
+    """Check a MineRL installation: interpreter, its Python, minerl, numpy, gym, Java 8, a display or xvfb.
 
+    Every item is checked even when another is missing (the import checks need the interpreter: without
+    it they read "not checked"). Returns (ok, report); the report ends with everything missing at once.
+    """
     python = python or os.environ.get(PYTHON_ENV_VAR, "")
-    lines, ok = [], True
+    lines: list[str] = []
+    missing: list[str] = []
 
-    def check(good: bool, what: str, fix: str = "") -> None:
-        nonlocal ok
-        ok &= good
-        lines.append(f"[{'ok' if good else 'MISSING'}] {what}" + ("" if good or not fix else f"\n      fix: {fix}"))
+    def check(good: bool, what: str, fix: str) -> None:
+        lines.append(f"[{'ok' if good else 'MISSING'}] {what}" + ("" if good else f"\n      fix: {fix}"))
+        if not good:
+            missing.append(what)
 
+    # the interpreter, and what it can import
+    versions, why_not = None, "no interpreter"
     if not python:
         check(
             False, "MineRL interpreter", f"set {PYTHON_ENV_VAR}=/path/to/minerl-env/bin/python (README: Real Minecraft)"
         )
-        return ok, "\n".join(lines)
-    probe = (
-        "import json, platform; out = {'python': platform.python_version()}\n"
-        "for m in ('minerl', 'numpy', 'gym'):\n"
-        "    try:\n        out[m] = __import__(m).__version__\n"
-        "    except Exception as e:\n        out[m] = None; out[m + '_error'] = repr(e)\n"
-        "print(json.dumps(out))"
-    )
-    try:
-        done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=120)
-        versions = json.loads(done.stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError, IndexError) as e:
-        check(False, f"interpreter {python} runs", f"point {PYTHON_ENV_VAR} at a working python ({type(e).__name__})")
-        return ok, "\n".join(lines)
-    py = tuple(int(x) for x in versions["python"].split(".")[:2])
-    check(
-        (3, 8) <= py <= (3, 11),
-        f"python {versions['python']} (MineRL 1.0 needs 3.8-3.11)",
-        "make the env with python 3.10",
-    )
-    check(bool(versions.get("minerl")) and str(versions["minerl"]).startswith("1."), f"minerl {versions.get('minerl')}",
-          "pip install git+https://github.com/minerllabs/minerl (needs JDK 8)")  # fmt: skip
-    numpy_ok = versions.get("numpy") is not None and tuple(int(x) for x in versions["numpy"].split(".")[:2]) < (1, 24)
-    check(numpy_ok, f"numpy {versions.get('numpy')} (<1.24 for MineRL 1.0)", "pip install 'numpy<1.24'")
-    java = shutil.which("java")
-    java_version = ""
+    else:
+        try:
+            done = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=120)
+            versions = json.loads(done.stdout.strip().splitlines()[-1])
+        except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError, IndexError) as e:
+            why_not = f"no interpreter ({python} does not run)"
+            detail = type(e).__name__ if isinstance(e, OSError | subprocess.TimeoutExpired) else "no version report"
+            check(False, f"interpreter {python} runs ({detail})", f"point {PYTHON_ENV_VAR} at a working python")
+        else:
+            check(True, f"interpreter {python} runs", "")
+    if versions is None:
+        for what in ("Python 3.8-3.11", "minerl 1.x importable", "numpy < 1.24 importable", "gym importable"):
+            lines.append(f"[not checked] {what}: {why_not}")
+    else:
+        py = versions["python"]
+        check((3, 8) <= _version_tuple(py) <= (3, 11), f"Python {py} (MineRL 1.0 needs 3.8-3.11)",
+              "make the MineRL env with python 3.10")  # fmt: skip
+        minerl = versions.get("minerl")
+        check(minerl is not None and minerl.startswith("1."), f"minerl {minerl or 'not importable'} (needs 1.x)",
+              "pip install git+https://github.com/minerllabs/minerl (needs JDK 8)")  # fmt: skip
+        numpy = versions.get("numpy")
+        numpy_ok = numpy is not None and _version_tuple(numpy) < (1, 24)
+        check(
+            numpy_ok, f"numpy {numpy or 'not importable'} (needs < 1.24)", "pip install 'numpy<1.24' in the MineRL env"
+        )
+        gym_version = versions.get("gym")
+        check(gym_version is not None, f"gym {gym_version or 'not importable'}",
+              "pip install gym in the MineRL env (minerl installs it)")  # fmt: skip
+
+    # the machine
+    java, java_version = shutil.which("java"), ""
     if java:
-        done = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
-        java_version = (done.stderr or done.stdout).splitlines()[0] if (done.stderr or done.stdout) else ""
-    check('"1.8' in java_version, f"Java 8 ({java_version or 'no java on PATH'})",
+        try:
+            done = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+            java_version = next(iter((done.stderr or done.stdout).splitlines()), "")
+        except (OSError, subprocess.TimeoutExpired) as e:
+            java_version = f"{java} does not run ({type(e).__name__})"
+    check('"1.8' in java_version, f"Java 8 on PATH ({java_version or 'no java on PATH'})",
           "install OpenJDK 8 (e.g. apt install openjdk-8-jdk) and put it first on PATH")  # fmt: skip
-    headless = not os.environ.get("DISPLAY")
-    check(not headless or shutil.which("xvfb-run") is not None, "a display, or xvfb-run for headless runs",
+    display = os.environ.get("DISPLAY")
+    xvfb = shutil.which("xvfb-run") or shutil.which("Xvfb")
+    check(bool(display or xvfb), f"a display or xvfb ({f'DISPLAY={display}' if display else xvfb or 'neither found'})",
           "apt install xvfb, then run vptlens under xvfb-run")  # fmt: skip
-    lines.append(f"python used: {sys.executable} (vpt-lens); MineRL server: {python} {SERVER_SCRIPT}")
-    return ok, "\n".join(lines)
+
+    lines.append(f"python used: {sys.executable} (vpt-lens); MineRL server: {python or '?'} {SERVER_SCRIPT}")
+    if missing:
+        lines.append(f"{len(missing)} missing: " + "; ".join(missing))
+    return not missing, "\n".join(lines)
 
 
 @dataclass(frozen=True)
 class DoctorConfig:
-    """Check what running real Minecraft needs: `vptlens doctor minerl`."""
+    """Check what real Minecraft needs (`vptlens doctor minerl`): each item ok or MISSING with its fix; exit 1 if any
+    is missing."""
 
     target: tyro.conf.Positional[Literal["minerl"]] = "minerl"
-    """What to check (only `minerl` for now)."""
+    """What to check: minerl (the default, and the only target for now)."""
     python: str | None = None
     """The MineRL interpreter (default: $VPTLENS_MINERL_PYTHON)."""
 
@@ -376,5 +434,8 @@ class DoctorConfig:
 def doctor_main(cfg: DoctorConfig) -> bool:
     ok, report = doctor(cfg.python)
     print(report)
-    print("MineRL looks ready." if ok else "Fix the MISSING items above, then run this again.")
+    if not ok:
+        print("Fix the MISSING items above, then run this again.")
+        raise SystemExit(1)
+    print("MineRL looks ready.")
     return ok

@@ -431,15 +431,18 @@ class Scene:
     def save(self, path: str | Path) -> None:
         """Write YAML or JSON, chosen by the suffix (.yaml, .yml, .json)."""
         path = Path(path)
-        data = self.to_dict()
-        if _file_format(path) == "json":
-            text = json.dumps(data, indent=2) + "\n"
-        else:  # flow style for leaves: one line per position, block style for edits with positions
-            dump = functools.partial(yaml.safe_dump, data, sort_keys=False, default_flow_style=None, width=100)
-            text = dump(allow_unicode=True)
-            if yaml.safe_load(text) != data:  # PyYAML folds a raw NEL (U+0085) into a space: escape everything
-                text = dump(allow_unicode=False)
+        text = json.dumps(self.to_dict(), indent=2) + "\n" if _file_format(path) == "json" else self.to_yaml()
         path.write_text(text, encoding="utf-8")
+
+    def to_yaml(self) -> str:
+        """The scene as YAML text, as `save` writes it (`Scene.from_dict(yaml.safe_load(text))` gives it back)."""
+        data = self.to_dict()
+        # flow style for leaves: one line per position, block style for edits with positions
+        dump = functools.partial(yaml.safe_dump, data, sort_keys=False, default_flow_style=None, width=100)
+        text = dump(allow_unicode=True)
+        if yaml.safe_load(text) != data:  # PyYAML folds a raw NEL (U+0085) into a space: escape everything
+            text = dump(allow_unicode=False)
+        return text
 
     def validate(self) -> None:
         """Check names, attributes, absolute coordinates, fill sizes, tags and command lengths."""

@@ -1,14 +1,15 @@
 """Ground-truth labels for probes, computed per step from an episode's recorded arrays.
 
-Each `Label` reads a few arrays of the episode store (`recordings/PROTOCOL.md`) and returns
+Each `Label` declares what it reads (ground truth by name, MineRL action keys, policy outputs:
+the `Episode` accessors `ground_truth(name)`, `minerl_action(key)`, `value`) and returns
 `(values (N,), valid (N,))`: a float per step and a mask of the steps where the label is
 defined (e.g. the distance to the crosshair's block is undefined when the crosshair is on
 nothing). Values at invalid steps are NaN. Binary labels are 0/1 and get a logistic probe,
 regression labels a linear one.
 
 Timing (PROTOCOL.md): step t holds the frame seen at t and what the crosshair, pose and
-visible mobs were then; `gt/events` are the events of the tick that produced frame t (so
-the agent has seen their result); `action/*` is the action chosen after seeing frame t.
+visible mobs were then; the ground truth "events" are the events of the tick that produced
+frame t (so the agent has seen their result); the actions are those chosen after seeing frame t.
 """
 
 import json
@@ -19,6 +20,7 @@ from typing import Literal
 import numpy as np
 from jaxtyping import Bool, Float64
 
+from vptlens.recordings import schema
 from vptlens.recordings.store import Episode
 
 LabelValues = tuple[Float64[np.ndarray, " n"], Bool[np.ndarray, " n"]]
@@ -26,80 +28,156 @@ LabelValues = tuple[Float64[np.ndarray, " n"], Bool[np.ndarray, " n"]]
 ATTACK_CAP_STEPS = 128
 """`steps_since_attack` saturates here (the released agents' attention memory is 128 frames)."""
 
+OUTPUTS = ("value",)
+"""Policy outputs a label may read (beside ground truth and MineRL actions)."""
+
+
+def _has(read: Callable[[], object]) -> bool:
+    try:
+        read()
+    except KeyError:
+        return False
+    return True
+
 
 class LabelSource:
     """An episode's arrays as labels read them: numpy arrays and parsed JSON rows, each read once.
 
-    Built from an `Episode` (arrays read lazily, only those a label asks for) or from a dict of
-    arrays (tests, other stores); `attrs` are the episode's attributes (for the frame size).
+    Built from an `Episode` (arrays read lazily through its accessors, only those a label asks for) or,
+    for tests and other stores, from given arrays with `LabelSource.from_arrays`.
     """
 
-    def __init__(self, arrays: Episode | Mapping[str, object], attrs: Mapping | None = None):
-        if isinstance(arrays, Episode):
-            self._episode, self._given = arrays, {}
-            self.attrs = dict(arrays.attrs) if attrs is None else dict(attrs)
-            self.length = len(arrays)
-            self.where = str(arrays.path)
-        else:
-            self._episode, self._given = None, dict(arrays)
-            self.attrs = dict(attrs or {})
-            lengths = {name: len(value) for name, value in self._given.items()}
-            if len(set(lengths.values())) > 1:
-                raise ValueError(f"arrays of one episode must have the same number of steps, got {lengths}")
-            self.length = next(iter(lengths.values()), 0)
-            self.where = "given arrays"
-        self._cache: dict[str, object] = {}
+    def __init__(self, episode: Episode):
+        self._episode = episode
+        self._given: dict[tuple[str, str], object] = {}
+        self._frame_size: tuple[int, int] | None = None
+        self.length = len(episode)
+        self.where = str(episode.path)
+        self._cache: dict[tuple[str, str], object] = {}
 
-    def array(self, name: str) -> np.ndarray:
-        if name not in self._cache:
-            if self._episode is not None:
-                if name not in self._episode:
-                    raise KeyError(f"{self.where} has no array '{name}' (needed for this label); it was not recorded")
-                self._cache[name] = np.asarray(self._episode[name][:])
+    @classmethod
+    def from_arrays(
+        cls,
+        ground_truth: Mapping[str, object] | None = None,
+        minerl: Mapping[str, object] | None = None,
+        outputs: Mapping[str, object] | None = None,
+        frame_size: tuple[int, int] | None = None,
+    ) -> "LabelSource":
+        """Given arrays: ground truth by name (JSON kinds as one JSON text per step), MineRL actions by key ("camera"
+        included), policy outputs by name; `frame_size` (height, width) of the env frame for screen areas."""
+        src = cls.__new__(cls)
+        src._episode, src._frame_size, src._cache = None, frame_size, {}
+        src._given = {("gt", k): v for k, v in (ground_truth or {}).items()}
+        src._given |= {("minerl", k): v for k, v in (minerl or {}).items()}
+        src._given |= {("output", k): v for k, v in (outputs or {}).items()}
+        lengths = {key: len(value) for key, value in src._given.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"arrays of one episode must have the same number of steps, got {lengths}")
+        src.length = next(iter(lengths.values()), 0)
+        src.where = "given arrays"
+        return src
+
+    def _read(self, kind: str, key: str) -> object:
+        if (kind, key) not in self._cache:
+            if self._episode is None:
+                if (kind, key) not in self._given:
+                    raise KeyError(f"{self.where}: no {_what(kind, key)} (needed for this label)")
+                value = self._given[(kind, key)]
+                if kind == "gt" and schema.GROUND_TRUTH[key] == "json":
+                    value = [json.loads(str(s)) for s in value]
+                self._cache[(kind, key)] = value if isinstance(value, list) else np.asarray(value)
             else:
-                if name not in self._given:
-                    raise KeyError(f"{self.where}: no array '{name}' (needed for this label)")
-                self._cache[name] = np.asarray(self._given[name])
-        return self._cache[name]
+                read = {"gt": self._episode.ground_truth, "minerl": self._episode.minerl_action,
+                        "output": lambda k: getattr(self._episode, k)}[kind]  # fmt: skip
+                try:
+                    arr = read(key)[:]
+                except KeyError:
+                    raise KeyError(f"{self.where} has no {_what(kind, key)} (needed for this label); it was not "
+                                   "recorded") from None  # fmt: skip
+                self._cache[(kind, key)] = arr if isinstance(arr, list) else np.asarray(arr)
+        return self._cache[(kind, key)]
 
-    def json_rows(self, name: str) -> list:
-        key = f"json:{name}"
-        if key not in self._cache:
-            self._cache[key] = [json.loads(str(s)) for s in self.array(name)]
-        return self._cache[key]
+    def ground_truth(self, name: str):
+        """Numeric ground truth as an array; JSON ground truth as a list of parsed rows."""
+        return self._read("gt", name)
+
+    def minerl_action(self, key: str) -> np.ndarray:
+        return self._read("minerl", key)
+
+    def output(self, name: str) -> np.ndarray:
+        return self._read("output", name)
 
     def frame_area(self) -> float:
-        """Pixels in the env frame (the unit of `gt/visible_entities` boxes and pixel counts)."""
-        settings = (self.attrs.get("env") or {}).get("settings") or {}
+        """Pixels in the env frame (the unit of the visible entities' boxes and pixel counts)."""
+        if self._frame_size is not None:
+            return float(self._frame_size[0]) * float(self._frame_size[1])
+        settings = self._episode.meta.env.settings if self._episode is not None else {}
         if "height" not in settings or "width" not in settings:
             raise ValueError(
                 f"{self.where}: the episode attributes lack env.settings.height/width, needed for screen areas; "
-                "record with a current vpt-lens or pass attrs={'env': {'settings': {'height': H, 'width': W}}}"
+                "record with a current vpt-lens or pass LabelSource.from_arrays(..., frame_size=(H, W))"
             )
         return float(settings["height"]) * float(settings["width"])
 
 
+def _what(kind: str, key: str) -> str:
+    """A need in words, with the store array it lives in (for messages)."""
+    array = {"gt": schema.ground_truth_array, "minerl": schema.minerl_action_array, "output": lambda k: k}[kind](key)
+    return {"gt": "ground truth", "minerl": "MineRL action", "output": "policy output"}[kind] + f" {key!r} ({array})"
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What a label reads from an episode, by accessor: ground truth names, MineRL action keys, policy outputs."""
+
+    ground_truth: tuple[str, ...] = ()
+    """`Episode.ground_truth` names."""
+    minerl_keys: tuple[str, ...] = ()
+    """`Episode.minerl_action` keys ("camera" included)."""
+    outputs: tuple[str, ...] = ()
+    """Policy outputs (names in `OUTPUTS`)."""
+
+    def __post_init__(self):
+        for name in self.ground_truth:
+            schema.ground_truth_array(name)  # KeyError for an unknown name
+        if not set(self.outputs) <= set(OUTPUTS):
+            raise KeyError(f"outputs {self.outputs} not among {OUTPUTS}")
+
+    @property
+    def arrays(self) -> list[str]:
+        """The store arrays read (as PROTOCOL.md names them)."""
+        return ([schema.ground_truth_array(n) for n in self.ground_truth]
+                + [schema.minerl_action_array(k) for k in self.minerl_keys] + list(self.outputs))  # fmt: skip
+
+    def missing(self, episode: Episode) -> list[str]:
+        """The store arrays read that `episode` did not record."""
+        gt = [schema.ground_truth_array(n) for n in self.ground_truth if not episode.has_ground_truth(n)]
+        keys = [
+            schema.minerl_action_array(k) for k in self.minerl_keys if not _has(lambda k=k: episode.minerl_action(k))
+        ]
+        return gt + keys + [o for o in self.outputs if not _has(lambda o=o: getattr(episode, o))]
+
+
 @dataclass(frozen=True)
 class Label:
-    """A per-step ground-truth quantity: name, kind, what it means, and how to compute it."""
+    """A per-step ground-truth quantity: name, kind, what it means, what it reads, and how to compute it."""
 
     name: str
     kind: Literal["binary", "regression"]
     description: str
     units: str
-    arrays: tuple[str, ...]
-    """The episode arrays it reads."""
+    reads: Reads
     fn: Callable[[LabelSource], tuple[np.ndarray, np.ndarray]]
 
-    def __call__(self, episode: Episode | LabelSource) -> LabelValues:
+    def __call__(self, episode: "Episode | LabelSource") -> LabelValues:
         return compute_label(self, episode)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "description": self.description, "units": self.units,
-                "arrays": list(self.arrays)}  # fmt: skip
+                "arrays": self.reads.arrays}  # fmt: skip
 
 
-def compute_label(label: "Label | str", episode: Episode | LabelSource) -> LabelValues:
+def compute_label(label: "Label | str", episode: "Episode | LabelSource") -> LabelValues:
     """`(values, valid)` of one label over an episode; values are NaN where the label is undefined."""
     label = get_label(label) if isinstance(label, str) else label
     src = episode if isinstance(episode, LabelSource) else LabelSource(episode)
@@ -117,7 +195,7 @@ def compute_label(label: "Label | str", episode: Episode | LabelSource) -> Label
 
 
 def _crosshair(src: LabelSource, test: Callable[[dict], float]) -> tuple[np.ndarray, np.ndarray]:
-    rows = src.json_rows("gt/crosshair")
+    rows = src.ground_truth("crosshair")
     valid = np.array([isinstance(r, dict) and "kind" in r for r in rows], bool)
     values = np.array([float(test(r)) if ok else np.nan for r, ok in zip(rows, valid)], np.float64)
     return values, valid
@@ -141,7 +219,7 @@ def _on_entity(entity_type: str | None) -> Callable[[LabelSource], tuple[np.ndar
 
 def _crosshair_distance(block_suffix: str | None) -> Callable[[LabelSource], tuple[np.ndarray, np.ndarray]]:
     def fn(src):
-        rows = src.json_rows("gt/crosshair")
+        rows = src.ground_truth("crosshair")
         values = np.full(len(rows), np.nan)
         for i, r in enumerate(rows):
             if not isinstance(r, dict) or r.get("kind") not in ("block", "entity") or r.get("distance") is None:
@@ -156,7 +234,7 @@ def _crosshair_distance(block_suffix: str | None) -> Callable[[LabelSource], tup
 
 
 def _visible(src: LabelSource) -> list[list[dict]]:
-    rows = src.json_rows("gt/visible_entities")
+    rows = src.ground_truth("visible_entities")
     return [r if isinstance(r, list) else [] for r in rows]
 
 
@@ -193,7 +271,7 @@ def _nearest_villager(src: LabelSource) -> tuple[np.ndarray, np.ndarray]:
 
 def _event(event_type: str) -> Callable[[LabelSource], tuple[np.ndarray, np.ndarray]]:
     def fn(src):
-        rows = src.json_rows("gt/events")
+        rows = src.ground_truth("events")
         values = [any(isinstance(e, dict) and e.get("type") == event_type for e in (r or [])) for r in rows]
         return np.array(values, np.float64), np.ones(len(rows), bool)
 
@@ -202,7 +280,7 @@ def _event(event_type: str) -> Callable[[LabelSource], tuple[np.ndarray, np.ndar
 
 def _action(key: str) -> Callable[[LabelSource], tuple[np.ndarray, np.ndarray]]:
     def fn(src):
-        a = src.array(f"action/minerl/{key}").astype(np.float64)
+        a = src.minerl_action(key).astype(np.float64)
         return (a > 0).astype(np.float64), np.ones(len(a), bool)
 
     return fn
@@ -220,7 +298,7 @@ def steps_since(flags: np.ndarray) -> np.ndarray:
 
 def _since_attack(log: bool) -> Callable[[LabelSource], tuple[np.ndarray, np.ndarray]]:
     def fn(src):
-        k = np.minimum(steps_since(src.array("action/minerl/attack") > 0), ATTACK_CAP_STEPS)
+        k = np.minimum(steps_since(src.minerl_action("attack") > 0), ATTACK_CAP_STEPS)
         return (np.log2(k) if log else k), np.isfinite(k)
 
     return fn
@@ -228,7 +306,7 @@ def _since_attack(log: bool) -> Callable[[LabelSource], tuple[np.ndarray, np.nda
 
 def _pose(column: int, transform: Callable[[np.ndarray], np.ndarray] = lambda x: x):
     def fn(src):
-        pose = src.array("gt/pose").astype(np.float64)
+        pose = src.ground_truth("pose").astype(np.float64)
         values = transform(pose[:, column])
         return values, np.isfinite(values)
 
@@ -236,13 +314,13 @@ def _pose(column: int, transform: Callable[[np.ndarray], np.ndarray] = lambda x:
 
 
 def _nearest_log_distance(src: LabelSource) -> tuple[np.ndarray, np.ndarray]:
-    d = src.array("gt/nearest_log").astype(np.float64)[:, 3]
+    d = src.ground_truth("nearest_log").astype(np.float64)[:, 3]
     return d, np.isfinite(d)
 
 
 def _camera(column: int):
     def fn(src):
-        cam = src.array("action/minerl/camera").astype(np.float64)
+        cam = src.minerl_action("camera").astype(np.float64)
         return cam[:, column], np.isfinite(cam[:, column])
 
     return fn
@@ -250,13 +328,14 @@ def _camera(column: int):
 
 def _scalar(name: str):
     def fn(src):
-        a = src.array(name).astype(np.float64).reshape(-1)
+        a = src.output(name).astype(np.float64).reshape(-1)
         return a, np.isfinite(a)
 
     return fn
 
 
-_CH, _VE, _EV = ("gt/crosshair",), ("gt/visible_entities",), ("gt/events",)
+_CH, _VE, _EV = Reads(("crosshair",)), Reads(("visible_entities",)), Reads(("events",))
+_POSE, _ATTACK = Reads(("pose",)), Reads(minerl_keys=("attack",))
 _LABELS = [
     Label("crosshair_on_log", "binary", "the crosshair is on a log block (any *_log), at any distance", "0/1",
           _CH, _on_block("_log")),
@@ -272,7 +351,7 @@ _LABELS = [
           "crosshair is not on a log", "blocks", _CH, _crosshair_distance("_log")),
     Label("nearest_tree_distance", "regression", "distance from the eyes to the closest point of the nearest log "
           "block (a tree trunk), seen or not; masked where the world has none or the env does not report it "
-          "(MineRL)", "blocks", ("gt/nearest_log",), _nearest_log_distance),
+          "(MineRL)", "blocks", Reads(("nearest_log",)), _nearest_log_distance),
     Label("villager_visible", "binary", "at least one villager has a pixel on screen", "0/1", _VE,
           _visible_any("villager")),
     Label("mob_visible", "binary", "at least one mob has a pixel on screen", "0/1", _VE, _visible_any(None)),
@@ -282,26 +361,27 @@ _LABELS = [
     Label("nearest_villager_distance", "regression", "distance from the eye to the nearest visible villager's centre; "
           "masked when none is visible", "blocks", _VE, _nearest_villager),
     Label("steps_since_attack", "regression", "steps since the agent last pressed attack (strictly earlier steps), "
-          f"capped at {ATTACK_CAP_STEPS}; masked before the first attack", "steps", ("action/minerl/attack",),
+          f"capped at {ATTACK_CAP_STEPS}; masked before the first attack", "steps", _ATTACK,
           _since_attack(log=False)),
     Label("log_steps_since_attack", "regression", "log2 of steps_since_attack; masked before the first attack",
-          "log2 steps", ("action/minerl/attack",), _since_attack(log=True)),
+          "log2 steps", _ATTACK, _since_attack(log=True)),
     Label("attacking", "binary", "the agent presses attack at this step (the action it chose after this frame)",
-          "0/1", ("action/minerl/attack",), _action("attack")),
-    Label("moving_forward", "binary", "the agent presses forward at this step", "0/1", ("action/minerl/forward",),
+          "0/1", _ATTACK, _action("attack")),
+    Label("moving_forward", "binary", "the agent presses forward at this step", "0/1", Reads(minerl_keys=("forward",)),
           _action("forward")),
-    Label("jumping", "binary", "the agent presses jump at this step", "0/1", ("action/minerl/jump",), _action("jump")),
+    Label("jumping", "binary", "the agent presses jump at this step", "0/1", Reads(minerl_keys=("jump",)),
+          _action("jump")),
     Label("camera_pitch_action", "regression", "camera pitch change chosen at this step (positive looks down)",
-          "degrees", ("action/minerl/camera",), _camera(0)),
+          "degrees", Reads(minerl_keys=("camera",)), _camera(0)),
     Label("camera_yaw_action", "regression", "camera yaw change chosen at this step", "degrees",
-          ("action/minerl/camera",), _camera(1)),
+          Reads(minerl_keys=("camera",)), _camera(1)),
     Label("pitch", "regression", "the player's pitch when the frame was seen (positive looks down)", "degrees",
-          ("gt/pose",), _pose(3)),
+          _POSE, _pose(3)),
     Label("yaw_sin", "regression", "sin of the player's yaw (yaw wraps at +-180, so it is probed as sin and cos)",
-          "unitless", ("gt/pose",), _pose(4, lambda y: np.sin(np.radians(y)))),
-    Label("yaw_cos", "regression", "cos of the player's yaw", "unitless", ("gt/pose",),
+          "unitless", _POSE, _pose(4, lambda y: np.sin(np.radians(y)))),
+    Label("yaw_cos", "regression", "cos of the player's yaw", "unitless", _POSE,
           _pose(4, lambda y: np.cos(np.radians(y)))),
-    Label("height", "regression", "the player's feet height y", "blocks", ("gt/pose",), _pose(1)),
+    Label("height", "regression", "the player's feet height y", "blocks", _POSE, _pose(1)),
     Label("entity_attacked", "binary", "the tick that produced this frame hurt a mob (an entity_attacked event)",
           "0/1", _EV, _event("entity_attacked")),
     Label("block_broken", "binary", "the tick that produced this frame broke a block", "0/1", _EV,
@@ -309,7 +389,7 @@ _LABELS = [
     Label("player_hurt", "binary", "the tick that produced this frame hurt the player", "0/1", _EV,
           _event("player_hurt")),
     Label("value", "regression", "the agent's value head output at this step (a sanity check: linear in the last "
-          "layers)", "value", ("value",), _scalar("value")),
+          "layers)", "value", Reads(outputs=("value",)), _scalar("value")),
 ]  # fmt: skip
 LABELS: dict[str, Label] = {label.name: label for label in _LABELS}
 """Every known label by name."""

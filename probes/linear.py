@@ -1,4 +1,4 @@
-"""Linear probes: how linearly decodable is a ground-truth label from a recorded activation?
+"""`vptlens probe`: how linearly decodable is a ground-truth label from a recorded activation?
 
 For each (label, hook) a logistic probe (binary labels) or a ridge probe (regression labels)
 is cross-validated with folds made of whole EPISODES: consecutive frames are nearly
@@ -10,51 +10,55 @@ majority class (train mean for regression) and the same probe on the raw CNN out
 
 Memory is linear in the number of steps: activations are streamed from the store episode by
 episode (only the arrays needed), kept in float16 as recorded, and the probes work through
-them in row chunks: ridge from per-fold sufficient statistics (d x d, never n x n), logistic
-regression by full-batch L-BFGS with a hand-written chunked gradient.
+them in row chunks (`linear_stats.py`: folds, metrics, fits). Labels are in `labels.py`, the
+figures in `linear_plots.py`.
+
+Features are named as users type them in `--hooks`: a recorded hook (`blocks.3.hook_resid_post`),
+or `attention/` + `L{l}` (built by `attention_feature(l)`) for block l's attention pattern flattened to
+heads x (M + 1) per step, the spelling of earlier versions, kept; `attention/*` matches every layer.
+`parse_feature` is the one place that reads these names.
 """
 
-import datetime as dt
 import fnmatch
-import json
 import logging
-import math
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 import tyro
-from jaxtyping import Float, Int, Real, Shaped
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from torch import Tensor
 from tqdm import tqdm
 
-import vptlens
-from vptlens.probes.labels import Label, LabelSource, compute_label, get_label
-from vptlens.recordings.store import Episode, git_commit, iter_blocks, open_episodes
+from vptlens.probes import linear_plots as plots
+from vptlens.probes import report
+from vptlens.probes.labels import Label, LabelSource, compute_label, describe_labels, get_label
+from vptlens.probes.linear_stats import PRIMARY_METRIC, cross_validate, episode_folds
+from vptlens.recordings import schema
+from vptlens.recordings.store import CommittedArray, Episode, Run, iter_blocks
 
 logger = logging.getLogger(__name__)
 
-CHUNK_ROWS = 16384
-"""Rows of activations converted to float32/float64 at a time."""
-BINARY_METRICS = ("accuracy", "balanced_accuracy", "auroc")
-REGRESSION_METRICS = ("r2", "mse")
-PRIMARY_METRIC = {"binary": "auroc", "regression": "r2"}
+ATTENTION_FEATURE = "attention"
+"""Features named by `attention_feature(l)` probe block l's flattened attention pattern."""
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
     """Cross-validated linear probes from recorded activations to ground-truth labels."""
 
-    run: tyro.conf.Positional[Path]
-    """Run directory written by `vptlens record` (its complete episodes), or one episode directory."""
+    run: tyro.conf.Positional[Path | None] = None
+    """Run directory written by `vptlens record` (its complete episodes), or one episode directory (required unless
+    --list-labels)."""
     out: Path = Path("runs/probe")
     """Output directory: probe.json and the plots."""
+    overwrite: bool = False
+    """Replace an existing, non-empty --out directory (otherwise refused before any work)."""
+    list_labels: bool = False
+    """Print every label with its kind and description, and exit."""
     labels: tuple[str, ...] = (
         "villager_visible",
         "crosshair_on_villager",
@@ -62,12 +66,12 @@ class ProbeConfig:
         "nearest_tree_distance",
         "pitch",
     )
-    """Labels to probe (names in vptlens.probes.labels.LABELS; an unknown name lists them). A label that cannot be
-    probed in this run (not recorded, one class, constant, or defined in fewer than 2 episodes) is skipped with its
-    reason."""
+    """Labels to probe (`--list-labels` lists them; an unknown name is refused). A label that cannot be probed in
+    this run (not recorded, one class, constant, or defined in fewer than 2 episodes) is skipped with its reason."""
     hooks: tuple[str, ...] = ("*.hook_*",)
-    """Recorded activations to probe, names or wildcards matched against the run's `activations/` (e.g.
-    `blocks.*.hook_resid_post`); `attention/L0` or `attention/*` probes flattened attention patterns."""
+    """Recorded activations to probe, hook names or wildcards (e.g. `blocks.*.hook_resid_post`); `attention/*`
+    probes every layer's flattened attention pattern, `attention/` + `L0` layer 0's. A pattern matching nothing
+    recorded is refused."""
     baseline_hook: str | None = "img.hook_out"
     """The raw CNN output, probed the same way as a baseline when the run recorded it (None: no such baseline)."""
     n_folds: int = 5
@@ -90,8 +94,12 @@ class ProbeConfig:
     """Torch device for the probes' arithmetic (e.g. cuda)."""
 
     def __post_init__(self):
+        if self.list_labels:
+            return
+        if self.run is None:
+            raise ValueError("give the run to probe (`vptlens probe RUN ...`), or --list-labels to see the labels")
         if not self.labels:
-            raise ValueError("give at least one label (--labels NAME ...)")
+            raise ValueError("give at least one label (--labels NAME ...; --list-labels lists them)")
         for name in self.labels:
             get_label(name)  # KeyError listing the known labels
         if not self.hooks:
@@ -104,347 +112,23 @@ class ProbeConfig:
             raise ValueError("max_steps must be >= 2, max_iter and block_steps >= 1")
 
 
-# ---------------------------------------------------------------- splits
+# ---------------------------------------------------------------- features
 
 
-def episode_folds(n_steps: Sequence[int], n_folds: int, seed: int = 0) -> Int[np.ndarray, " e"]:
-    """The fold of each episode: `n_folds` groups of whole episodes with balanced step counts.
-
-    Fewer episodes than folds gives leave-one-episode-out (fold i = episode i). Seeded: the
-    episodes are shuffled, then placed largest first into the fold with the fewest steps.
-    """
-    n_episodes = len(n_steps)
-    if n_episodes < 2:
-        raise ValueError(
-            f"cross-validation by episode needs at least 2 episodes, the run has {n_episodes}; record more episodes"
-        )
-    if n_episodes <= n_folds:
-        return np.arange(n_episodes)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n_episodes)
-    order = order[np.argsort(-np.asarray(n_steps)[order], kind="stable")]
-    totals, counts = np.zeros(n_folds, np.int64), np.zeros(n_folds, np.int64)
-    folds = np.empty(n_episodes, np.int64)
-    for e in order:
-        f = min(range(n_folds), key=lambda i: (totals[i], counts[i], i))
-        folds[e] = f
-        totals[f] += n_steps[e]
-        counts[f] += 1
-    return folds
+def attention_feature(layer: int) -> str:
+    """The feature name of block `layer`'s flattened attention pattern: `attention/` + `L{layer}`."""
+    return f"{ATTENTION_FEATURE}/L{int(layer)}"
 
 
-def fold_indices(folds: Int[np.ndarray, " n"]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train rows, test rows) for each fold id present in a per-row fold assignment, in fold order."""
-    return [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in np.unique(folds)]
+def parse_feature(name: str) -> tuple[Literal["activation", "attention"], str | int]:
+    """A feature name as users type it -> ("attention", layer) or ("activation", hook)."""
+    match = re.fullmatch(rf"{ATTENTION_FEATURE}/L(\d+)", name)
+    return ("attention", int(match[1])) if match else ("activation", name)
 
 
-# ---------------------------------------------------------------- metrics
-
-
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    boundaries = np.flatnonzero(np.diff(xs) != 0) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [len(x)]])
-    ranks = np.empty(len(x), np.float64)
-    ranks[order] = np.repeat((starts + 1 + ends) / 2.0, ends - starts)  # 1-based mean rank of each tie group
-    return ranks
-
-
-def auroc(y: Shaped[np.ndarray, " n"], score: Real[np.ndarray, " n"]) -> float:
-    """Area under the ROC curve from ranks (Mann-Whitney U), ties counting one half; NaN with one class."""
-    y = np.asarray(y).astype(bool)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = _average_ranks(np.asarray(score, np.float64))
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def roc_curve(y: Shaped[np.ndarray, " n"], score: Real[np.ndarray, " n"]) -> tuple[np.ndarray, np.ndarray]:
-    """(false positive rate, true positive rate) at every distinct threshold, from (0, 0) to (1, 1)."""
-    y = np.asarray(y).astype(bool)
-    score = np.asarray(score, np.float64)
-    order = np.argsort(-score, kind="mergesort")
-    ys, ss = y[order], score[order]
-    last = np.concatenate([np.flatnonzero(np.diff(ss) != 0), [len(ss) - 1]]) if len(ss) else np.zeros(0, int)
-    tps, fps = np.cumsum(ys)[last], np.cumsum(~ys)[last]
-    n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
-    return np.concatenate([[0.0], fps / n_neg]), np.concatenate([[0.0], tps / n_pos])
-
-
-def binary_metrics(y: Shaped[np.ndarray, " n"], prob: Real[np.ndarray, " n"], threshold: float = 0.5) -> dict:
-    """accuracy, balanced accuracy (mean recall over the classes present) and AUROC of scores for 0/1 labels."""
-    y = np.asarray(y).astype(bool)
-    pred = np.asarray(prob, np.float64) >= threshold
-    recalls = [float(np.mean(pred[y == c] == c)) for c in (False, True) if np.any(y == c)]
-    return {
-        "accuracy": float(np.mean(pred == y)) if len(y) else float("nan"),
-        "balanced_accuracy": float(np.mean(recalls)) if recalls else float("nan"),
-        "auroc": auroc(y, np.asarray(prob, np.float64)),
-    }
-
-
-def regression_metrics(y: Real[np.ndarray, " n"], pred: Real[np.ndarray, " n"]) -> dict:
-    """R^2 = 1 - SSE/SST about the test set's own mean (NaN if the test labels are constant), and MSE."""
-    y, pred = np.asarray(y, np.float64), np.asarray(pred, np.float64)
-    sse = float(np.sum((y - pred) ** 2))
-    sst = float(np.sum((y - y.mean()) ** 2)) if len(y) else 0.0
-    return {"r2": 1.0 - sse / sst if sst > 0 else float("nan"), "mse": sse / len(y) if len(y) else float("nan")}
-
-
-def t_quantile(p: float, df: int) -> float:
-    """Student's t quantile for p in (0.5, 1): bisection on the CDF, integrated by Simpson's rule (error < 1e-7)."""
-    if not 0.5 < p < 1 or df < 1:
-        raise ValueError(f"need 0.5 < p < 1 and df >= 1, got p={p}, df={df}")
-    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-
-    def cdf(t: float) -> float:
-        x = np.linspace(0.0, t, 4001)
-        f = np.exp(log_c - (df + 1) / 2 * np.log1p(x**2 / df))
-        h = t / 4000
-        return 0.5 + h / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
-
-    lo, hi = 0.0, 1.0
-    while cdf(hi) < p:
-        lo, hi = hi, hi * 2
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
-    return (lo + hi) / 2
-
-
-def summarize(values: Sequence[float]) -> dict:
-    """Mean over folds with a 95% Student-t interval (folds with NaN, e.g. one class in the test fold, left out)."""
-    v = np.array([x for x in values if x is not None and np.isfinite(x)], np.float64)
-    out = {"mean": float("nan"), "sd": float("nan"), "ci95": [float("nan"), float("nan")], "n_folds": len(v)}
-    if len(v) == 0:
-        return out
-    out["mean"] = float(v.mean())
-    if len(v) >= 2:
-        sd = float(v.std(ddof=1))
-        half = t_quantile(0.975, len(v) - 1) * sd / math.sqrt(len(v))
-        out.update(sd=sd, ci95=[out["mean"] - half, out["mean"] + half])
-    return out
-
-
-# ---------------------------------------------------------------- probes
-
-
-def _chunks(n: int):
-    for start in range(0, n, CHUNK_ROWS):
-        yield slice(start, min(n, start + CHUNK_ROWS))
-
-
-def _mean_sd(X: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-    """Column mean and sd (float64) of X[rows], chunked; sd of constant columns set to 1."""
-    n, d = len(rows), X.shape[1]
-    s1 = torch.zeros(d, dtype=torch.float64, device=X.device)
-    s2 = torch.zeros(d, dtype=torch.float64, device=X.device)
-    for sl in _chunks(n):
-        xc = X[rows[sl]].double()
-        s1 += xc.sum(0)
-        s2 += (xc * xc).sum(0)
-    mu = s1 / n
-    var = (s2 / n - mu * mu).clamp_min(0)
-    sd = var.sqrt()
-    return mu, torch.where(sd > 1e-6, sd, torch.ones_like(sd))
-
-
-def fit_logistic(
-    X: Float[Tensor, "n d"],
-    y: Float[Tensor, " n"],
-    l2: float,
-    balance_classes: bool = True,
-    max_iter: int = 200,
-) -> tuple[Float[Tensor, " d"], float]:
-    """L2 logistic regression on standardised X (train statistics): returns (coef, intercept) for RAW features.
-
-    Minimises sum_i w_i * BCE(x_i) / sum_i w_i + l2/2 |v|^2 where v are the standardised weights.
-    L-BFGS with strong-Wolfe line search; gradients computed by hand chunk by chunk, so X may be float16.
-    """
-    n, d = X.shape
-    dev = X.device
-    rows = torch.arange(n, device=dev)
-    mu, sd = _mean_sd(X, rows)
-    yd = y.double()
-    n_pos = float(yd.sum())
-    if n_pos in (0.0, float(n)):  # one class: a constant probe
-        p = min(max(n_pos / n, 1e-6), 1 - 1e-6)
-        return torch.zeros(d, dtype=torch.float64, device=dev), math.log(p / (1 - p))
-    # balanced: each class carries half the total weight
-    balanced = torch.where(yd > 0.5, 0.5 / n_pos, 0.5 / (n - n_pos))
-    weight = balanced if balance_classes else torch.full_like(yd, 1.0 / n)
-    prior = float((weight * yd).sum())
-    theta = torch.zeros(d + 1, dtype=torch.float64, device=dev)
-    theta[d] = math.log(prior / (1 - prior))
-    theta.requires_grad_(True)
-    opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-9, tolerance_change=1e-12)  # fmt: skip
-
-    mu32 = mu.float()
-
-    def closure():
-        with torch.no_grad():
-            v, b = theta[:d], theta[d]
-            coef = (v / sd).float()  # z.v = (x - mu).(v / sd): centred in float32, no cancellation on large means
-            loss = torch.zeros((), dtype=torch.float64, device=dev)
-            g_x = torch.zeros(d, dtype=torch.float64, device=dev)
-            g_b = torch.zeros((), dtype=torch.float64, device=dev)
-            for sl in _chunks(n):
-                xc = X[sl].float() - mu32
-                s = (xc @ coef).double() + b
-                w, t = weight[sl], yd[sl]
-                loss += (w * (torch.nn.functional.softplus(s) - t * s)).sum()
-                r = w * (torch.sigmoid(s) - t)
-                g_x += (xc.T @ r.float()).double()
-                g_b += r.sum()
-            loss = loss + 0.5 * l2 * (v * v).sum()
-            grad = torch.empty_like(theta)
-            grad[:d] = g_x / sd + l2 * v
-            grad[d] = g_b
-            theta.grad = grad
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        v, b = theta[:d].detach(), float(theta[d])
-        return v / sd, b - float((mu * (v / sd)).sum())
-
-
-def _moments(X: Tensor, y: Tensor, rows: Tensor, shift: Tensor) -> dict[str, Tensor]:
-    """Sufficient statistics of rows for ridge: n, sum x, sum x x^T, sum x y, sum y (x shifted, float64)."""
-    d = X.shape[1]
-    dev = X.device
-    shapes = {"n": (), "sx": (d,), "sxx": (d, d), "sxy": (d,), "sy": ()}
-    m = {k: torch.zeros(s, dtype=torch.float64, device=dev) for k, s in shapes.items()}
-    for sl in _chunks(len(rows)):
-        xc = X[rows[sl]].double() - shift
-        yc = y[rows[sl]].double()
-        m["n"] += len(yc)
-        m["sx"] += xc.sum(0)
-        m["sxx"] += xc.T @ xc
-        m["sxy"] += xc.T @ yc
-        m["sy"] += yc.sum()
-    return m
-
-
-def solve_ridge(m: dict[str, Tensor], shift: Tensor, l2: float) -> tuple[Tensor, float]:
-    """Ridge on standardised features from sufficient statistics: (coef, intercept) for RAW features.
-
-    Minimises mean (y - b - z.v)^2 / 2 + l2/2 |v|^2 with z = (x - mu) / sd of the same rows.
-    """
-    n = m["n"]
-    mu_s = m["sx"] / n  # mean of shifted x
-    ybar = m["sy"] / n
-    cov = m["sxx"] / n - torch.outer(mu_s, mu_s)
-    var = torch.diagonal(cov).clamp_min(0)
-    sd = var.sqrt()
-    sd = torch.where(sd > 1e-6, sd, torch.ones_like(sd))
-    czz = cov / torch.outer(sd, sd)
-    czy = (m["sxy"] / n - mu_s * ybar) / sd
-    eye = torch.eye(len(sd), dtype=czz.dtype, device=czz.device)
-    v = torch.linalg.solve(czz + max(l2, 1e-10) * eye, czy)
-    coef = v / sd
-    return coef, float(ybar - ((mu_s + shift) * coef).sum())
-
-
-def _predict(X: Tensor, rows: Tensor, coef: Tensor, intercept: float) -> np.ndarray:
-    out = [(X[rows[sl]].double() @ coef.double()) + intercept for sl in _chunks(len(rows))]
-    return torch.cat(out).cpu().numpy() if out else np.zeros(0)
-
-
-def cross_validate(
-    X: Float[Tensor, "n d"],
-    y: Real[np.ndarray, " n"],
-    folds: Int[np.ndarray, " n"],
-    kind: str,
-    l2: float | Sequence[float],
-    balance_classes: bool = True,
-    max_iter: int = 200,
-) -> dict:
-    """Fit on all folds but one, test on it, for each fold: per-fold metrics, out-of-fold predictions, baseline.
-
-    `folds` assigns each row to a fold; pass whole-episode folds (`episode_folds`) for probes.
-    Binary predictions are probabilities, regression ones values. The baseline predicts the
-    training fold's majority class (its positive rate as the score) or its mean. With several
-    `l2` values each test fold's probe uses the one that scores best (mean primary metric, ties
-    to the larger) in an inner cross-validation over the training folds; with fewer than two
-    training folds there is no inner split and the middle value is used.
-    """
-    if kind not in ("binary", "regression"):
-        raise ValueError(f"kind must be binary or regression, got {kind!r}")
-    grid = sorted({float(l2)} if isinstance(l2, int | float) else {float(v) for v in l2})
-    dev = X.device
-    y = np.asarray(y, np.float64)
-    y_t = torch.from_numpy(y).to(dev)
-    oof = np.full(len(y), np.nan)
-    fold_rows, base_rows = [], []
-    splits = fold_indices(folds)
-    fold_ids = [int(folds[test[0]]) if len(test) else None for _, test in splits]
-    if kind == "regression":
-        shift = X[: min(len(y), CHUNK_ROWS)].double().mean(0)  # improves the float64 moments; cancels exactly
-        moments = [_moments(X, y_t, torch.from_numpy(test).to(dev), shift) for _, test in splits]
-        total = {k: sum(m[k] for m in moments) for k in moments[0]}
-
-    def fit_and_predict(i_out: set[int], rows: np.ndarray, lam: float) -> np.ndarray:
-        """A probe fitted on every fold but those in `i_out` (split indices), predicting `rows`."""
-        rows_t = torch.from_numpy(rows).to(dev)
-        if kind == "binary":
-            train = np.concatenate([splits[j][1] for j in range(len(splits)) if j not in i_out])
-            train_t = torch.from_numpy(train).to(dev)
-            coef, intercept = fit_logistic(X[train_t], y_t[train_t].float(), lam, balance_classes, max_iter)
-            return 1 / (1 + np.exp(-_predict(X, rows_t, coef, intercept)))
-        train_m = {k: total[k] - sum(moments[j][k] for j in i_out) for k in total}
-        coef, intercept = solve_ridge(train_m, shift, lam)
-        return _predict(X, rows_t, coef, intercept)
-
-    score = auroc if kind == "binary" else (lambda yt, p: regression_metrics(yt, p)["r2"])
-    for i, (train, test) in enumerate(splits):
-        info = {"fold": fold_ids[i], "n_train": len(train), "n_test": len(test)}
-        if len(train) == 0 or len(test) == 0:
-            fold_rows.append(info)
-            base_rows.append(dict(info))
-            continue
-        inner = [j for j, (_, t) in enumerate(splits) if j != i and len(t)]
-        if len(grid) == 1:
-            lam, inner_scores = grid[0], None
-        elif len(inner) < 2:
-            lam, inner_scores = grid[len(grid) // 2], None
-        else:
-            inner_scores = {}
-            for lam_try in grid:
-                s = [score(y[splits[j][1]], fit_and_predict({i, j}, splits[j][1], lam_try)) for j in inner]
-                inner_scores[lam_try] = float(np.nanmean(s)) if np.isfinite(s).any() else float("nan")
-            finite = {k: v for k, v in inner_scores.items() if np.isfinite(v)}
-            lam = max(finite, key=lambda k: (finite[k], k)) if finite else grid[len(grid) // 2]
-        pred = fit_and_predict({i}, test, lam)
-        if kind == "binary":
-            metrics = binary_metrics(y[test], pred)
-            p_train = float(y[train].mean())
-            base = binary_metrics(y[test], np.full(len(test), 1.0 if p_train >= 0.5 else 0.0))
-            base["auroc"] = auroc(y[test], np.full(len(test), p_train))  # constant score: 0.5 by ties
-        else:
-            metrics = regression_metrics(y[test], pred)
-            base = regression_metrics(y[test], np.full(len(test), float(y[train].mean())))
-        oof[test] = pred
-        chosen = {"l2": lam, **({"inner_scores": {str(k): v for k, v in inner_scores.items()}} if inner_scores else {})}
-        fold_rows.append({**info, **metrics, **chosen})
-        base_rows.append({**info, **base})
-    names = BINARY_METRICS if kind == "binary" else REGRESSION_METRICS
-    done = ~np.isnan(oof)
-    pooled = (binary_metrics if kind == "binary" else regression_metrics)(y[done], oof[done])
-    return {
-        "folds": fold_rows,
-        "summary": {k: summarize([r.get(k) for r in fold_rows]) for k in names},
-        "pooled": pooled,  # all out-of-fold predictions together (each from its own fold's probe)
-        "oof": oof,
-        "baseline": {"folds": base_rows, "summary": {k: summarize([r.get(k) for r in base_rows]) for k in names}},
-    }
-
-
-# ---------------------------------------------------------------- reading the run
+def feature_array(episode: Episode, name: str) -> CommittedArray:
+    kind, key = parse_feature(name)
+    return episode.attention(key) if kind == "attention" else episode.activation(key)
 
 
 def _natural_key(name: str):
@@ -452,12 +136,10 @@ def _natural_key(name: str):
 
 
 def available_features(episode: Episode) -> list[str]:
-    """Probe-able arrays: recorded hook names (`activations/` stripped), then `attention/L{l}`."""
-    names = episode.names()
-    hooks = [n.removeprefix("activations/") for n in names if n.startswith("activations/")]
-    order = {h: i for i, h in enumerate(episode.attrs.get("hooks") or [])}
-    hooks.sort(key=lambda h: (order.get(h, len(order)), _natural_key(h)))
-    return hooks + sorted((n for n in names if n.startswith("attention/")), key=_natural_key)
+    """Probe-able features: the recorded hooks (in the order the recorder listed them), then the attention patterns."""
+    order = {h: i for i, h in enumerate(episode.meta.hooks)}
+    hooks = sorted(episode.hooks, key=lambda h: (order.get(h, len(order)), _natural_key(h)))
+    return hooks + [attention_feature(layer) for layer in episode.layers]
 
 
 def match_features(patterns: Sequence[str], available: Sequence[str]) -> list[str]:
@@ -471,26 +153,41 @@ def match_features(patterns: Sequence[str], available: Sequence[str]) -> list[st
     return [n for n in available if n in out]
 
 
-def _array_name(feature: str) -> str:
-    return feature if feature.startswith("attention/") else f"activations/{feature}"
-
-
 def load_features(
     episodes: Sequence[Episode], feature: str, rows: Sequence[np.ndarray], block_steps: int = 4096
 ) -> np.ndarray:
     """The rows `rows[i]` (sorted step indices) of episode i's array for `feature`, flattened to (n, d) float16."""
     parts = []
-    name = _array_name(feature)
     bar = tqdm(total=sum(len(r) for r in rows), unit="step", desc=f"reading {feature}", leave=False)
-    for i, start, block in iter_blocks(list(episodes), name, block_steps):
+    for i, start, block in iter_blocks(list(episodes), lambda e: feature_array(e, feature), block_steps):
         r = rows[i]
         take = r[(r >= start) & (r < start + len(block))] - start
         if len(take):
             parts.append(np.asarray(block[take], np.float16).reshape(len(take), -1))
             bar.update(len(take))
     bar.close()
-    d = int(np.prod(episodes[0][name].shape[1:]))
+    d = int(np.prod(feature_array(episodes[0], feature).shape[1:]))
     return np.concatenate(parts) if parts else np.zeros((0, d), np.float16)
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _check(cfg: ProbeConfig, run: Run) -> tuple[list[Episode], list[str], str | None]:
+    """Every check that needs the run but no work. Returns (episodes, probed hooks, CNN baseline hook or None)."""
+    episodes = run.episodes()
+    if len(episodes) < 2:
+        raise ValueError(f"{cfg.run}: {len(episodes)} complete episode(s); probes split by episode and need at least 2")
+    available = available_features(episodes[0])
+    for ep in episodes[1:]:
+        missing = set(available) - set(available_features(ep))
+        if missing:
+            raise ValueError(f"{ep.path} lacks {sorted(missing)} that {episodes[0].path} has; probe a uniform run")
+    features = match_features(cfg.hooks, available)
+    cnn = cfg.baseline_hook if cfg.baseline_hook in available else None
+    if cfg.baseline_hook is not None and cnn is None:
+        logger.warning("baseline hook %s was not recorded in %s: no CNN baseline", cfg.baseline_hook, cfg.run)
+    return episodes, features, cnn
 
 
 def _check_label(label: Label, values: np.ndarray, valid: np.ndarray, episode_of: np.ndarray) -> str | None:
@@ -511,115 +208,31 @@ def _check_label(label: Label, values: np.ndarray, valid: np.ndarray, episode_of
     return None
 
 
-# ---------------------------------------------------------------- plots
+# ---------------------------------------------------------------- compute
 
 
-def _save(fig: Figure, path: Path) -> None:
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+@dataclass
+class ProbeResult:
+    """What `compute` finds; `main` renders it."""
+
+    episodes: list[Episode]
+    features: list[str]
+    """The hooks asked for, in the run's order."""
+    probed: list[str]
+    """`features` and the CNN baseline hook."""
+    labels: dict[str, dict]
+    """Per probed label: its description, step counts, and per hook the folds, summary and pooled metrics."""
+    skipped: dict[str, str]
+    """Labels that could not be probed, with the reason."""
+    split: dict
+    n_steps_used: int
+    targets: dict[str, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]
+    """Per label: (true values, fold of each value, out-of-fold predictions per hook), for the figures."""
 
 
-def plot_metrics(name: str, result: dict, path: Path) -> None:
-    """Per hook the mean metric over folds with its 95% CI; the majority/mean and CNN probes as lines."""
-    kind = result["kind"]
-    metrics = BINARY_METRICS if kind == "binary" else REGRESSION_METRICS
-    hooks = result["hooks"]
-    fig = Figure(figsize=(max(4.5, 1.1 * len(hooks) + 2) * len(metrics) / 1.5, 4.2))
-    for j, metric in enumerate(metrics):
-        ax = fig.add_subplot(1, len(metrics), j + 1)
-        means = [result["probes"][h]["summary"][metric]["mean"] for h in hooks]
-        cis = [result["probes"][h]["summary"][metric]["ci95"] for h in hooks]
-        err = np.array([[m - c[0], c[1] - m] if np.all(np.isfinite(c)) else [0, 0] for m, c in zip(means, cis)]).T
-        x = np.arange(len(hooks))
-        ax.bar(x, means, yerr=err, capsize=4, color="#4c72b0", alpha=0.85, label="probe (mean, 95% CI)")
-        base = result["baseline"]["summary"][metric]["mean"]
-        base_name = "majority class" if kind == "binary" else "train mean"
-        ax.axhline(base, color="#c44e52", ls="--", lw=1.5, label=f"{base_name} ({base:.3g})")
-        cnn = result.get("cnn_baseline")
-        if cnn is not None:
-            cnn_mean = result["probes"][cnn]["summary"][metric]["mean"]
-            ax.axhline(cnn_mean, color="#55a868", ls=":", lw=2, label=f"probe on {cnn} ({cnn_mean:.3g})")
-        for xi, m in zip(x, means):
-            if np.isfinite(m):
-                ax.annotate(f"{m:.3g}", (xi, m), xytext=(0, 3 if m >= 0 else -10), textcoords="offset points",
-                            ha="center", fontsize=7)  # fmt: skip
-        ax.set_xticks(x, hooks, fontsize=7, rotation=30, ha="right")
-        ax.set_title(metric)
-        finite = [v for v in [*means, base] if np.isfinite(v)]
-        if metric in ("accuracy", "balanced_accuracy", "auroc"):
-            ax.set_ylim(0, 1.08)
-        elif metric == "r2":  # R^2 is unbounded below: show every mean, cut the intervals instead
-            ax.set_ylim(min([0.0, *finite]) * 1.15 - 0.05, 1.08)
-        else:
-            ax.set_ylim(0, max([1e-12, *finite]) * 1.6)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.32), frameon=False)
-    fig.suptitle(f"{name} ({kind}): {result['n_steps']} steps, {result['n_episodes']} episodes, "
-                 f"{result['n_folds']} episode folds", fontsize=10)  # fmt: skip
-    _save(fig, path)
-
-
-def plot_roc(name: str, result: dict, y: np.ndarray, folds: np.ndarray, oof: dict, path: Path) -> None:
-    """ROC curves of the best hook: each test fold (thin) and all out-of-fold scores pooled; the CNN probe dashed."""
-    best, cnn = result["best_hook"], result.get("cnn_baseline")
-    fig = Figure(figsize=(5, 5))
-    ax = fig.add_subplot(1, 1, 1)
-    for f in np.unique(folds):
-        sel = (folds == f) & np.isfinite(oof[best])
-        if len(np.unique(y[sel])) == 2:
-            ax.plot(*roc_curve(y[sel], oof[best][sel]), color="#4c72b0", alpha=0.35, lw=1)
-    sel = np.isfinite(oof[best])
-    auc = result["probes"][best]["summary"]["auroc"]
-    ax.plot(*roc_curve(y[sel], oof[best][sel]), color="#4c72b0", lw=2.5,
-            label=f"{best}: AUROC {auc['mean']:.3f} [{auc['ci95'][0]:.3f}, {auc['ci95'][1]:.3f}]")  # fmt: skip
-    if cnn is not None and cnn != best:
-        sel = np.isfinite(oof[cnn])
-        a = result["probes"][cnn]["summary"]["auroc"]["mean"]
-        ax.plot(*roc_curve(y[sel], oof[cnn][sel]), color="#55a868", ls="--", lw=1.8, label=f"{cnn}: AUROC {a:.3f}")
-    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1, label="chance / majority class")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(f"{name}: out-of-fold ROC (thin: single test folds)", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
-    _save(fig, path)
-
-
-def plot_scatter(name: str, result: dict, y: np.ndarray, oof: dict, path: Path, seed: int) -> None:
-    """Out-of-fold prediction against the true value for the best hook (at most 5000 points), with y = x."""
-    best = result["best_hook"]
-    sel = np.flatnonzero(np.isfinite(oof[best]))
-    if len(sel) > 5000:
-        sel = np.sort(np.random.default_rng(seed).choice(sel, 5000, replace=False))
-    fig = Figure(figsize=(5, 5))
-    ax = fig.add_subplot(1, 1, 1)
-    ax.scatter(y[sel], oof[best][sel], s=6, alpha=0.5, color="#4c72b0")
-    lo, hi = float(min(y[sel].min(), oof[best][sel].min())), float(max(y[sel].max(), oof[best][sel].max()))
-    ax.plot([lo, hi], [lo, hi], color="grey", ls=":", lw=1, label="y = x")
-    r2 = result["probes"][best]["summary"]["r2"]
-    ax.set_xlabel(f"true {name} ({result['units']})")
-    ax.set_ylabel("probe prediction (out of fold)")
-    ax.set_title(f"{name} from {best}\nR^2 {r2['mean']:.3f} [{r2['ci95'][0]:.3f}, {r2['ci95'][1]:.3f}]", fontsize=10)
-    ax.legend(fontsize=7)
-    _save(fig, path)
-
-
-# ---------------------------------------------------------------- main
-
-
-def main(cfg: ProbeConfig) -> dict:
-    """Probe every (label, hook) with episode-split cross-validation; write probe.json and the plots to cfg.out."""
-    t0 = time.time()
-    episodes = open_episodes(cfg.run)
-    if len(episodes) < 2:
-        raise ValueError(f"{cfg.run}: {len(episodes)} complete episode(s); probes split by episode and need at least 2")
-    available = available_features(episodes[0])
-    for ep in episodes[1:]:
-        missing = set(available) - set(available_features(ep))
-        if missing:
-            raise ValueError(f"{ep.path} lacks {sorted(missing)} that {episodes[0].path} has; probe a uniform run")
-    features = match_features(cfg.hooks, available)
-    cnn = cfg.baseline_hook if cfg.baseline_hook in available else None
-    if cfg.baseline_hook is not None and cnn is None:
-        logger.warning("baseline hook %s was not recorded in %s: no CNN baseline", cfg.baseline_hook, cfg.run)
+def compute(cfg: ProbeConfig, run: Run | None = None) -> ProbeResult:
+    """Probe every (label, hook) with episode-split cross-validation. Writes nothing."""
+    episodes, features, cnn = _check(cfg, Run.open(cfg.run) if run is None else run)
     probed = features + ([cnn] if cnn is not None and cnn not in features else [])
 
     # labels: cheap, computed first so that a label that cannot be probed is known before any activation is read
@@ -629,7 +242,7 @@ def main(cfg: ProbeConfig) -> dict:
     labels = [get_label(n) for n in cfg.labels]
     skipped = {}
     for label in labels:
-        absent = [a for ep in episodes for a in label.arrays if a not in ep]
+        absent = [a for ep in episodes for a in label.reads.missing(ep)]
         if absent:
             skipped[label.name] = (
                 f"not recorded in this run (no array {absent[0]}; record again with a current vpt-lens)"
@@ -658,9 +271,8 @@ def main(cfg: ProbeConfig) -> dict:
         logger.info("using a seeded subsample of %d of the %d labelled steps", cfg.max_steps, len(keep))
         keep = np.sort(np.random.default_rng(cfg.seed).choice(keep, cfg.max_steps, replace=False))
     rows = [keep[(keep >= offsets[i]) & (keep < offsets[i + 1])] - offsets[i] for i in range(len(episodes))]
-    fold_of_episode = episode_folds(lengths, cfg.n_folds, cfg.seed)
-    folds_kept = fold_of_episode[episode_of[keep]]
-    n_folds = len(np.unique(fold_of_episode))
+    fold_by_ep = episode_folds(lengths, cfg.n_folds, cfg.seed)
+    folds_kept = fold_by_ep[episode_of[keep]]
 
     results = {}
     oof: dict[str, dict[str, np.ndarray]] = {lab.name: {} for lab in labels}
@@ -693,7 +305,7 @@ def main(cfg: ProbeConfig) -> dict:
         logger.info("%s: %d steps x %d features probed in %.1f s", feature, *X_all.shape, time.time() - t_feature)
         del X_all
 
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    targets = {}
     for label in labels:
         res = results[label.name]
         metric = PRIMARY_METRIC[label.kind]
@@ -701,61 +313,83 @@ def main(cfg: ProbeConfig) -> dict:
         finite = {h: s for h, s in scores.items() if np.isfinite(s)}
         res["best_hook"] = max(finite, key=finite.get) if finite else features[0]
         sel = valid[label.name][keep]
-        y, f = values[label.name][keep][sel], folds_kept[sel]
-        plots = [f"{label.name}_metrics.png"]
-        plot_metrics(label.name, res, cfg.out / plots[0])
-        if label.kind == "binary":
-            plots.append(f"{label.name}_roc.png")
-            plot_roc(label.name, res, y, f, oof[label.name], cfg.out / plots[-1])
-        else:
-            plots.append(f"{label.name}_scatter.png")
-            plot_scatter(label.name, res, y, oof[label.name], cfg.out / plots[-1], cfg.seed)
-        res["plots"] = plots
+        targets[label.name] = (values[label.name][keep][sel], folds_kept[sel], oof[label.name])
 
-    run_manifest = Path(cfg.run) / "run.json"
-    report = {
+    split = {
+        "scheme": "leave-one-episode-out" if len(episodes) <= cfg.n_folds else "group k-fold by episode",
+        "n_folds": len(np.unique(fold_by_ep)),
+        "seed": cfg.seed,
+        "episodes": [
+            {"path": str(ep.path), "n_steps": len(ep), "n_used": len(r), "fold": int(f)}
+            for ep, r, f in zip(episodes, rows, fold_by_ep)
+        ],
+    }
+    return ProbeResult(episodes, features, probed, results, skipped, split, int(len(keep)), targets)
+
+
+# ---------------------------------------------------------------- the report
+
+
+ONE_CLASS = report.Null("only one class in the fold")
+
+
+def _one_class_nulls(rows: list[dict]) -> list[dict]:
+    """Fold rows with an undefined AUROC (one class in the test fold) marked with the reason."""
+    return [{**r, "auroc": ONE_CLASS} if "auroc" in r and not np.isfinite(r["auroc"]) else r for r in rows]
+
+
+def to_json(result: ProbeResult, cfg: ProbeConfig, run: Run, seconds: float) -> dict:
+    """probe.json: provenance at the top level (as earlier versions wrote it), the split, and per label the results."""
+    labels = {}
+    for name, res in result.labels.items():
+        res = dict(res)
+        if res["kind"] == "binary":
+            probes = {h: {**p, "folds": _one_class_nulls(p["folds"])} for h, p in res["probes"].items()}
+            res.update(probes=probes, baseline={**res["baseline"], "folds": _one_class_nulls(res["baseline"]["folds"])})
+        labels[name] = res
+    manifest = run.manifest
+    return {
         "schema": "vptlens.probe",
         "schema_version": 1,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "run_path": str(Path(cfg.run).resolve()),
-        "run_git_commit": json.loads(run_manifest.read_text()).get("git_commit") if run_manifest.is_file() else None,
-        "config": json.loads(json.dumps(asdict(cfg), default=str)),
-        "package_version": vptlens.__version__,
-        "git_commit": git_commit(),
-        "split": {
-            "scheme": "leave-one-episode-out" if len(episodes) <= cfg.n_folds else "group k-fold by episode",
-            "n_folds": n_folds,
-            "seed": cfg.seed,
-            "episodes": [
-                {"path": str(ep.path), "n_steps": len(ep), "n_used": len(r), "fold": int(f)}
-                for ep, r, f in zip(episodes, rows, fold_of_episode)
-            ],  # fmt: skip
-        },
-        "n_steps_used": int(len(keep)),
-        "features": probed,
-        "labels": results,
-        "skipped_labels": skipped,
-        "seconds": time.time() - t0,
+        **schema.provenance(
+            cfg,
+            run=run,
+            run_path=Path(cfg.run).resolve(),
+            run_git_commit=None if manifest is None else manifest.git_commit,
+        ),
+        "split": result.split,
+        "n_steps_used": result.n_steps_used,
+        "features": result.probed,
+        "labels": labels,
+        "skipped_labels": result.skipped,
+        "seconds": seconds,
     }
-    (cfg.out / "probe.json").write_text(json.dumps(_finite(report), indent=2, default=_json_default, allow_nan=False))
-    logger.info("probes written to %s in %.1f s", cfg.out, time.time() - t0)
-    return report
 
 
-def _finite(obj):
-    """NaN and infinities become null (strict JSON)."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float | np.floating) and not np.isfinite(obj):
-        return None
-    return obj
+def main(cfg: ProbeConfig) -> dict:
+    """Probe every (label, hook) with episode-split cross-validation; write probe.json and the plots to cfg.out.
 
-
-def _json_default(obj):
-    if isinstance(obj, np.integer | np.floating):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
+    With --list-labels, print the labels and return {}."""
+    if cfg.list_labels:
+        print(describe_labels())
+        return {}
+    t0 = time.time()
+    report.check_out_dir(cfg.out, cfg.overwrite)
+    run = Run.open(cfg.run)
+    result = compute(cfg, run)
+    out = report.make_out_dir(cfg.out, cfg.overwrite)
+    for name, res in result.labels.items():
+        y, folds, oof = result.targets[name]
+        files = [f"{name}_metrics.png"]
+        plots.plot_metrics(name, res, out / files[0])
+        if res["kind"] == "binary":
+            files.append(f"{name}_roc.png")
+            plots.plot_roc(name, res, y, folds, oof, out / files[-1])
+        else:
+            files.append(f"{name}_scatter.png")
+            plots.plot_scatter(name, res, y, oof, out / files[-1], cfg.seed)
+        res["plots"] = files
+    doc = to_json(result, cfg, run, time.time() - t0)
+    report.write_json(out / "probe.json", doc)
+    logger.info("probes written to %s in %.1f s", out, time.time() - t0)
+    return report.strict_json(doc)

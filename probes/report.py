@@ -115,7 +115,8 @@ def save_png(image_rgb: np.ndarray, path: str | Path) -> Path:
 
 # ------------------------------------------------------------------------------------------------ HTML
 
-CSS = """body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222;font-size:15px}
+CSS = """body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222}
+body{font-size:15px}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 td.l,th.l{text-align:left}img{max-width:100%}h2{margin-top:1.2em}.small{color:#555;font-size:13px}
 pre{background:#f6f6f6;padding:.6em;overflow-x:auto}"""

@@ -31,13 +31,15 @@ def fixture_paths(name: str) -> tuple[Path, Path]:
 def record_guided_steve1(out: Path, goal_seed: int, cond_scale: float, **settings) -> np.ndarray:
     """Record the tiny STEVE-1 fixture at 64x64 with classifier-free guidance towards a random goal embedding
     (saved beside `out`); `settings` are further RecordConfig fields. Returns the goal (512,)."""
+    from vptlens.envs.blockworld import BlockWorldConfig
     from vptlens.recordings import recorder
 
     goal = np.random.default_rng(goal_seed).standard_normal(512).astype(np.float32)
     goal_path = out.parent / f"{out.name}_goal.npy"
     np.save(goal_path, goal)
     model, weights = fixture_paths("steve1_tiny")
-    recorder.main(recorder.RecordConfig(model=model, weights=weights, out=out, height=64, width=64, goal=goal_path,
+    env = BlockWorldConfig(height=64, width=64)
+    recorder.main(recorder.RecordConfig(model=model, weights=weights, out=out, env=env, goal=goal_path,
                                         cond_scale=cond_scale, **settings))  # fmt: skip
     return goal
 
@@ -74,6 +76,7 @@ def tiny_run(tmp_path_factory):
     and `blocks.*.hook_resid_post` (d = 64), and the attention of both blocks (4 heads, M = 32).
     Treat it as read-only.
     """
+    from vptlens.envs.blockworld import BlockWorldConfig
     from vptlens.recordings import recorder
 
     model, weights = fixture_paths("vpt_tiny")
@@ -87,8 +90,7 @@ def tiny_run(tmp_path_factory):
             n_episodes=4,
             n_steps=128,
             n_envs=2,
-            height=64,
-            width=64,
+            env=BlockWorldConfig(height=64, width=64),
             seed=11,
         )
     )

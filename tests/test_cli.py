@@ -3,6 +3,7 @@
 import json
 import re
 
+import pytest
 from conftest import fixture_paths
 
 from vptlens.agents.info import InfoConfig, main
@@ -25,7 +26,9 @@ def test_info_entrypoint_steve1(capsys):
 
 def test_doctor_subcommand(capsys, monkeypatch):
     monkeypatch.delenv("VPTLENS_MINERL_PYTHON", raising=False)
-    entrypoint(["doctor", "minerl"])
+    with pytest.raises(SystemExit) as exit_info:
+        entrypoint(["doctor", "minerl"])
+    assert exit_info.value.code == 1
     out = capsys.readouterr().out
     assert "[MISSING] MineRL interpreter" in out and "Fix the MISSING items" in out
 

@@ -44,7 +44,7 @@ def test_cuda_float32_matches_the_reference(which, request):
 
 def test_cuda_bfloat16_stays_close(vpt_oracle):
     from vptlens.agents import load_policy
-    from vptlens.probes.splice import kl_divergence
+    from vptlens.probes.sae.splice import kl_divergence
 
     policy = load_policy(*fixture_paths("vpt_tiny"), device="cuda", dtype=torch.bfloat16)
     frames = torch.from_numpy(vpt_oracle["frames"]).cuda()
@@ -77,13 +77,17 @@ def test_sae_trains_on_cuda_as_on_cpu(arch):
 def test_record_train_eval_dashboard_on_cuda(tmp_path):
     """The whole look-inside path with the policy and the SAEs on the GPU: record, train all four kinds, evaluate
     (with the KL splice, which replays the run and checks the recorded log-probabilities), dashboards."""
-    from vptlens.probes import dashboard, sae_eval, sae_train
+    from vptlens.envs.blockworld import BlockWorldConfig
+    from vptlens.probes.sae import dashboard
+    from vptlens.probes.sae import evaluate as sae_eval
+    from vptlens.probes.sae import train as sae_train
     from vptlens.recordings import recorder
 
     model, weights = fixture_paths("vpt_tiny")
     run = tmp_path / "run"
+    env = BlockWorldConfig(height=64, width=64)
     recorder.main(recorder.RecordConfig(model=model, weights=weights, out=run, n_episodes=3, n_envs=3, n_steps=96,
-                                        height=64, width=64, scene="villager_under_leaves", device="cuda"))  # fmt: skip
+                                        env=env, scene="villager_under_leaves", device="cuda"))  # fmt: skip
     archs = ("topk:k=4", "batchtopk:k=4", "relu:l1=0.5", "jumprelu:l0=0.5")
     log = sae_train.main(sae_train.TrainConfig(run=run, hook="blocks.1.hook_resid_post", out=tmp_path / "saes",
                                                architectures=archs, expansion_factor=2, batch_size=64,
@@ -100,14 +104,16 @@ def test_record_train_eval_dashboard_on_cuda(tmp_path):
 
 def test_recorded_actions_do_not_depend_on_the_device(tmp_path):
     """Actions are sampled on the CPU from per-episode seeded streams: a CUDA recording takes the CPU one's actions."""
+    from vptlens.envs.blockworld import BlockWorldConfig
     from vptlens.recordings import recorder
     from vptlens.recordings.store import Episode
 
     model, weights = fixture_paths("vpt_tiny")
     actions = {}
+    env = BlockWorldConfig(height=64, width=64)
     for device in ("cpu", "cuda"):
         cfg = recorder.RecordConfig(model=model, weights=weights, out=tmp_path / device, n_episodes=2, n_envs=2,
-                                    n_steps=48, height=64, width=64, seed=11, device=device)  # fmt: skip
+                                    n_steps=48, env=env, seed=11, device=device)  # fmt: skip
         recorder.main(cfg)
         episode = Episode(tmp_path / device / "episode_000001.zarr")
         actions[device] = np.asarray(episode["action/buttons"][:]), np.asarray(episode["action/camera"][:])

@@ -8,10 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from vptlens.probes import labels as L
-from vptlens.probes import linear
+from vptlens.probes import linear, linear_stats
 from vptlens.probes.linear import ProbeConfig
+from vptlens.probes.report import dumps as strict_dumps
+from vptlens.recordings.schema import AgentRecord, EnvRecord, EpisodeMeta, RunManifest
 from vptlens.recordings.store import TEXT, ArraySpec, EpisodeWriter, Run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -24,14 +27,14 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
     "n_steps,n_folds", [([128] * 4, 5), ([50, 10, 300, 7, 90, 90, 64, 1, 200], 3), ([5, 5], 2), ([0, 3, 0, 4, 2], 2)]
 )
 def test_folds_never_share_an_episode(n_steps, n_folds):
-    fold_of_episode = linear.episode_folds(n_steps, n_folds, seed=3)
+    fold_of_episode = linear_stats.episode_folds(n_steps, n_folds, seed=3)
     assert fold_of_episode.shape == (len(n_steps),)
     k = min(n_folds, len(n_steps))
     assert set(fold_of_episode.tolist()) == set(range(k))  # every fold holds at least one episode
     if len(n_steps) <= n_folds:
         assert fold_of_episode.tolist() == list(range(len(n_steps)))  # leave-one-episode-out
     episode_of_step = np.repeat(np.arange(len(n_steps)), n_steps)
-    splits = linear.fold_indices(fold_of_episode[episode_of_step])
+    splits = linear_stats.fold_indices(fold_of_episode[episode_of_step])
     tested = np.concatenate([test for _, test in splits])
     assert np.array_equal(np.sort(tested), np.arange(len(episode_of_step)))  # each step tested exactly once
     for train, test in splits:
@@ -40,12 +43,12 @@ def test_folds_never_share_an_episode(n_steps, n_folds):
     # greedy placement keeps the folds' step counts within one episode of each other
     totals = np.bincount(fold_of_episode, weights=n_steps, minlength=k)
     assert totals.max() - totals.min() <= max(n_steps)
-    assert np.array_equal(fold_of_episode, linear.episode_folds(n_steps, n_folds, seed=3))  # seeded
+    assert np.array_equal(fold_of_episode, linear_stats.episode_folds(n_steps, n_folds, seed=3))  # seeded
 
 
 def test_folds_need_two_episodes():
     with pytest.raises(ValueError, match="at least 2 episodes"):
-        linear.episode_folds([100], 5)
+        linear_stats.episode_folds([100], 5)
 
 
 # ---------------------------------------------------------------- metrics
@@ -57,36 +60,40 @@ def _auroc_pairs(y, s):
 
 
 def test_auroc_hand_computed_with_ties():
-    assert linear.auroc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == 0.75
+    assert linear_stats.auroc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == 0.75
     # pairs (pos, neg): (0.5, 0.5) tie = 1/2, (0.5, 0.2) = 1, (0.9, 0.5) = 1, (0.9, 0.2) = 1 -> 3.5 / 4
-    assert linear.auroc(np.array([0, 1, 0, 1]), np.array([0.5, 0.5, 0.2, 0.9])) == 0.875
-    assert linear.auroc(np.array([1, 0, 1, 0, 0]), np.full(5, 0.3)) == 0.5  # all tied: chance
-    assert linear.auroc(np.array([1, 1, 0]), np.array([0.0, 0.1, 1.0])) == 0.0  # perfectly wrong
-    assert math.isnan(linear.auroc(np.array([1, 1, 1]), np.array([0.1, 0.2, 0.3])))  # one class
+    assert linear_stats.auroc(np.array([0, 1, 0, 1]), np.array([0.5, 0.5, 0.2, 0.9])) == 0.875
+    assert linear_stats.auroc(np.array([1, 0, 1, 0, 0]), np.full(5, 0.3)) == 0.5  # all tied: chance
+    assert linear_stats.auroc(np.array([1, 1, 0]), np.array([0.0, 0.1, 1.0])) == 0.0  # perfectly wrong
+    assert math.isnan(linear_stats.auroc(np.array([1, 1, 1]), np.array([0.1, 0.2, 0.3])))  # one class
     rng = np.random.default_rng(0)
     for _ in range(20):
         y = rng.integers(0, 2, 40)
         s = rng.integers(0, 4, 40).astype(float)  # many ties
-        a = linear.auroc(y, s)
+        a = linear_stats.auroc(y, s)
         assert a == pytest.approx(_auroc_pairs(y, s), abs=1e-12)
-        fpr, tpr = linear.roc_curve(y, s)  # the ROC curve's trapezoid area is the same number
+        fpr, tpr = linear_stats.roc_curve(y, s)  # the ROC curve's trapezoid area is the same number
         assert float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)) == pytest.approx(a, abs=1e-12)
         assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1
 
 
 def test_binary_and_regression_metrics():
-    m = linear.binary_metrics(np.array([1, 0, 0, 0]), np.array([0.9, 0.6, 0.1, 0.2]))
+    m = linear_stats.binary_metrics(np.array([1, 0, 0, 0]), np.array([0.9, 0.6, 0.1, 0.2]))
     assert m["accuracy"] == 0.75 and m["balanced_accuracy"] == pytest.approx((1 + 2 / 3) / 2) and m["auroc"] == 1.0
     y = np.array([1.0, 2.0, 4.0, 5.0])
-    assert linear.regression_metrics(y, y) == {"r2": 1.0, "mse": 0.0}
-    assert linear.regression_metrics(y, np.full(4, 3.0)) == {"r2": 0.0, "mse": 2.5}  # predicting the mean
-    assert linear.regression_metrics(y, np.full(4, 4.0))["r2"] == pytest.approx(1 - 14 / 10)
+    assert linear_stats.regression_metrics(y, y) == {"r2": 1.0, "mse": 0.0}
+    assert linear_stats.regression_metrics(y, np.full(4, 3.0)) == {"r2": 0.0, "mse": 2.5}  # predicting the mean
+    assert linear_stats.regression_metrics(y, np.full(4, 4.0))["r2"] == pytest.approx(1 - 14 / 10)
 
 
 def test_t_quantile_and_summary():
     for df, t in ((1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (30, 2.0423)):
-        assert linear.t_quantile(0.975, df) == pytest.approx(t, abs=2e-4)
-    s = linear.summarize([0.5, 0.7, float("nan"), 0.6])  # the NaN fold (one test class) is left out
+        assert stats.t.ppf(0.975, df) == pytest.approx(t, abs=2e-4)  # the quantile `summarize` uses
+        v = np.arange(df + 1, dtype=float)  # sd and mean known: the interval's half-width is t * sd / sqrt(n)
+        half = t * v.std(ddof=1) / math.sqrt(df + 1)
+        ci = linear_stats.summarize(v.tolist())["ci95"]
+        assert ci == pytest.approx([v.mean() - half, v.mean() + half], abs=2e-4 * half)
+    s = linear_stats.summarize([0.5, 0.7, float("nan"), 0.6])  # the NaN fold (one test class) is left out
     half = 4.3027 * 0.1 / math.sqrt(3)
     assert s["n_folds"] == 3 and s["mean"] == pytest.approx(0.6)
     assert s["ci95"] == pytest.approx([0.6 - half, 0.6 + half], abs=1e-4)
@@ -101,7 +108,7 @@ def test_logistic_probe_reaches_the_optimum():
     X = rng.normal(2.0, 3.0, (300, 5))
     y = (X @ rng.normal(size=5) + rng.normal(0, 3, 300) > 4).astype(np.float32)
     Xt = torch.from_numpy(X.astype(np.float16))
-    coef, b = linear.fit_logistic(Xt, torch.from_numpy(y), 0.1, balance_classes=True)
+    coef, b = linear_stats.fit_logistic(Xt, torch.from_numpy(y), 0.1, balance_classes=True)
     Xd = Xt.double()
     mu, sd = Xd.mean(0), Xd.std(0, unbiased=False)
     v = (coef * sd).clone().requires_grad_(True)  # standardised weights
@@ -121,7 +128,7 @@ def test_ridge_cross_validation_matches_direct_fits():
     y = X.astype(np.float64) @ rng.normal(size=6) + rng.normal(0, 1, 240)
     folds = np.repeat(np.arange(4), 60)
     l2 = 0.3
-    cv = linear.cross_validate(torch.from_numpy(X), y, folds, "regression", l2)
+    cv = linear_stats.cross_validate(torch.from_numpy(X), y, folds, "regression", l2)
     Xd = X.astype(np.float64)
     for f in range(4):
         tr, te = folds != f, folds == f
@@ -130,7 +137,7 @@ def test_ridge_cross_validation_matches_direct_fits():
         v = np.linalg.solve(Z.T @ Z / tr.sum() + l2 * np.eye(6), Z.T @ (y[tr] - y[tr].mean()) / tr.sum())
         pred = y[tr].mean() + ((Xd[te] - mu) / sd) @ v
         np.testing.assert_allclose(cv["oof"][te], pred, rtol=1e-9, atol=1e-9)
-        assert cv["folds"][f]["r2"] == pytest.approx(linear.regression_metrics(y[te], pred)["r2"])
+        assert cv["folds"][f]["r2"] == pytest.approx(linear_stats.regression_metrics(y[te], pred)["r2"])
         assert cv["baseline"]["folds"][f]["mse"] == pytest.approx(np.mean((y[te] - y[tr].mean()) ** 2))
 
 
@@ -142,7 +149,7 @@ def test_l2_is_chosen_by_inner_folds_only():
     X = rng.normal(0.0, 1.0, (n, d))
     y = X @ rng.normal(size=d) + rng.normal(0, 3.0, n)
     folds = np.repeat(np.arange(5), 40)
-    cv = linear.cross_validate(torch.from_numpy(X), y, folds, "regression", grid)
+    cv = linear_stats.cross_validate(torch.from_numpy(X), y, folds, "regression", grid)
 
     def ridge(tr, te, lam):
         mu, sd = X[tr].mean(0), X[tr].std(0)
@@ -151,20 +158,20 @@ def test_l2_is_chosen_by_inner_folds_only():
         return y[tr].mean() + ((X[te] - mu) / sd) @ v
 
     for f in range(5):
-        inner = {lam: np.mean([linear.regression_metrics(y[folds == j], ridge((folds != f) & (folds != j),
+        inner = {lam: np.mean([linear_stats.regression_metrics(y[folds == j], ridge((folds != f) & (folds != j),
                                                                                   folds == j, lam))["r2"]
                                for j in range(5) if j != f]) for lam in grid}  # fmt: skip
         got = cv["folds"][f]
         assert {float(k): v for k, v in got["inner_scores"].items()} == pytest.approx(inner, rel=1e-9)
         assert got["l2"] == max(inner, key=inner.get)
         np.testing.assert_allclose(cv["oof"][folds == f], ridge(folds != f, folds == f, got["l2"]), rtol=1e-9)
-    noise = linear.cross_validate(torch.from_numpy(X), rng.normal(size=n), folds, "regression", grid)
+    noise = linear_stats.cross_validate(torch.from_numpy(X), rng.normal(size=n), folds, "regression", grid)
     assert all(r["l2"] >= 10.0 for r in noise["folds"])  # the strongest penalties (R^2 differences are tiny there)
-    clean = linear.cross_validate(torch.from_numpy(X), X @ np.arange(1.0, d + 1), folds, "regression", grid)
+    clean = linear_stats.cross_validate(torch.from_numpy(X), X @ np.arange(1.0, d + 1), folds, "regression", grid)
     assert [r["l2"] for r in clean["folds"]] == [1e-3] * 5
-    probs = linear.cross_validate(torch.from_numpy(X), (y > 0).astype(float), folds, "binary", grid, max_iter=50)
+    probs = linear_stats.cross_validate(torch.from_numpy(X), (y > 0).astype(float), folds, "binary", grid, max_iter=50)
     assert all(r["l2"] in grid and set(r["inner_scores"]) == {str(v) for v in grid} for r in probs["folds"])
-    two = linear.cross_validate(torch.from_numpy(X), y, folds % 2, "regression", grid)  # no inner split possible
+    two = linear_stats.cross_validate(torch.from_numpy(X), y, folds % 2, "regression", grid)  # no inner split possible
     assert [r["l2"] for r in two["folds"]] == [grid[2]] * 2 and "inner_scores" not in two["folds"][0]
 
 
@@ -179,10 +186,10 @@ def test_episode_identity_does_not_leak_across_episode_splits():
     y = (rng.permutation(n_episodes) % 2)[episode].astype(np.float64)
     X = np.eye(n_episodes)[episode] + rng.normal(0, 0.1, (len(episode), n_episodes))
     X = torch.from_numpy(np.concatenate([X, rng.normal(size=(len(episode), 4))], 1).astype(np.float16))
-    by_frame = linear.cross_validate(X, y, rng.integers(0, 5, len(y)), "binary", 1e-2)
+    by_frame = linear_stats.cross_validate(X, y, rng.integers(0, 5, len(y)), "binary", 1e-2)
     assert by_frame["summary"]["balanced_accuracy"]["mean"] > 0.95  # the leak is real
-    folds = linear.episode_folds([n_steps] * n_episodes, 5, seed=0)[episode]
-    by_episode = linear.cross_validate(X, y, folds, "binary", 1e-2)
+    folds = linear_stats.episode_folds([n_steps] * n_episodes, 5, seed=0)[episode]
+    by_episode = linear_stats.cross_validate(X, y, folds, "binary", 1e-2)
     assert by_episode["summary"]["balanced_accuracy"]["mean"] < 0.7
     assert by_episode["summary"]["auroc"]["mean"] < 0.75
     assert by_episode["pooled"]["auroc"] < 0.75
@@ -210,10 +217,11 @@ def test_labels_on_hand_built_rows():
     pose[:, 3] = [0, 10, -20, 30, 45, np.nan, 5]
     nearest_log = np.full((7, 4), np.nan, np.float32)
     nearest_log[:3] = [[1, 2, 3, 4.5], [1, 2, 3, 0.0], [8, 2, 3, 7.25]]  # rows 3-6: no log in the world (or MineRL)
-    src = L.LabelSource(
-        {"gt/crosshair": crosshair, "gt/visible_entities": visible, "gt/events": events,
-         "action/minerl/attack": attack, "gt/pose": pose, "gt/nearest_log": nearest_log},
-        attrs={"env": {"settings": {"height": 10, "width": 20}}},
+    src = L.LabelSource.from_arrays(
+        ground_truth={"crosshair": crosshair, "visible_entities": visible, "events": events, "pose": pose,
+                      "nearest_log": nearest_log},
+        minerl={"attack": attack},
+        frame_size=(10, 20),
     )  # fmt: skip
     nan = np.nan
 
@@ -248,13 +256,13 @@ def test_steps_since_caps_and_label_errors():
     flags[0] = True
     k = L.steps_since(flags)
     assert np.isnan(k[0]) and k[1] == 1 and k[299] == 299
-    got, _ = L.compute_label("steps_since_attack", L.LabelSource({"action/minerl/attack": flags.astype(np.uint8)}))
+    got, _ = L.compute_label("steps_since_attack", L.LabelSource.from_arrays(minerl={"attack": flags.astype(np.uint8)}))
     assert got[299] == L.ATTACK_CAP_STEPS
     with pytest.raises(KeyError, match="known labels: .*crosshair_on_log"):
         L.get_label("crosshair_on_tree")
     with pytest.raises(KeyError, match="known labels"):
         ProbeConfig(Path("run"), labels=("nope",))
-    no_size = L.LabelSource({"gt/visible_entities": _rows([])})
+    no_size = L.LabelSource.from_arrays(ground_truth={"visible_entities": _rows([])})
     with pytest.raises(ValueError, match="env.settings.height/width"):
         L.compute_label("villager_screen_area", no_size)
     with pytest.raises(KeyError, match="gt/pose"):
@@ -278,10 +286,12 @@ def _fake_run(path: Path, n_episodes: int = 6, n_steps: int = 96, d: int = 16, s
         "gt/pose": ArraySpec((5,), "float32"),
         "gt/crosshair": ArraySpec((), TEXT),
     }
-    manifest = {"schema": "vptlens.run", "schema_version": 1, "git_commit": None, "episodes": {}}
+    manifest = RunManifest({}, AgentRecord(), "0.1.0", None, "2026-01-01T00:00:00+00:00")
     path.mkdir(parents=True)
     for e in range(n_episodes):
-        attrs = {"hooks": ["img.hook_out", "fake.hook_out"], "env": {"settings": {"height": 64, "width": 64}}}
+        env = EnvRecord("handmade", {"height": 64, "width": 64})
+        hooks = ("img.hook_out", "fake.hook_out")
+        attrs = EpisodeMeta(e, e, AgentRecord(), {}, env, {}, None, {}, hooks, "0.1.0", None, "sample").to_dict()
         with EpisodeWriter(path / f"episode_{e:06d}.zarr", specs, attrs) as writer:
             for _ in range(n_steps):
                 x = rng.normal(size=d).astype(np.float16)
@@ -294,8 +304,8 @@ def _fake_run(path: Path, n_episodes: int = 6, n_steps: int = 96, d: int = 16, s
                     "gt/crosshair": json.dumps({"kind": "none", "distance": None}),
                 })  # fmt: skip
             writer.close("complete")
-        manifest["episodes"][str(e)] = {"path": f"episode_{e:06d}.zarr", "status": "complete", "length": n_steps}
-    (path / "run.json").write_text(json.dumps(manifest))
+        manifest = manifest.with_episode(e, path=f"episode_{e:06d}.zarr", seed=e, status="complete", length=n_steps)
+    manifest.dump(path)
     return w
 
 
@@ -370,3 +380,64 @@ def test_main_on_tiny_run(tiny_run, tmp_path):
         linear.main(ProbeConfig(run=tiny_run, out=tmp_path / "x", labels=("pitch",), hooks=("blocks.7.*",)))
     with pytest.raises(ValueError, match="at least 2"):
         linear.main(ProbeConfig(run=sorted(Path(tiny_run).glob("episode_*.zarr"))[0], out=tmp_path / "y"))
+
+
+# ---------------------------------------------------------------- statistics by library, strict JSON, bad input
+
+
+def no_nan(name: str):
+    raise AssertionError(f"{name} in a strict JSON document")
+
+
+def test_sklearn_auroc_equals_the_hand_value_and_one_class_is_null():
+    # pairs (pos, neg): (0.35, 0.1) 1, (0.35, 0.4) 0, (0.8, 0.1) 1, (0.8, 0.4) 1 -> 3 / 4
+    assert linear_stats.auroc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == 0.75
+    assert math.isnan(linear_stats.auroc(np.array([0, 0]), np.array([0.1, 0.4])))
+    rows = linear._one_class_nulls([{"fold": 0, "auroc": float("nan")}, {"fold": 1, "auroc": 0.5}])
+    doc = json.loads(strict_dumps({"folds": rows}), parse_constant=no_nan)
+    assert doc["folds"][0]["auroc"] is None and doc["folds"][1]["auroc"] == 0.5
+    assert doc["null_reasons"] == {"/folds/0/auroc": "only one class in the fold"}
+
+
+def test_list_labels_prints_every_label(capsys):
+    from vptlens.cli import entrypoint
+
+    entrypoint(["probe", "--list-labels"])  # no run needed, exits normally
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(L.LABELS)
+    for name, label in L.LABELS.items():
+        assert any(line.split()[:2] == [name, label.kind] and label.description in line for line in lines), name
+    with pytest.raises(ValueError, match="--list-labels"):
+        ProbeConfig()  # neither a run nor --list-labels
+
+
+def test_bad_input_fails_before_anything_is_written(tmp_path, capsys):
+    from vptlens.cli import entrypoint
+
+    _fake_run(tmp_path / "run", n_episodes=3, n_steps=16)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:  # unknown label: one line, exit 2, nothing written
+        entrypoint(["probe", str(tmp_path / "run"), "--out", str(out), "--labels", "value", "nope"])
+    assert exit_info.value.code == 2 and not out.exists()
+    assert "unknown label 'nope'; known labels: " in capsys.readouterr().err
+    with pytest.raises(KeyError, match=r"'nothing\.\*' matches nothing recorded .*fake\.hook_out"):
+        linear.main(ProbeConfig(run=tmp_path / "run", out=out, labels=("value",), hooks=("nothing.*",)))
+    assert not out.exists()
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        linear.main(ProbeConfig(run=tmp_path / "run", out=out, labels=("value",), hooks=("fake.*",)))
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    cfg = ProbeConfig(run=tmp_path / "run", out=out, labels=("value", "attacking"), hooks=("fake.*",), overwrite=True,
+                      l2=(1.0,), max_iter=20)  # fmt: skip
+    linear.main(cfg)
+    doc = json.loads((out / "probe.json").read_text(), parse_constant=no_nan)  # strict JSON
+    assert not (out / "notes.txt").exists() and doc["labels"]["value"]["arrays"] == ["value"]
+    assert doc["labels"]["attacking"]["arrays"] == ["action/minerl/attack"]
+    assert doc["run"]["path"] == str((tmp_path / "run").resolve()) and doc["run_path"] == doc["run"]["path"]
+
+
+def test_features_are_parsed_in_one_place():
+    assert linear.parse_feature("attention/L12") == ("attention", 12)
+    assert linear.parse_feature("blocks.3.hook_resid_post") == ("activation", "blocks.3.hook_resid_post")
+    assert linear.parse_feature(linear.attention_feature(3)) == ("attention", 3)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from vptlens.recordings import schema
 from vptlens.recordings.schema import AgentRecord, EpisodeEntry, EpisodeMeta, RunManifest, provenance
-from vptlens.recordings.store import Episode, Run
+from vptlens.recordings.store import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = (ROOT / "recordings" / "PROTOCOL.md").read_text()

@@ -11,12 +11,8 @@ from vptlens.envs.blockworld.hud import draw_hud
 from vptlens.envs.blockworld.render import brightness, render
 from vptlens.envs.blockworld.textures import break_ticks, crack_atlas, texture_atlas
 from vptlens.envs.blockworld.world import BLOCK_REACH, ITEMS, World
+from vptlens.minerl_spec import CAMERA_KEY, MINERL_BUTTONS
 
-MINERL_KEYS: tuple[str, ...] = (
-    "forward", "back", "left", "right", "jump", "sneak", "sprint", "attack", "use", "drop", "inventory", "ESC",
-    *(f"hotbar.{i}" for i in range(1, 10)), "pickItem", "swapHands",
-)  # fmt: skip
-"""The binary keys of MineRL 1.0's action space (besides `camera`)."""
 CLOUD_SPEED = 0.03
 """Blocks per tick that the clouds drift."""
 
@@ -114,7 +110,10 @@ class BlockWorldEnv(gym.Env):
             }
         )
         self.action_space = spaces.Dict(
-            {**{key: spaces.Discrete(2) for key in MINERL_KEYS}, "camera": spaces.Box(-180.0, 180.0, (2,), np.float32)}
+            {
+                **{key: spaces.Discrete(2) for key in MINERL_BUTTONS},
+                CAMERA_KEY: spaces.Box(-180.0, 180.0, (2,), np.float32),
+            }
         )
         self.world: World | None = None
         self._pov: np.ndarray | None = None

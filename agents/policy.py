@@ -18,6 +18,8 @@ the same episode (the `first` flag starts a new one). Keys and values of the las
 frames are the recurrent state, explicit in `PolicyState`.
 
 Module and parameter names follow OpenAI's code, so released state dicts load strictly.
+Longer than ~500 lines on purpose: the whole network in one file, as OpenAI's and nanoGPT's are,
+so it can be read against the reference top to bottom.
 """
 
 import math

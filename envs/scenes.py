@@ -25,6 +25,9 @@ Minecraft 1.16 commands (`Scene.to_commands`), and both read it the same way:
 
 A scene is validated when built (names, attributes, absolute coordinates, fill sizes, command
 lengths) and again, for every edit before any is applied, once `~` resolves against a world.
+
+Longer than ~500 lines on purpose: parsing, validation and both compilations (BlockWorld and
+Minecraft commands) must agree edit by edit, so they sit side by side.
 """
 
 import dataclasses

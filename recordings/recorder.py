@@ -6,6 +6,9 @@ background thread (`BlockWriter`), so the stepping loop never waits for the disk
 writer falls two blocks per env behind; the run directory holds a `run.json` manifest. A
 killed recorder loses at most each episode's unflushed tail; `--resume` skips complete
 episodes and records the others again.
+
+Longer than ~500 lines on purpose: the config, the stepping loop, the manifest and the resume
+rules are one state machine (what is on disk after any kill), easier to check read together.
 """
 
 import json

@@ -13,6 +13,9 @@ same whatever the number of threads. Small helpers are inlined into the row kern
 does not inline calls between numba functions); the rarer, bigger ones are called, which
 keeps the first compilation short. The row kernel runs without numba's reference counting
 (`_nrt=False`), which would otherwise cost atomic operations in the inner loop.
+
+Longer than ~500 lines on purpose: numba inlines only within what it compiles together, and
+the renderer's speed targets (benchmarks/RESULTS.md) depend on it.
 """
 
 import math

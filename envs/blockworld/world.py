@@ -2,6 +2,9 @@
 
 `World` also implements the scene protocol (`vptlens.envs.scenes.SceneTarget`): set
 blocks, summon mobs, teleport the player, set the time.
+
+Longer than ~500 lines on purpose: the world's state and every rule that changes it (physics,
+breaking, combat, food) share one tick; split, each part would reach into the others' state.
 """
 
 import functools

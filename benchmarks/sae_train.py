@@ -10,7 +10,7 @@ Rows ("activations") per second of
   nothing else (the ceiling the issue measures against: target >= 90%);
 - `loader`: `ActivationBuffer` (prefetch thread on) reading a synthetic run of float16 rows written with
   the real `EpisodeWriter` (zstd, 64-step chunks) through its shuffle buffer, consumed as fast as possible,
-  yielding float32 batches on CPU, float16 ones converted on the GPU (what `sae_train` does), and the
+  yielding float32 batches on CPU, float16 ones converted on the GPU (what `vptlens sae train` does), and the
   other variant for comparison;
 - `fed sae step`: the SAE step taking its batches from that loader (the loader must not starve it);
   `loader wait` is the share of that time spent waiting for the loader's next batch (not its copy to the device).
@@ -88,17 +88,18 @@ def time_steps(fns: dict, x: torch.Tensor, n_steps: int, device: str) -> dict[st
 
 
 def write_run(root: Path, d: int, n_rows: int, n_episodes: int, hook: str) -> list:
+    from vptlens.recordings.schema import activation_array
     from vptlens.recordings.store import ArraySpec, Episode, EpisodeWriter
 
     rng = np.random.default_rng(0)
-    specs = {f"activations/{hook}": ArraySpec((d,), "float16")}
+    specs = {activation_array(hook): ArraySpec((d,), "float16")}
     paths = []
     for i in range(n_episodes):
         path = root / f"episode_{i:06d}.zarr"
         rows = rng.normal(size=(n_rows // n_episodes, d)).astype(np.float16)
         with EpisodeWriter(path, specs) as w:
             for row in rows:
-                w.append({f"activations/{hook}": row})
+                w.append({activation_array(hook): row})
             w.close("complete")
         paths.append(path)
     return [Episode(p) for p in paths]
@@ -143,7 +144,7 @@ def main():
         "sae_vs_bare": step_s["bare"] / step_s["sae"],
     }
     try:
-        from vptlens.probes.activation_buffer import ActivationBuffer
+        from vptlens.probes.sae.buffer import ActivationBuffer
     except ImportError as e:
         row["loader"] = f"skipped: {e}"
     else:

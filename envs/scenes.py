@@ -36,6 +36,7 @@ import functools
 import json
 import math
 import re
+import reprlib
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -99,7 +100,7 @@ class Component:
             number = raw[1:] if relative else raw
             if (relative and not number) or _NUMBER.fullmatch(number):
                 return Component(float(number or 0), relative)
-        raise SceneError(f"{where} {raw!r} is not a number or ~offset; write e.g. 5, '~' or '~-2'")
+        raise SceneError(f"{where} {_short(raw)} is not a number or ~offset; write e.g. 5, '~' or '~-2'")
 
     def to_data(self) -> int | float | str:
         if self.relative:
@@ -129,7 +130,8 @@ class Coord:
     def parse(raw: object, where: str = "position") -> "Coord":
         """From a file: a list of three coordinates, e.g. `['~', '~', '~4']` or `[10, 20, 30.5]`."""
         if not isinstance(raw, list | tuple) or len(raw) != 3:
-            raise SceneError(f"{where} {raw!r} is not three coordinates; write e.g. ['~', '~', '~4'] or [10, 20, 30]")
+            example = "['~', '~', '~4'] or [10, 20, 30]"
+            raise SceneError(f"{where} {_short(raw)} is not three coordinates; write e.g. {example}")
         return Coord(*(Component.parse(r, f"{where} {axis}") for r, axis in zip(raw, "xyz")))
 
     @property
@@ -223,19 +225,19 @@ def _suggest(name: object, valid) -> str:
 
 def _name(raw: object, where: str) -> str:
     if not isinstance(raw, str):
-        raise SceneError(f"{where} {raw!r} must be a name in quotes, e.g. 'oak_log'")
+        raise SceneError(f"{where} {_short(raw)} must be a name in quotes, e.g. 'oak_log'")
     return raw
 
 
 def _number(raw: object, where: str) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-        raise SceneError(f"{where} {raw!r} must be a finite number, e.g. 90 or -12.5")
+        raise SceneError(f"{where} {_short(raw)} must be a finite number, e.g. 90 or -12.5")
     return float(raw)
 
 
 def _flag(raw: object, where: str) -> bool:
     if not isinstance(raw, bool):
-        raise SceneError(f"{where} {raw!r} must be true or false")
+        raise SceneError(f"{where} {_short(raw)} must be true or false")
     return raw
 
 
@@ -243,7 +245,8 @@ def _time(raw: object, where: str) -> int | str:
     if isinstance(raw, float) and raw.is_integer():
         raw = int(raw)
     if isinstance(raw, bool) or not isinstance(raw, int | str):
-        raise SceneError(f"{where} {raw!r} must be whole ticks (0..{TICKS_PER_DAY}) or one of {', '.join(TIME_NAMES)}")
+        names = ", ".join(TIME_NAMES)
+        raise SceneError(f"{where} {_short(raw)} must be whole ticks (0..{TICKS_PER_DAY}) or one of {names}")
     return raw
 
 
@@ -270,7 +273,7 @@ def _key(f: dataclasses.Field) -> str:
 def _parse_edit(raw: object, index: int) -> Edit:
     if not isinstance(raw, dict):
         raise SceneError(
-            f"edit {index}: {raw!r} is not an edit; write a mapping with an op, e.g. {{op: set_time, ...}}"
+            f"edit {index}: {_short(raw)} is not an edit; write a mapping with an op, e.g. {{op: set_time, ...}}"
         )
     op = raw.get("op")
     if not isinstance(op, str) or op not in EDIT_TYPES:
@@ -584,6 +587,65 @@ def _file_format(path: Path) -> str:
     return "json" if suffix == ".json" else "yaml"
 
 
+MAX_SCENE_BYTES = 1 << 20
+"""A scene file is a few kB; a larger one is refused before it is parsed."""
+MAX_SCENE_NODES = 100_000
+"""Values in a scene after YAML aliases are expanded (an alias bomb expands to billions)."""
+MAX_SCENE_DEPTH = 32
+"""Nesting of a scene's values (a scene has 4 levels)."""
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 2, 40, 40, 4, 4
+
+
+def _short(raw: object) -> str:
+    """A value as a short prefix for an error message (bounded work, whatever its size or sharing)."""
+    return _REPR.repr(raw)[:80]
+
+
+def _check_yaml_size(node: yaml.Node, where: str) -> None:
+    """Refuse a YAML document whose values, expanded through aliases, are too many or too deep (before building
+    them: a billion-laughs file is a few hundred bytes)."""
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded count, depth), for shared (aliased) nodes
+
+    def visit(node: yaml.Node, depth: int) -> tuple[int, int]:
+        if depth > MAX_SCENE_DEPTH:
+            raise SceneError(f"{where}: values nested over {MAX_SCENE_DEPTH} levels deep; a scene has 4")
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        count, deepest = 1, 0
+        for child in children:
+            c, d = visit(child, depth + 1)
+            count, deepest = count + c, max(deepest, d + 1)
+            if count > MAX_SCENE_NODES:
+                raise SceneError(
+                    f"{where}: over {MAX_SCENE_NODES:,} values once YAML aliases are expanded; write the scene out "
+                    "(a scene has tens of values)"
+                )
+        sizes[id(node)] = (count, deepest)
+        return count, deepest
+
+    visit(node, 0)
+
+
+def _load_yaml(text: str, where: str):
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_yaml_size(node, where)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_scene(path: str | Path) -> Scene:
     """Read and validate a scene file (YAML or JSON by suffix)."""
     path = Path(path)
@@ -591,9 +653,12 @@ def load_scene(path: str | Path) -> Scene:
     if not path.is_file():
         builtins = ", ".join(list_builtin_scenes())
         raise FileNotFoundError(f"{path}: no such scene file (built-in scenes load by name: {builtins})")
+    size = path.stat().st_size
+    if size > MAX_SCENE_BYTES:
+        raise SceneError(f"{path}: {size:,} bytes is far too large for a scene file (at most {MAX_SCENE_BYTES:,})")
     text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(text) if file_format == "json" else yaml.safe_load(text)
+        data = json.loads(text) if file_format == "json" else _load_yaml(text, str(path))
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise SceneError(f"{path}: not valid {file_format.upper()}: {e}") from e
     try:

@@ -101,8 +101,8 @@ class RecordConfig:
             raise ValueError("--resume keeps the existing run and --overwrite deletes it: pass one of them")
         if min(self.n_episodes, self.n_steps, self.n_envs) < 1:
             raise ValueError("n_episodes, n_steps and n_envs must be at least 1")
-        if self.flush_steps % 64:
-            raise ValueError("flush_steps must be a multiple of 64 (the frames' chunk length)")
+        if self.flush_steps < 64 or self.flush_steps % 64:
+            raise ValueError(f"--flush-steps {self.flush_steps}: give a positive multiple of 64 (the chunk length)")
 
 
 def episode_specs(policy: VPTPolicy, cfg: RecordConfig, hook_names: list[str]) -> dict[str, ArraySpec]:
@@ -276,6 +276,21 @@ class Recorder:
                 + ". Resume with the run's own settings (see its run.json), or record into a new --out"
             )
 
+    def _quarantine(self, path: Path, reason: str) -> None:
+        """Move an episode this vpt-lens cannot read out of the run, with a note saying why (never delete it)."""
+        quarantine = self.run_dir / "quarantine"
+        quarantine.mkdir(exist_ok=True)
+        target = quarantine / path.name
+        n = 1
+        while target.exists():
+            target, n = quarantine / f"{path.name}.{n}", n + 1
+        path.rename(target)
+        target.with_name(target.name + ".why.txt").write_text(
+            f"{path} could not be read by vpt-lens {vptlens.__version__} when the run was resumed ({now_iso()}):\n"
+            f"{reason}\nIt was moved here untouched and the episode was recorded again from its seed.\n"
+        )
+        logger.warning("%s cannot be read (%s): moved to %s and recorded again", path.name, reason, target)
+
     def _episodes_on_disk(self) -> list[Episode]:
         episodes = []
         for path in sorted(self.run_dir.glob("episode_*.zarr")):
@@ -287,7 +302,8 @@ class Recorder:
 
     def _pending(self) -> list[int]:
         """The episodes still to record; the manifest repaired to what is on disk. An episode this vpt-lens cannot
-        read (another schema version, damage) is never deleted: the run is refused before anything changes."""
+        read (another schema version, damage) is never deleted: it is moved to `RUN/quarantine/` with the reason,
+        and recorded again."""
         pending, redo, unreadable = [], [], []
         for i in range(self.cfg.n_episodes):
             path = self.episode_path(i)
@@ -301,7 +317,7 @@ class Recorder:
                     redo.append(path)
                     pending.append(i)
                 else:
-                    unreadable.append(f"{path.name} ({e})")
+                    unreadable.append((i, path, f"{type(e).__name__}: {e}"))
                 continue
             if episode.status == "complete":
                 entry = self.manifest.episodes.get(i)
@@ -311,13 +327,10 @@ class Recorder:
                 continue
             redo.append(path)  # partial or still "recording" (killed): record it again from its seed
             pending.append(i)
-        if unreadable:
-            raise ValueError(
-                f"--resume cannot read {len(unreadable)} episode(s) of {self.run_dir} and will not delete them: "
-                + "; ".join(unreadable)
-                + ". Move them out of the run (or open them with the vpt-lens version that wrote them), or record "
-                "the whole run afresh with --overwrite"
-            )
+        for i, path, reason in unreadable:
+            self._quarantine(path, reason)
+            pending.append(i)
+        pending.sort()
         for path in redo:
             shutil.rmtree(path)
         self.manifest.dump(self.run_dir)

@@ -166,8 +166,8 @@ class EpisodeWriter:
         self.path = Path(path)
         self.specs = dict(specs)
         chunk_lcm = int(np.lcm.reduce([s.chunk_steps for s in self.specs.values()]))
-        self.flush_steps = flush_steps or chunk_lcm
-        if self.flush_steps % chunk_lcm:
+        self.flush_steps = chunk_lcm if flush_steps is None else flush_steps
+        if self.flush_steps < 1 or self.flush_steps % chunk_lcm:
             raise ValueError(f"flush_steps {self.flush_steps} must be a multiple of every chunk length ({chunk_lcm})")
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists; pass overwrite=True (or resume the run) to replace it")

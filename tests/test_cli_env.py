@@ -75,6 +75,8 @@ def test_version_and_help_list_every_command(capsys):
         (["--scene", "missing_scene.yaml"], "no such scene file"),
         (["--resume", "--overwrite"], "pass one of them"),  # a config's own check (__post_init__)
         (["--n-envs", "0"], "must be at least 1"),
+        (["--flush-steps", "0"], "positive multiple of 64"),
+        (["env:blockworld", "--env.height", "8"], "too small"),
     ],
 )
 def test_a_user_error_is_one_line_and_writes_nothing(tmp_path, capsys, args, message):

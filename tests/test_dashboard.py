@@ -12,10 +12,21 @@ import torch
 from conftest import fixture_paths, record_guided_steve1
 
 import vptlens
-from vptlens.probes import dashboard as D
+from vptlens.agents.actions import INVENTORY_CLASS, MINERL_BUTTONS, VPT_BUTTONS
+from vptlens.probes import report
 from vptlens.probes.sae import SAE, SAEConfig
-from vptlens.probes.splice import kl_divergence
-from vptlens.recordings.store import open_episodes
+from vptlens.probes.sae import dashboard as D
+from vptlens.probes.sae import dashboard_data as DD
+from vptlens.probes.sae import dashboard_html as H
+from vptlens.probes.sae import direct_effect as E
+from vptlens.probes.sae.splice import kl_divergence
+from vptlens.recordings.replayer import EpisodeReplayer
+from vptlens.recordings.store import Run
+
+
+def open_episodes(path):
+    return Run.open(path).episodes()
+
 
 HOOK = "blocks.1.hook_resid_post"
 
@@ -32,14 +43,14 @@ def _cfg(tmp_path: Path, run: Path, **kw) -> D.DashboardConfig:
 
 def _brute_force(sae, episodes):
     """Every step's latent activations, action keys and event types, in run order, computed in one go."""
-    acts = np.concatenate([np.asarray(e[f"activations/{HOOK}"][:], np.float32) for e in episodes])
+    acts = np.concatenate([np.asarray(e.activation(HOOK)[:], np.float32) for e in episodes])
     with torch.no_grad():
         z = sae.encode(torch.from_numpy(acts)).numpy()
-    keys = D.MINERL_BUTTONS
+    keys = MINERL_BUTTONS
     key_arr = np.concatenate(
-        [np.stack([np.asarray(e[f"action/minerl/{k}"][:]) > 0 for k in keys], 1) for e in episodes]
+        [np.stack([np.asarray(e.minerl_action(k)[:]) > 0 for k in keys], 1) for e in episodes]
     ).astype(np.float64)
-    events = [[ev["type"] for ev in json.loads(str(s))] for e in episodes for s in e["gt/events"][:]]
+    events = [[ev["type"] for ev in step] for e in episodes for step in e.ground_truth("events")[:]]
     return z, key_arr, events
 
 
@@ -51,7 +62,7 @@ def test_streaming_stats_match_brute_force(tiny_run, tmp_path):
     sae = _sae()
     # blocks of 64 steps inside 128-step episodes, batches of 50 rows across block boundaries
     cfg = _cfg(tmp_path, tiny_run, n_top=5, block_steps=64, batch_size=50)
-    stats, offsets = D.first_pass(sae, episodes, cfg)
+    stats, offsets = DD.first_pass(sae, episodes, cfg)
     z, key_arr, events = _brute_force(sae, episodes)
     n = len(z)
     assert stats.n_steps == n == 4 * 128
@@ -63,7 +74,9 @@ def test_streaming_stats_match_brute_force(tiny_run, tmp_path):
     np.testing.assert_allclose(stats.act_sum.numpy(), z.astype(np.float64).sum(0), rtol=1e-5)
     hist = stats.histogram()
     for s in range(sae.cfg.d_sae):
-        expected = np.bincount(np.searchsorted(D.HIST_EDGES, z[fires[:, s], s], side="right"), minlength=D.N_HIST_BINS)
+        expected = np.bincount(
+            np.searchsorted(DD.HIST_EDGES, z[fires[:, s], s], side="right"), minlength=DD.N_HIST_BINS
+        )
         np.testing.assert_array_equal(hist[s], expected)
     assert hist.sum() == fires.sum()
 
@@ -78,7 +91,7 @@ def test_streaming_stats_match_brute_force(tiny_run, tmp_path):
             assert z[g, s] == pytest.approx(v, rel=1e-6)
 
     # action co-occurrence counts and event counts
-    cols = [D.MINERL_BUTTONS.index(k) for k in stats.action_keys]
+    cols = [MINERL_BUTTONS.index(k) for k in stats.action_keys]
     np.testing.assert_array_equal(stats.key_fire.numpy(), fires.T.astype(np.float64) @ key_arr[:, cols])
     np.testing.assert_array_equal(stats.key_total.numpy(), key_arr[:, cols].sum(0))
     for j, t in enumerate(stats.event_types):
@@ -89,12 +102,12 @@ def test_streaming_stats_match_brute_force(tiny_run, tmp_path):
 
 def test_lift_hand_built():
     # 100 steps; the key is pressed at 20; the latent fires at 10, 6 of them with the key: lift = 0.6 / 0.2 = 3
-    assert D.lift(np.array([6.0]), np.array([10.0]), np.array([20.0]), 100)[0] == pytest.approx(3.0)
-    out = D.lift(np.array([0.0, 0.0]), np.array([0.0, 5.0]), np.array([3.0, 0.0]), 10)
+    assert DD.lift(np.array([6.0]), np.array([10.0]), np.array([20.0]), 100)[0] == pytest.approx(3.0)
+    out = DD.lift(np.array([0.0, 0.0]), np.array([0.0, 5.0]), np.array([3.0, 0.0]), 10)
     assert np.isnan(out).all()  # never fires / key never pressed
 
     # the same through the accumulator: 4 steps, latent 0 fires at steps 0 and 1, latent 1 at step 3
-    stats = D.LatentStats(2, 2, ["forward", "attack"], torch.device("cpu"))
+    stats = DD.LatentStats(2, 2, ["forward", "attack"], torch.device("cpu"))
     z = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 0.0], [0.0, 3.0]])
     keys = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [0.0, 1.0]])
     events = [["block_broken"], [], ["block_broken", "player_hurt"], ["block_broken"]]
@@ -102,7 +115,7 @@ def test_lift_hand_built():
     stats.update(z[3:], torch.arange(3, 4), keys[3:], events[3:])
     np.testing.assert_array_equal(stats.key_fire.numpy(), [[2, 1], [0, 1]])
     np.testing.assert_array_equal(stats.key_total.numpy(), [2, 2])
-    lifts = D.lift(stats.key_fire.numpy()[0], np.full(2, 2.0), stats.key_total.numpy(), stats.n_steps)
+    lifts = DD.lift(stats.key_fire.numpy()[0], np.full(2, 2.0), stats.key_total.numpy(), stats.n_steps)
     np.testing.assert_allclose(lifts, [(2 / 2) / (2 / 4), (1 / 2) / (2 / 4)])  # forward x2, attack x1
     assert stats.event_types == ["block_broken", "player_hurt"]
     np.testing.assert_array_equal(stats.event_fire.numpy(), [[1, 0], [1, 0]])
@@ -118,7 +131,7 @@ def test_merge_topk_equals_global_topk():
     index = torch.zeros((0, 7), dtype=torch.int64)
     for a in range(0, 300, 37):
         block = data[a : a + 37]
-        values, index = D.merge_topk(values, index, block, torch.arange(a, a + len(block)), 6)
+        values, index = DD.merge_topk(values, index, block, torch.arange(a, a + len(block)), 6)
     top = data.topk(6, dim=0)
     assert torch.equal(values, top.values) and torch.equal(index, top.indices)
 
@@ -128,24 +141,24 @@ def test_merge_topk_equals_global_topk():
 
 def test_quantile_edges_and_samples(tiny_run, tmp_path):
     # all mass in one log bin [1, 10^0.1): quartile edges interpolate log-linearly inside it
-    hist = np.zeros(D.N_HIST_BINS, np.int64)
-    i = int(np.searchsorted(D.HIST_EDGES, 1.0, side="right"))
+    hist = np.zeros(DD.N_HIST_BINS, np.int64)
+    i = int(np.searchsorted(DD.HIST_EDGES, 1.0, side="right"))
     hist[i] = 8
-    lo, hi = float(D.HIST_EDGES[i - 1]), float(D.HIST_EDGES[i])
-    edges = D.quantile_edges(hist, 1.2, 4)
+    lo, hi = float(DD.HIST_EDGES[i - 1]), float(DD.HIST_EDGES[i])
+    edges = DD.quantile_edges(hist, 1.2, 4)
     np.testing.assert_allclose(edges[1:3], [lo * (hi / lo) ** 0.25, lo * (hi / lo) ** 0.5], rtol=1e-6)
     assert edges[0] == 0 and edges[-1] == 1.2 and np.all(np.diff(edges) >= 0)
 
     episodes = open_episodes(tiny_run)
     sae = _sae()
     cfg = _cfg(tmp_path, tiny_run, block_steps=64, batch_size=50, n_per_quantile=5, n_quantile_bins=3)
-    stats, offsets = D.first_pass(sae, episodes, cfg)
+    stats, offsets = DD.first_pass(sae, episodes, cfg)
     z, _, _ = _brute_force(sae, episodes)
-    latents = D.select_latents(stats.fire_count.numpy(), D.DashboardConfig(sae=Path("x"), run=Path("y"), n_latents=4))
+    latents = DD.select_latents(stats.fire_count.numpy(), D.DashboardConfig(sae=Path("x"), run=Path("y"), n_latents=4))
     assert latents == sorted(latents, key=lambda s: (-(z[:, s] > 0).sum(), s))
     hist, max_act = stats.histogram(), stats.max_act.numpy()
-    edges = np.stack([D.quantile_edges(hist[s], float(max_act[s]), 3) for s in latents])
-    counts, picked, sampled_z = D.quantile_samples(sae, episodes, cfg, latents, edges, offsets)
+    edges = np.stack([DD.quantile_edges(hist[s], float(max_act[s]), 3) for s in latents])
+    counts, picked, sampled_z = DD.quantile_samples(sae, episodes, cfg, latents, edges, offsets)
     for j, s in enumerate(latents):
         firing = z[:, s][z[:, s] > 0]
         assert counts[j].sum() == len(firing)
@@ -165,7 +178,7 @@ def test_quantile_edges_and_samples(tiny_run, tmp_path):
 
 def _manual_edit(policy, episode, sae, t: int, latent: int | None):
     """Log-probabilities at step t of a batch-1 replay, with latent's contribution removed at t (None: clean)."""
-    frames = torch.from_numpy(np.asarray(episode["frames"][: t + 1]))
+    frames = torch.from_numpy(np.asarray(episode.frames[: t + 1]))
     state = policy.initial_state(1)
     first = torch.zeros((1, t), dtype=torch.bool)
     first[0, 0] = True
@@ -187,7 +200,7 @@ def test_direct_effect_batched_equals_alone_and_zero_is_exact(tiny_run, vpt_tiny
     episode = open_episodes(tiny_run)[1]
     sae = _sae()
     t = 40  # past the memory length (32): the state is a full window
-    x = torch.from_numpy(np.asarray(episode[f"activations/{HOOK}"][t], np.float32))
+    x = torch.from_numpy(np.asarray(episode.activation(HOOK)[t], np.float32))
     z_t = sae.encode(x[None])[0].detach()
     *firing, zeroed = [int(s) for s in torch.nonzero(z_t > 0)[:, 0]]
     silent = int(torch.nonzero(z_t == 0)[0, 0])
@@ -195,7 +208,7 @@ def test_direct_effect_batched_equals_alone_and_zero_is_exact(tiny_run, vpt_tiny
     with torch.no_grad():
         sae.W_dec[zeroed] = 0.0  # fires at t but contributes nothing
     examples = [(t, s) for s in firing] + [(t, silent), (t, zeroed), (5, firing[0])]
-    rows = D.direct_effects(vpt_tiny, episode, sae, examples, batch_size=4, replay_tolerance=1e-3)  # 2 batches at t
+    rows = E.direct_effects(vpt_tiny, episode, sae, examples, batch_size=4, replay_tolerance=1e-3)  # 2 batches at t
     by_key = {(r.step, r.latent): r for r in rows}
     assert len(rows) == len(examples)
 
@@ -227,7 +240,43 @@ def test_direct_effect_batched_equals_alone_and_zero_is_exact(tiny_run, vpt_tiny
     with torch.no_grad():
         other.pi_head["buttons"].linear_layer.bias.add_(1.0 * torch.arange(8641) / 8641)
     with pytest.raises(ValueError, match="not the one that recorded"):
-        D.direct_effects(other, episode, sae, [(3, firing[0])])
+        E.direct_effects(other, episode, sae, [(3, firing[0])])
+
+
+def test_direct_effect_equals_a_step_from_the_replayers_state(tiny_run, vpt_tiny):
+    """One (step, latent): what `direct_effects` reports equals a step computed by hand from the clean memory that
+    `EpisodeReplayer.states` gives, with the latent's decoder contribution subtracted in a hook."""
+    episode = open_episodes(tiny_run)[2]
+    sae = _sae()
+    t = 50
+    x_t = torch.from_numpy(np.asarray(episode.activation(HOOK)[t], np.float32))
+    s = int(torch.argmax(sae.encode(x_t[None])[0]))
+    (row,) = E.direct_effects(vpt_tiny, episode, sae, [(t, s)], batch_size=1)
+
+    ((t_state, state),) = list(EpisodeReplayer(episode, policy=vpt_tiny).states([t]))
+    assert t_state == t
+    frame = torch.from_numpy(np.asarray(episode.frames[t]))[None]
+    first = torch.tensor([False])
+    z_live = []
+
+    def remove(x, *, hook):
+        z = sae.encode(x)[:, s]
+        z_live.append(float(z[0]))
+        return x - z[:, None] * sae.W_dec[s]
+
+    with torch.no_grad():
+        clean, _ = vpt_tiny.step(frame, first, state)
+        with vpt_tiny.hooks([(HOOK, remove)]):
+            edited, _ = vpt_tiny.step(frame, first, state)
+    delta_b = (edited.buttons_logits - clean.buttons_logits)[0].double().numpy()
+    delta_c = (edited.camera_logits - clean.camera_logits)[0].double().numpy()
+    np.testing.assert_allclose(row.delta_buttons, delta_b, atol=1e-5)
+    np.testing.assert_allclose(row.delta_camera, delta_c, atol=1e-5)
+    np.testing.assert_allclose(row.clean_buttons, clean.buttons_logits[0].double().numpy(), atol=1e-5)
+    kl = float(kl_divergence(clean.buttons_logits.double(), edited.buttons_logits.double())[0])
+    assert row.kl_buttons == pytest.approx(kl, abs=1e-5)
+    assert row.z == pytest.approx(z_live[0], abs=1e-5) and row.z > 0
+    assert np.abs(delta_b).max() > 0
 
 
 def test_direct_effect_guided_steve1(tmp_path):
@@ -241,9 +290,9 @@ def test_direct_effect_guided_steve1(tmp_path):
     policy = load_policy(*fixture_paths("steve1_tiny"))
     sae = _sae(k=16)
     t = 36
-    rows = D.direct_effects(policy, episode, sae, [(t, s) for s in range(6)], batch_size=4)
+    rows = E.direct_effects(policy, episode, sae, [(t, s) for s in range(6)], batch_size=4)
     goal = torch.from_numpy(goal_np)[None]
-    frames = torch.from_numpy(np.asarray(episode["frames"][: t + 1]))
+    frames = torch.from_numpy(np.asarray(episode.frames[: t + 1]))
     with torch.no_grad():
         state = policy.initial_state(1, guided=True)
         for i in range(t):
@@ -267,16 +316,16 @@ def test_direct_effect_guided_steve1(tmp_path):
 
 
 def test_action_labels():
-    assert D.button_label(0) == "noop"
-    assert D.button_label(D.INVENTORY_CLASS) == "inventory"
+    assert E.button_label(0) == "noop"
+    assert E.button_label(INVENTORY_CLASS) == "inventory"
     from vptlens.agents.actions import buttons_to_class
 
     pressed = np.zeros((1, 20), bool)
-    pressed[0, [D.VPT_BUTTONS.index("forward"), D.VPT_BUTTONS.index("attack")]] = True
+    pressed[0, [VPT_BUTTONS.index("forward"), VPT_BUTTONS.index("attack")]] = True
     c = int(buttons_to_class(pressed, np.array([True]))[0])
-    assert D.button_label(c) == "attack+forward, camera"
-    assert D.camera_label(60) == "pitch +0.00°, yaw +0.00°"
-    assert D.camera_label(10) == "pitch -10.00°, yaw +10.00°"
+    assert E.button_label(c) == "attack+forward, camera"
+    assert E.camera_label(60) == "pitch +0.00°, yaw +0.00°"
+    assert E.camera_label(10) == "pitch -10.00°, yaw +10.00°"
 
 
 # ---------------------------------------------------------------------------------------------- pages
@@ -284,7 +333,7 @@ def test_action_labels():
 
 def test_html_escapes_text():
     nasty = '<script>alert("x")</script>'
-    table = D._table(["h<1>"], [[nasty]])
+    table = report.table(["h<1>"], [[nasty]])
     assert "<script>" not in table and "&lt;script&gt;" in table and "h&lt;1&gt;" in table
     latent = {
         "id": 3,
@@ -300,7 +349,7 @@ def test_html_escapes_text():
         ],
     }
     context = {"title": nasty, "hook_name": nasty, "episode_names": [nasty]}
-    for page in (D.latent_page(latent, {"hist": "h.png"}, context), D.index_page([latent], context)):
+    for page in (H.latent_page(latent, {"hist": "h.png"}, context), H.index_page([latent], context)):
         assert "<script>" not in page and "&lt;script&gt;" in page
 
 
@@ -361,14 +410,14 @@ def test_main_writes_pages(tiny_run, tmp_path):
     assert arrays[f"buttons_{busiest}"].shape == (8641,) and arrays[f"camera_{busiest}"].shape == (121,)
     top_up = effect["buttons_up"][0]
     assert top_up["mean_delta_logprob"] == pytest.approx(float(arrays[f"buttons_{busiest}"].max()), rel=1e-5)
-    assert top_up["label"] == D.button_label(top_up["class"])
+    assert top_up["label"] == E.button_label(top_up["class"])
 
     assert dead_lat["n_fire"] == 0 and dead_lat["top_examples"] == [] and dead_lat["direct_effect"] == {"n_examples": 0}
     assert "never fires" in (out / f"latent_{dead}.html").read_text()
     assert set(dead_lat["images"]) == {"hist"}
 
     # default selection: the most frequently firing latents
-    report = D.main(_cfg(tmp_path, tiny_run, n_latents=3, direct_effect=False, n_per_quantile=0))
+    report = D.main(_cfg(tmp_path, tiny_run, n_latents=3, direct_effect=False, n_per_quantile=0, overwrite=True))
     order = np.argsort(-(z > 0).sum(0), kind="stable")[:3]
     assert [lat["id"] for lat in report["latents"]] == order.tolist()
 
@@ -378,5 +427,34 @@ def test_main_refuses_a_run_without_the_hook(tiny_run, tmp_path):
         SAEConfig(d_in=64, d_sae=8, architecture="topk", k=2, l1_coefficient=None, hook_name="blocks.0.hook_mlp_out")
     )
     sae.save(tmp_path / "sae", provenance={})
-    with pytest.raises(KeyError, match="did not record activations/blocks.0.hook_mlp_out"):
+    with pytest.raises(KeyError, match="no activation of 'blocks.0.hook_mlp_out'"):
         D.main(_cfg(tmp_path, tiny_run))
+
+
+def test_dashboard_refuses_bad_inputs_before_writing(tiny_run, tmp_path, capsys):
+    """An unrecorded hook or an existing --out fails before any work, and nothing is written."""
+    from vptlens.cli import entrypoint
+
+    unrecorded = SAE(
+        SAEConfig(d_in=64, d_sae=8, architecture="topk", k=2, l1_coefficient=None, hook_name="blocks.0.hook_mlp_out")
+    )
+    unrecorded.save(tmp_path / "unrecorded", provenance={})
+    _sae().save(tmp_path / "sae", provenance={})
+    out = tmp_path / "out"
+    with pytest.raises(KeyError, match="recorded hooks: .*blocks.1.hook_resid_post"):
+        D.main(D.DashboardConfig(sae=tmp_path / "unrecorded", run=tiny_run, out=out))
+    assert not out.exists()
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        D.main(_cfg(tmp_path, tiny_run))
+    with pytest.raises(ValueError, match="holds the input"):
+        D.main(D.DashboardConfig(sae=tmp_path / "sae", run=tiny_run, out=tiny_run.parent, overwrite=True))
+    with pytest.raises(ValueError, match="out of range"):
+        D.main(_cfg(tmp_path, tiny_run, latents=(99,), overwrite=True))
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    with pytest.raises(SystemExit) as exit_info:
+        entrypoint(["sae", "dashboard", str(tmp_path / "sae"), str(tiny_run), "--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--overwrite" in err[0]

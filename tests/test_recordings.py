@@ -279,18 +279,19 @@ def test_resume_refuses_to_mix_two_recordings_and_lists_every_difference(tmp_pat
     assert sorted(p.name for p in out.iterdir()) == before  # nothing written or removed
 
 
-def test_resume_never_deletes_what_it_cannot_read(tmp_path):
+def test_resume_never_deletes_what_it_cannot_read(tmp_path, caplog):
     out = tmp_path / "run"
     recorder.main(_small(out))
     alien = out / "episode_000001.zarr"
     group = zarr.open_group(str(alien), mode="r+")
     group.attrs["schema_version"] = 2  # written by a newer vpt-lens
-    with pytest.raises(ValueError, match="cannot read 1 episode.*episode_000001.zarr.*schema version 2"):
-        recorder.main(_small(out, resume=True))
-    assert zarr.open_group(str(alien), mode="r").attrs["schema_version"] == 2  # still there, untouched
-    assert Episode(out / "episode_000000.zarr").status == "complete"
-    summary = recorder.main(_small(out, overwrite=True))  # the way to start afresh
-    assert summary["complete"] == 2 and Episode(alien).attrs["schema_version"] == 1
+    summary = recorder.main(_small(out, resume=True))
+    moved = out / "quarantine" / "episode_000001.zarr"
+    assert zarr.open_group(str(moved), mode="r").attrs["schema_version"] == 2  # kept, untouched
+    assert "schema version 2" in (out / "quarantine" / "episode_000001.zarr.why.txt").read_text()
+    assert "moved to" in caplog.text and str(moved) in caplog.text
+    assert summary["complete"] == 2 and Episode(alien).status == "complete"  # recorded again from its seed
+    assert len(Run.open(out).episodes()) == 2  # the quarantine is not part of the run
 
 
 def test_resume_repairs_a_manifest_that_fell_behind_and_redoes_a_half_created_episode(tmp_path):

@@ -11,11 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from vptlens.probes import sae_eval, sae_train
-from vptlens.probes.activation_buffer import ActivationBuffer, geometric_median, sample_rows
 from vptlens.probes.sae import SAE, SAEConfig, SAETrainer, calibrate_thresholds, jumprelu_train, lr_factor
-from vptlens.probes.sae_eval import NMSEAccumulator
-from vptlens.probes.sae_train import parse_spec
+from vptlens.probes.sae import evaluate as sae_eval
+from vptlens.probes.sae import train as sae_train
+from vptlens.probes.sae.buffer import ActivationBuffer, geometric_median, sample_rows
+from vptlens.probes.sae.evaluate import NMSEAccumulator
+from vptlens.probes.sae.train import parse_spec
+from vptlens.recordings.schema import activation_array
 from vptlens.recordings.store import ArraySpec, Episode, EpisodeWriter
 
 HOOK = "blocks.1.hook_resid_post"
@@ -337,13 +339,13 @@ def test_load_refuses_bad_files(tmp_path):
 def numbered_episodes(tmp_path_factory):
     """3 episodes (100, 64, 37 steps), rows (episode, step, 0, 1): every row unique and exact in float16."""
     root = tmp_path_factory.mktemp("numbered")
-    specs = {f"activations/{HOOK}": ArraySpec((4,), "float16", chunk_steps=16)}
+    specs = {activation_array(HOOK): ArraySpec((4,), "float16", chunk_steps=16)}
     paths = []
     for i, n in enumerate((100, 64, 37)):
         path = root / f"episode_{i:06d}.zarr"
         with EpisodeWriter(path, specs) as w:
             for t in range(n):
-                w.append({f"activations/{HOOK}": np.array([i, t, 0, 1], dtype=np.float16)})
+                w.append({activation_array(HOOK): np.array([i, t, 0, 1], dtype=np.float16)})
             w.close("complete")
         paths.append(path)
     return [Episode(p) for p in paths]
@@ -451,7 +453,7 @@ def test_reconstruction_metrics_mean_predictor(tiny_run):
     from vptlens.recordings.store import Run
 
     episodes = Run(tiny_run).episodes()[:2]
-    x = np.concatenate([e[f"activations/{HOOK}"][:] for e in episodes]).astype(np.float64)
+    x = np.concatenate([e.activation(HOOK)[:] for e in episodes]).astype(np.float64)
     sae = SAE(_cfg("relu", d_in=64, d_sae=8, dtype="float64"))
     with torch.no_grad():
         sae.W_dec.zero_()
@@ -475,3 +477,32 @@ def test_an_exact_sae_recovers_all_behaviour(tiny_run, tmp_path):
     assert result["reconstruction"]["nmse"] < 1e-12
     assert result["behaviour"]["sae_splice"]["kl_total"] < 1e-9
     assert result["behaviour"]["kl_recovered"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_train_and_eval_refuse_bad_inputs_before_writing(tiny_run, tmp_path):
+    """An unrecorded hook or an existing --out fails before any work, and nothing is written."""
+    out = tmp_path / "saes"
+    kw = dict(run=tiny_run, out=out, expansion_factor=2, batch_size=64, buffer_rows=256, total_activations=64 * 2)
+    with pytest.raises(KeyError, match="recorded hooks: .*blocks.1.hook_resid_post"):
+        sae_train.main(sae_train.TrainConfig(hook="blocks.0.hook_mlp_out", **kw))
+    assert not out.exists()
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        sae_train.main(sae_train.TrainConfig(hook=HOOK, **kw))
+    with pytest.raises(ValueError, match="holds the input"):
+        sae_train.main(sae_train.TrainConfig(hook=HOOK, **{**kw, "out": tiny_run.parent}, overwrite=True))
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    with pytest.raises(ValueError, match="val_fraction"):
+        sae_train.TrainConfig(hook=HOOK, val_fraction=1.0, **kw)
+
+    sae = SAE(_cfg("topk", d_in=64, d_sae=16))
+    sae.save(tmp_path / "sae", {"run": str(tiny_run), "val_episodes": ["episode_000003.zarr"]})
+    (tmp_path / "sae" / "eval.json").write_text("{}")  # an earlier evaluation
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        sae_eval.main(sae_eval.EvalConfig(sae=tmp_path / "sae", behaviour=False))
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        sae_eval.main(sae_eval.EvalConfig(sae=tmp_path / "sae", out=out, behaviour=False))
+    assert (tmp_path / "sae" / "eval.json").read_text() == "{}"
+    result = sae_eval.main(sae_eval.EvalConfig(sae=tmp_path / "sae", behaviour=False, overwrite=True))
+    assert result["reconstruction"]["n_rows"] == 128 and (tmp_path / "sae" / "cfg.json").is_file()

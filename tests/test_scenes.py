@@ -478,3 +478,38 @@ def test_yaml_keeps_characters_pyyaml_would_fold(tmp_path):
     scene = Scene("nel", "line\x85break \u2028 and é", ())
     scene.save(tmp_path / "s.yaml")
     assert load_scene(tmp_path / "s.yaml") == scene
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly_and_errors_stay_short(tmp_path):
+    import time
+
+    from vptlens.envs.scenes import SceneError, load_scene
+
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    for key in ("pos", "op", "tag"):  # the expanded value lands where an error message quotes it
+        edit = {"pos": "{op: summon, entity: villager, pos: *a8}", "op": "{op: *a8}", "tag": "{op: summon, tag: *a8}"}
+        bomb.write_text("\n".join(lines) + f"\nname: bomb\nedits:\n- {edit[key]}\n")
+        start = time.monotonic()
+        with pytest.raises(SceneError, match="aliases are expanded") as err:
+            load_scene(bomb)
+        assert time.monotonic() - start < 5 and len(str(err.value)) < 300
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("name: deep\nedits: " + "[" * 100 + "]" * 100 + "\n")
+    with pytest.raises(SceneError, match="nested over 32 levels"):
+        load_scene(deep)
+    big = tmp_path / "big.yaml"
+    big.write_text("name: big\n#" + "x" * (2 << 20) + "\n")
+    with pytest.raises(SceneError, match="far too large"):
+        load_scene(big)
+
+
+def test_errors_quote_a_short_prefix_of_a_long_value(tmp_path):
+    from vptlens.envs.scenes import SceneError, load_scene
+
+    path = tmp_path / "long.yaml"
+    path.write_text("name: long\nedits:\n- {op: summon, entity: villager, pos: [" + ", ".join(["1"] * 5000) + "]}\n")
+    with pytest.raises(SceneError, match="not three coordinates") as err:
+        load_scene(path)
+    assert len(str(err.value)) < 300

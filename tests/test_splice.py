@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
+import scipy.special
 import torch
 
 from vptlens.agents.loading import make_random_policy
-from vptlens.probes.runs import load_run_policy
-from vptlens.probes.splice import activation_mean, kl_divergence, splice_kl
+from vptlens.probes.sae.splice import activation_mean, kl_divergence, splice_kl
+from vptlens.recordings.replayer import load_recording_policy
 from vptlens.recordings.store import Run
 
 HOOK = "blocks.0.hook_resid_post"
@@ -19,7 +20,7 @@ def episodes(tiny_run):
 
 @pytest.fixture(scope="module")
 def policy(episodes):
-    return load_run_policy(episodes[0])
+    return load_recording_policy(episodes[0])
 
 
 def test_kl_by_hand():
@@ -28,6 +29,13 @@ def test_kl_by_hand():
     assert float(kl_divergence(p, q)) == pytest.approx(np.log(2.0), abs=1e-12)  # 0.5 ln2 + 0.5 ln2, the p=0 term is 0
     assert float(kl_divergence(p, p)) == 0.0
     assert float(kl_divergence(q, p)) == float("inf")  # q puts mass where p has none
+    # the same as scipy's relative entropy, on random distributions
+    rng = np.random.default_rng(0)
+    p2, q2 = rng.dirichlet(np.ones(50), size=4), rng.dirichlet(np.ones(50), size=4)
+    expected = scipy.special.rel_entr(p2, q2).sum(-1)
+    np.testing.assert_allclose(
+        kl_divergence(torch.from_numpy(np.log(p2)), torch.from_numpy(np.log(q2))), expected, rtol=1e-12
+    )
 
 
 def test_identity_splice_is_free_and_the_replay_matches_the_recording(policy, episodes):
@@ -55,7 +63,7 @@ def test_blocks_do_not_change_the_numbers(policy, episodes):
 
 
 def test_activation_mean_is_the_mean(episodes):
-    stacked = np.concatenate([np.asarray(e[f"activations/{HOOK}"][:], np.float64) for e in episodes])
+    stacked = np.concatenate([np.asarray(e.activation(HOOK)[:], np.float64) for e in episodes])
     np.testing.assert_allclose(activation_mean(episodes, HOOK, block_steps=50), stacked.mean(0), rtol=1e-12)
 
 

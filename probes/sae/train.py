@@ -9,33 +9,27 @@ linear L1 (L0) warmup for ReLU+L1 (JumpReLU), and BatchTopK's inference threshol
 final weights. Validation episodes (whole episodes) are held out and evaluated at the end.
 """
 
+import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import matplotlib
 import numpy as np
 import torch
 import tyro
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-import vptlens
-from vptlens.probes import sae_eval
-from vptlens.probes.activation_buffer import (
-    ActivationBuffer,
-    check_hook,
-    estimate_mean_norm,
-    geometric_median,
-    sample_rows,
-)
-from vptlens.probes.sae import SAE, SAEConfig, SAETrainer, calibrate_thresholds
-from vptlens.recordings.store import Episode, Run, git_commit, write_json_atomic
+from vptlens.probes.report import make_out_dir, new_figure, save_figure, write_json
+from vptlens.probes.sae import evaluate
+from vptlens.probes.sae.buffer import ActivationBuffer, estimate_mean_norm, geometric_median, sample_rows
+from vptlens.probes.sae.inputs import check_hook, check_out, open_episodes
+from vptlens.probes.sae.model import SAE, SAEConfig, calibrate_thresholds
+from vptlens.probes.sae.trainer import SAETrainer
+from vptlens.recordings.schema import provenance
+from vptlens.recordings.store import Episode
 
-matplotlib.use("Agg")
 logger = logging.getLogger(__name__)
 
 
@@ -44,7 +38,7 @@ class TrainConfig:
     """Train sparse autoencoders on one recorded activation of a run (several side by side on the same batches)."""
 
     run: tyro.conf.Positional[Path]
-    """Recorded run directory (`vptlens record --out`); its complete episodes are used."""
+    """Recorded run directory (`vptlens record --out`); its complete episodes are used (or one episode)."""
     hook: str
     """Hook whose stored activation to train on, e.g. blocks.1.hook_resid_post (see the run's episodes' `hooks`)."""
     out: Path
@@ -99,6 +93,8 @@ class TrainConfig:
     """Batches the background loader thread prepares ahead (0: load in the training thread)."""
     threshold_batches: int = 16
     """BatchTopK: training batches drawn after the last step to set the inference threshold with the final weights."""
+    overwrite: bool = False
+    """Replace an existing, non-empty OUT (its contents are deleted when the SAEs are saved)."""
 
     def __post_init__(self):
         for spec in self.architectures:
@@ -120,6 +116,11 @@ class TrainConfig:
             raise ValueError(f"buffer_rows ({self.buffer_rows}) must be at least 2 x batch_size ({self.batch_size})")
         if self.lr <= 0 or self.warmup_steps < 0:
             raise ValueError(f"lr must be > 0 and warmup_steps >= 0, got {self.lr}, {self.warmup_steps}")
+        for name in ("block_steps", "init_rows", "norm_estimate_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.prefetch_batches < 0:
+            raise ValueError(f"prefetch_batches must be >= 0, got {self.prefetch_batches}")
 
     @property
     def n_steps(self) -> int:
@@ -193,12 +194,32 @@ def make_saes(cfg: TrainConfig, d_in: int, b_dec: np.ndarray) -> dict[str, SAE]:
     return saes
 
 
-def main(cfg: TrainConfig) -> dict:
-    """Train the sweep; save OUT/<name>/ (cfg.json + sae_weights.safetensors), train_log.json, train_curves.png."""
-    episodes = Run(cfg.run).episodes()
+@dataclass
+class TrainResult:
+    """The trained SAEs (reading raw activations), each with its provenance, and the training log."""
+
+    saes: dict[str, SAE]
+    provenance: dict[str, dict]
+    """Per SAE: what `SAE.save` records beside its config."""
+    log: dict
+    """train_log.json: config, provenance, rates, `history` of the logged steps, each SAE's validation metrics."""
+
+
+def check_inputs(cfg: TrainConfig) -> tuple[list[Episode], int]:
+    """The run's episodes and the hook's width; raises on a bad run or hook before any work."""
+    _, episodes = open_episodes(cfg.run)
     d_in = check_hook(episodes, cfg.hook)
     if len(episodes) < 2 and cfg.val_fraction > 0:
-        raise ValueError(f"{cfg.run} has {len(episodes)} complete episode(s); holding out whole episodes needs 2+")
+        raise ValueError(
+            f"{cfg.run} has {len(episodes)} complete episode(s); holding out whole episodes needs 2+ "
+            "(or pass --val-fraction 0)"
+        )
+    return episodes, d_in
+
+
+def compute(cfg: TrainConfig) -> TrainResult:
+    """Train the sweep (nothing is written)."""
+    episodes, d_in = check_inputs(cfg)
     train_eps, val_eps = split_episodes(episodes, cfg.val_fraction, cfg.seed)
     mean_norm = estimate_mean_norm(train_eps, cfg.hook, cfg.norm_estimate_rows, cfg.block_steps)
     scale = math.sqrt(d_in) / mean_norm
@@ -284,53 +305,60 @@ def main(cfg: TrainConfig) -> dict:
             logger.info("%s: inference threshold %.4g (running average %.4g)", name, value, running[name])
     batches.close()
     elapsed = time.perf_counter() - start
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    provenance = {
+    common = {
+        **provenance(cfg),
         "run": str(Path(cfg.run).resolve()),
         "hook": cfg.hook,
         "steps": n_steps,
         "rows_trained": n_rows,
         "seed": cfg.seed,
-        "package_version": vptlens.__version__,
-        "git_commit": git_commit(),
         "episodes": [e.path.name for e in train_eps],
         "val_episodes": [e.path.name for e in val_eps],
         "input_scale": scale,
         "input_mean_norm": mean_norm,
         "b_dec_init": cfg.b_dec_init,
-        "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
     }
-    results = {}
+    saes, provenances, results = {}, {}, {}
     for name, trainer in trainers.items():
-        raw = trainer.sae.fold_scale(scale)
+        saes[name] = raw = trainer.sae.fold_scale(scale)
         extra = (
             {"threshold_scaled_inputs": thresholds[name], "threshold_batches": cfg.threshold_batches}
             if name in thresholds
             else {}
         )
-        raw.save(cfg.out / name, {**provenance, "spec": name, **extra})
-        val = sae_eval.reconstruction_metrics(raw, val_eps, cfg.hook, device=cfg.device) if val_eps else None
+        provenances[name] = {**common, "spec": name, **extra}
+        val = evaluate.reconstruction_metrics(raw, val_eps, cfg.hook, device=cfg.device) if val_eps else None
         if val is not None:
             logger.info("%s on %d val episodes: nmse %.4f, L0 %.1f", name, len(val_eps), val["nmse"], val["l0"])
         results[name] = {"dir": str(cfg.out / name), "val": val}
     log = {
-        "config": provenance["train_config"],
-        "provenance": provenance,
+        "config": common["config"],
+        "provenance": common,
         "elapsed_s": elapsed,
         "rows_per_s": n_rows / elapsed,
         "loader_wait_fraction": wait_s / elapsed,
         "history": history,
         "saes": results,
     }
-    write_json_atomic(cfg.out / "train_log.json", log)
-    save_curves(history, cfg.out / "train_curves.png")
-    return log
+    return TrainResult(saes, provenances, log)
+
+
+def main(cfg: TrainConfig) -> dict:
+    """Train the sweep; save OUT/<name>/ (cfg.json + sae_weights.safetensors), train_log.json, train_curves.png.
+    Returns train_log.json's content."""
+    check_out(cfg.out, cfg.overwrite, cfg.run)  # before any work, as compute checks the run and the hook
+    result = compute(cfg)
+    out = make_out_dir(cfg.out, cfg.overwrite)
+    for name, sae in result.saes.items():
+        sae.save(out / name, result.provenance[name])
+    path = write_json(out / "train_log.json", result.log)
+    save_curves(result.log["history"], out / "train_curves.png")
+    return json.loads(path.read_text())
 
 
 def save_curves(history: list[dict], path: Path) -> None:
     """Loss, batch NMSE, L0 and dead fraction against rows seen, one line per SAE."""
-    fig = Figure(figsize=(12, 3.2))
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(12, 3.2))
     keys = ("loss", "nmse", "l0", "dead_fraction")
     axes = fig.subplots(1, len(keys))
     rows = [r["rows"] for r in history]
@@ -345,4 +373,4 @@ def save_curves(history: list[dict], path: Path) -> None:
     if names:
         axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)

@@ -1,35 +1,37 @@
-"""`vptlens sae eval`: reconstruction metrics of a saved SAE on held-out whole episodes, streamed, in float64.
+"""`vptlens sae eval`: reconstruction metrics of a saved SAE on held-out whole episodes, streamed, in float64, and the
+KL of the action heads when it is spliced into the policy.
 
 NMSE = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2, the mean taken over the same evaluation rows. The
-denominator is accumulated in one pass with Chan et al.'s pairwise merge of per-batch means and
-centred sums of squares (float64), which does not suffer the cancellation of sum(x^2) - n mean^2: a
+denominator is accumulated in one pass by scikit-learn's incremental variance (Chan et al.'s pairwise
+merge of per-batch means and centred sums of squares, float64), which does not suffer the
+cancellation of sum(x^2) - n mean^2: a
 predictor that outputs the eval mean scores 1.0 to ~1e-15 and a perfect reconstruction exactly 0.0.
 Explained variance = 1 - sum_d Var(x_d - x_hat_d) / sum_d Var(x_d): like 1 - NMSE but not charging
 a constant offset of the reconstruction.
 """
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import matplotlib
 import numpy as np
 import torch
 import tyro
 from jaxtyping import Float
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
-import vptlens
-from vptlens.probes.activation_buffer import activation_name, check_hook
-from vptlens.probes.runs import load_run_policy
-from vptlens.probes.sae import SAE
-from vptlens.probes.splice import activation_mean, splice_kl
-from vptlens.recordings.store import Episode, Run, git_commit, iter_blocks, write_json_atomic
+from vptlens.agents.policy import VPTPolicy
+from vptlens.probes.report import Null, check_out_dir, make_out_dir, new_figure, save_figure, write_json
+from vptlens.probes.sae.inputs import check_hook
+from vptlens.probes.sae.model import SAE
+from vptlens.probes.sae.splice import activation_mean, splice_kl
+from vptlens.recordings.replayer import load_recording_policy
+from vptlens.recordings.schema import MANIFEST_FILE, provenance
+from vptlens.recordings.store import Episode, Run, iter_blocks
 
-matplotlib.use("Agg")
 logger = logging.getLogger(__name__)
 
 DEAD_WINDOW = 10_000_000
@@ -39,30 +41,30 @@ DENSE_FREQUENCY = 0.1
 
 
 class MomentAccumulator:
-    """Streaming per-dimension mean and centred sum of squares in float64 (Chan et al.'s parallel merge)."""
+    """Streaming per-dimension mean and centred sum of squares in float64: scikit-learn's incremental mean and
+    variance (`StandardScaler.partial_fit`, Chan et al.'s pairwise update)."""
 
     def __init__(self, d: int):
-        self.n = 0
-        self.mean = np.zeros(d, dtype=np.float64)
-        self.m2 = np.zeros(d, dtype=np.float64)
+        self.d = d
+        self._scaler = StandardScaler(copy=False)
 
     def update(self, x: Float[np.ndarray, "b d"]) -> None:
         x = np.asarray(x, dtype=np.float64)
-        nb = x.shape[0]
-        if nb == 0:
-            return
-        mean_b = x.mean(axis=0)
-        m2_b = ((x - mean_b) ** 2).sum(axis=0)
-        n = self.n + nb
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (nb / n)
-        self.m2 = self.m2 + m2_b + delta**2 * (self.n * nb / n)
-        self.n = n
+        if x.shape[0]:
+            self._scaler.partial_fit(x)
+
+    @property
+    def n(self) -> int:
+        return int(getattr(self._scaler, "n_samples_seen_", 0))
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self._scaler.mean_ if self.n else np.zeros(self.d)
 
     @property
     def total_m2(self) -> float:
         """sum over rows of ||x - mean||^2."""
-        return float(self.m2.sum())
+        return float(self._scaler.var_.sum() * self.n) if self.n else 0.0
 
 
 class NMSEAccumulator:
@@ -118,7 +120,7 @@ def reconstruction_metrics(
     fire_count = torch.zeros(sae.cfg.d_sae, dtype=torch.int64, device=device)
     last_fired = torch.full((sae.cfg.d_sae,), -1, dtype=torch.int64, device=device)
     l0_sum, n_rows = 0.0, 0
-    for _, _, block in iter_blocks(episodes, activation_name(hook_name), block_steps):
+    for _, _, block in iter_blocks(episodes, lambda e: e.activation(hook_name), block_steps):
         if max_rows is not None:
             block = block[: max_rows - n_rows]
         for a in range(0, len(block), batch_size):
@@ -167,6 +169,8 @@ class EvalConfig:
     """val: the episodes held out in training (from the SAE's provenance); all: every complete episode of the run."""
     out: Path | None = None
     """Directory for eval.json and latent_frequency.png; default: the SAE directory."""
+    overwrite: bool = False
+    """Replace an earlier evaluation: a non-empty OUT (emptied first), or eval.json in the SAE directory."""
     batch_size: int = 4096
     """Rows encoded at a time."""
     block_steps: int = 4096
@@ -190,38 +194,83 @@ class EvalConfig:
             raise ValueError("batch_size and block_steps must be >= 1")
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"max_rows must be >= 1 or None, got {self.max_rows}")
+        if self.behaviour_max_steps is not None and self.behaviour_max_steps < 1:
+            raise ValueError(f"behaviour_max_steps must be >= 1 or None, got {self.behaviour_max_steps}")
+
+    @property
+    def in_sae_dir(self) -> bool:
+        """Whether the results go into the SAE's own directory (then only they are replaced, never the SAE)."""
+        return self.out is None or Path(self.out).resolve() == Path(self.sae).resolve()
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.sae) if self.out is None else Path(self.out)
+
+
+OUTPUTS = ("eval.json", "latent_frequency.png")
+
+
+def check_out(cfg: EvalConfig) -> None:
+    """Refuse to overwrite an earlier evaluation unless --overwrite (writes nothing)."""
+    if not cfg.in_sae_dir:
+        check_out_dir(cfg.out_dir, cfg.overwrite)
+        return
+    done = [name for name in OUTPUTS if (cfg.out_dir / name).exists()]
+    if done and not cfg.overwrite:
+        raise FileExistsError(
+            f"{cfg.out_dir} already holds {done} of an earlier evaluation; pass --overwrite to replace them, "
+            "or --out DIR"
+        )
 
 
 def eval_episodes(sae: SAE, cfg: EvalConfig) -> tuple[Path, list[Episode]]:
-    """The run and the episodes `cfg` selects (the SAE's held-out ones by default)."""
-    run_path = cfg.run or Path(sae.cfg.provenance.get("run", ""))
-    if not (run_path / "run.json").is_file():
+    """The run and the episodes `cfg` selects (the SAE's held-out ones by default); the SAE's hook checked in them."""
+    run_path = Path(cfg.run or sae.cfg.provenance.get("run", ""))
+    if not (run_path / MANIFEST_FILE).is_file():
         raise FileNotFoundError(f"run {str(run_path)!r} not found; pass --run RUN_DIR")
     episodes = Run(run_path).episodes()
-    if cfg.episodes == "all":
-        return run_path, episodes
-    names = sae.cfg.provenance.get("val_episodes")
-    if not names:
-        raise ValueError(f"{cfg.sae} records no held-out episodes; pass --episodes all (beware: those trained on)")
-    by_name = {e.path.name: e for e in episodes}
-    missing = [n for n in names if n not in by_name]
-    if missing:
-        raise FileNotFoundError(f"{run_path} lacks the held-out episodes {missing}; pass --episodes all or another run")
-    return run_path, [by_name[n] for n in names]
+    if cfg.episodes == "val":
+        names = sae.cfg.provenance.get("val_episodes")
+        if not names:
+            raise ValueError(f"{cfg.sae} records no held-out episodes; pass --episodes all (beware: those trained on)")
+        by_name = {e.path.name: e for e in episodes}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise FileNotFoundError(
+                f"{run_path} lacks the held-out episodes {missing}; pass --episodes all or another --run"
+            )
+        episodes = [by_name[n] for n in names]
+    if not episodes:
+        raise ValueError(f"{run_path}: no complete episodes to evaluate on")
+    d = check_hook(episodes, sae.cfg.hook_name)
+    if d != sae.cfg.d_in:
+        raise ValueError(
+            f"'{sae.cfg.hook_name}' has width {d} in {run_path}; the SAE reads d_in = {sae.cfg.d_in}. "
+            "Pass the run the SAE was trained on (--run)"
+        )
+    return run_path, episodes
 
 
-def main(cfg: EvalConfig) -> dict:
-    """Compute the metrics, write eval.json and latent_frequency.png; returns the eval.json content."""
+@dataclass
+class EvalResult:
+    """What `vptlens sae eval` found: eval.json's content (`report`) and the per-latent firing frequencies."""
+
+    report: dict
+    frequency: np.ndarray
+    """(d_sae,) share of the rows on which each latent fired."""
+
+
+def compute(cfg: EvalConfig) -> EvalResult:
+    """The metrics (nothing is written). The run, the hook and the policy files are checked before any work."""
     sae = SAE.load(cfg.sae, device=cfg.device)
     run_path, episodes = eval_episodes(sae, cfg)
+    policy = load_recording_policy(episodes[0], cfg.model, cfg.weights, device=cfg.device) if cfg.behaviour else None
     logger.info("evaluating %s on %d episodes of %s", cfg.sae, len(episodes), run_path)
     metrics = reconstruction_metrics(
         sae, episodes, sae.cfg.hook_name, cfg.batch_size, cfg.block_steps, cfg.device, cfg.max_rows
     )
     frequency = np.asarray(metrics.pop("latent_frequency"))
-    out_dir = cfg.out or cfg.sae
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = {
+    report = {
         "sae": str(cfg.sae),
         "run": str(run_path),
         "hook_name": sae.cfg.hook_name,
@@ -231,8 +280,7 @@ def main(cfg: EvalConfig) -> dict:
         "episodes": [e.path.name for e in episodes],
         "episode_selection": cfg.episodes,
         "reconstruction": metrics,
-        "package_version": vptlens.__version__,
-        "git_commit": git_commit(),
+        "provenance": provenance(cfg, sae_dir=cfg.sae, run_dir=run_path),
     }
     logger.info(
         "nmse %.4f, explained variance %.4f, L0 %.1f, dead %.3f, dense %.3f",
@@ -242,14 +290,23 @@ def main(cfg: EvalConfig) -> dict:
         metrics["dead_fraction"],
         metrics["dense_fraction"],
     )
-    if cfg.behaviour:
-        result["behaviour"] = behaviour_metrics(sae, episodes, cfg)
-    write_json_atomic(out_dir / "eval.json", result)
-    save_frequency_plot(frequency, metrics["n_rows"], out_dir / "latent_frequency.png", str(cfg.sae))
-    return result
+    if policy is not None:
+        report["behaviour"] = behaviour_metrics(sae, episodes, policy, cfg.behaviour_max_steps)
+    return EvalResult(report, frequency)
 
 
-def behaviour_metrics(sae: SAE, episodes: list[Episode], cfg: EvalConfig) -> dict:
+def main(cfg: EvalConfig) -> dict:
+    """Compute the metrics, write eval.json and latent_frequency.png; returns the eval.json content."""
+    check_out(cfg)
+    result = compute(cfg)
+    out_dir = cfg.out_dir if cfg.in_sae_dir else make_out_dir(cfg.out_dir, cfg.overwrite)
+    path = write_json(out_dir / "eval.json", result.report)
+    n_rows = result.report["reconstruction"]["n_rows"]
+    save_frequency_plot(result.frequency, n_rows, out_dir / "latent_frequency.png", str(cfg.sae))
+    return json.loads(path.read_text())
+
+
+def behaviour_metrics(sae: SAE, episodes: list[Episode], policy: VPTPolicy, max_steps: int | None = None) -> dict:
     """KL(clean || spliced) of the button and camera heads with the SAE's reconstruction in place of the activation.
 
     Compared with splicing in the activation's mean over the same episodes (the zero-information
@@ -257,23 +314,26 @@ def behaviour_metrics(sae: SAE, episodes: list[Episode], cfg: EvalConfig) -> dic
     reconstruction keeps (1 = the policy acts as without the SAE). SAEs are judged by this, not
     by NMSE alone, because small reconstruction errors in the wrong directions can change actions.
     """
-    policy = load_run_policy(episodes[0], cfg.model, cfg.weights, device=cfg.device)
     hook = sae.cfg.hook_name
     sae = sae.to(policy.device)
     mean = torch.from_numpy(activation_mean(episodes, hook)).to(policy.device, policy.dtype)
 
     def reconstruct(x: Tensor) -> Tensor:
-        flat = x.reshape(*x.shape[:2], -1).to(sae.W_enc.dtype)
+        flat = x.reshape(x.shape[0], -1).to(sae.W_enc.dtype)
         return sae(flat).reshape(x.shape).to(x.dtype)
 
-    kw = {"max_steps_per_episode": cfg.behaviour_max_steps}
+    kw = {"max_steps_per_episode": max_steps}
     with torch.no_grad():
         spliced = splice_kl(policy, episodes, hook, reconstruct, **kw)
-        ablated = splice_kl(policy, episodes, hook, lambda x: mean.reshape(x.shape[2:]).expand_as(x).clone(), **kw)
-    recovered = 1.0 - spliced.kl_total / ablated.kl_total if ablated.kl_total > 0 else float("nan")
+        ablated = splice_kl(policy, episodes, hook, lambda x: mean.reshape(x.shape[1:]).expand_as(x).clone(), **kw)
+    if ablated.kl_total > 0:
+        recovered = 1.0 - spliced.kl_total / ablated.kl_total
+    else:
+        recovered = Null("splicing in the mean changes no action distribution (KL 0): nothing to recover")
     logger.info(
-        "KL with the SAE %.4g nats (buttons %.4g, camera %.4g), with the mean %.4g: %.1f%% recovered",
-        spliced.kl_total, spliced.kl_buttons, spliced.kl_camera, ablated.kl_total, 100 * recovered,
+        "KL with the SAE %.4g nats (buttons %.4g, camera %.4g), with the mean %.4g: %s recovered",
+        spliced.kl_total, spliced.kl_buttons, spliced.kl_camera, ablated.kl_total,
+        "n/a" if isinstance(recovered, Null) else f"{100 * recovered:.1f}%",
     )  # fmt: skip
     return {"sae_splice": spliced.to_dict(), "mean_splice": ablated.to_dict(), "kl_recovered": recovered}
 
@@ -282,8 +342,7 @@ def save_frequency_plot(frequency: np.ndarray, n_rows: int, path: Path, title: s
     """Histogram of log10 firing frequency; latents that never fired are drawn at log10(1/(10 n_rows))."""
     floor = np.log10(1.0 / (10 * n_rows))
     logf = np.where(frequency > 0, np.log10(np.maximum(frequency, 1e-300)), floor)
-    fig = Figure(figsize=(6, 3.5))
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(6, 3.5))
     ax = fig.subplots()
     ax.hist(logf, bins=50)
     ax.axvline(np.log10(DENSE_FREQUENCY), color="r", lw=0.8, label="dense (> 1 in 10)")
@@ -293,4 +352,4 @@ def save_frequency_plot(frequency: np.ndarray, n_rows: int, path: Path, title: s
     ax.set_title(title[-60:], fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)

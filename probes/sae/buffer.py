@@ -19,36 +19,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from vptlens.probes.sae.inputs import check_hook
 from vptlens.recordings.store import Episode, iter_blocks
 
 logger = logging.getLogger(__name__)
 
 
-def activation_name(hook_name: str) -> str:
-    return f"activations/{hook_name}"
-
-
-def check_hook(episodes: list[Episode], hook_name: str) -> int:
-    """The activation width (d) of `hook_name` in every episode; raises if missing or not (N, d)."""
-    if not episodes:
-        raise ValueError("no episodes given; pass a run directory with complete episodes")
-    widths = set()
-    for episode in episodes:
-        name = activation_name(hook_name)
-        if name not in episode:
-            stored = [n.removeprefix("activations/") for n in episode.names() if n.startswith("activations/")]
-            raise KeyError(f"{episode.path} has no activation '{hook_name}'; recorded hooks: {stored}")
-        shape = episode[name].shape
-        if len(shape) != 2:
-            raise ValueError(f"{episode.path}: '{name}' has shape {shape}; an SAE reads (N, d) activations")
-        widths.add(shape[1])
-    if len(widths) != 1:
-        raise ValueError(f"episodes disagree on the width of '{hook_name}': {sorted(widths)}")
-    return widths.pop()
-
-
 class ActivationBuffer:
-    """Shuffled float32 batches of `activations/<hook_name>` over `n_epochs` passes (None: forever).
+    """Shuffled float32 batches of the hook's stored activations over `n_epochs` passes (None: forever).
 
     `float16=True` yields the stored float16 rows as they are, for a consumer that converts on its
     device (a GPU does it for free, and half the bytes cross the bus).
@@ -94,7 +72,7 @@ class ActivationBuffer:
             # slots just drawn (refilling them in place saves moving the kept half)
             free, n_free = np.arange(self.capacity), self.capacity
             order = [self.episodes[i] for i in rng.permutation(len(self.episodes))]
-            for _, _, block in iter_blocks(order, activation_name(self.hook_name), self.block_steps):
+            for _, _, block in iter_blocks(order, lambda e: e.activation(self.hook_name), self.block_steps):
                 pos = 0
                 while pos < len(block):
                     take = min(n_free, len(block) - pos)
@@ -173,7 +151,7 @@ def _prefetch(source: Iterator, n: int) -> Iterator:
 def estimate_mean_norm(episodes: list[Episode], hook_name: str, n_rows: int = 65536, block_steps: int = 4096) -> float:
     """Mean L2 norm of the first `n_rows` rows (in stored order), in float64; for the input scale."""
     total, count = 0.0, 0
-    for _, _, block in iter_blocks(episodes, activation_name(hook_name), block_steps):
+    for _, _, block in iter_blocks(episodes, lambda e: e.activation(hook_name), block_steps):
         block = block[: n_rows - count].astype(np.float64)
         total += float(np.linalg.norm(block, axis=1).sum())
         count += len(block)
@@ -191,7 +169,7 @@ def sample_rows(episodes: list[Episode], hook_name: str, n_rows: int, seed: int)
     per_episode = max(64, -(-n_rows // len(episodes)))
     rows, count = [], 0
     for i in rng.permutation(len(episodes)):
-        arr = episodes[i][activation_name(hook_name)]
+        arr = episodes[i].activation(hook_name)
         start = int(rng.integers(max(1, len(arr) - per_episode + 1)))
         rows.append(arr[start : start + per_episode].astype(np.float64))
         count += len(rows[-1])

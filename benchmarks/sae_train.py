@@ -89,7 +89,8 @@ def time_steps(fns: dict, x: torch.Tensor, n_steps: int, device: str) -> dict[st
 
 def write_run(root: Path, d: int, n_rows: int, n_episodes: int, hook: str) -> list:
     from vptlens.recordings.schema import activation_array
-    from vptlens.recordings.store import ArraySpec, Episode, EpisodeWriter
+    from vptlens.recordings.store import Episode
+    from vptlens.recordings.writer import ArraySpec, EpisodeWriter
 
     rng = np.random.default_rng(0)
     specs = {activation_array(hook): ArraySpec((d,), "float16")}

@@ -170,8 +170,12 @@ class AttentionResult:
 def _check(cfg: AttentionConfig, run: Run) -> tuple[list[Episode], list[int]]:
     """Every check that needs the run but no work: episodes, layers, raster choices. Returns (episodes, layers)."""
     episodes = run.episodes()
+    empty = [e.path.name for e in episodes if len(e) == 0]
+    if empty:
+        logger.warning("%d episode(s) have no committed steps and are left out: %s", len(empty), ", ".join(empty))
+        episodes = [e for e in episodes if len(e) > 0]
     if not episodes:
-        raise ValueError(f"{cfg.run}: no complete episodes; record some with `vptlens record`")
+        raise ValueError(f"{cfg.run}: no complete episodes with steps; record some with `vptlens record`")
     recorded = episodes[0].layers
     if not recorded:
         raise KeyError(f"{episodes[0].path} stores no attention; record the run with `vptlens record`")

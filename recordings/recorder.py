@@ -35,13 +35,8 @@ from vptlens.envs.scenes import as_scene
 from vptlens.minerl_spec import MINERL_BUTTONS
 from vptlens.recordings import schema as S
 from vptlens.recordings.schema import AgentRecord, EnvRecord, EpisodeMeta, RunManifest, git_commit, now_iso, to_jsonable
-from vptlens.recordings.store import (
-    TEXT,
-    ArraySpec,
-    BlockWriter,
-    Episode,
-    EpisodeWriter,
-)
+from vptlens.recordings.store import Episode
+from vptlens.recordings.writer import TEXT, ArraySpec, BlockWriter, EpisodeWriter
 
 logger = logging.getLogger(__name__)
 

@@ -280,6 +280,8 @@ def summary(cfg: SummaryConfig) -> Path:
     import matplotlib.pyplot as plt
 
     episode = Episode(cfg.episode)
+    if len(episode) == 0:
+        raise ValueError(f"{cfg.episode} has no committed steps to plot")
     check_view(episode, cfg.layer)
     check_out_file(cfg.out, cfg.overwrite)
     cfg.out.parent.mkdir(parents=True, exist_ok=True)

@@ -69,17 +69,20 @@ def activation_array(hook: str) -> str:
     return f"{_ACTIVATIONS}{hook}"
 
 
-def action_array(head: str) -> str:
-    """The class taken by one action head ("buttons" or "camera")."""
+def _head(head: str) -> str:
     if head not in HEADS:
         raise KeyError(f"action head {head!r} unknown; use one of {HEADS}")
-    return f"{_ACTION}{head}"
+    return head
+
+
+def action_array(head: str) -> str:
+    """The class taken by one action head ("buttons" or "camera")."""
+    return f"{_ACTION}{_head(head)}"
 
 
 def entropy_array(head: str) -> str:
-    if head not in HEADS:
-        raise KeyError(f"action head {head!r} unknown; use one of {HEADS}")
-    return f"{_ENTROPY}{head}"
+    """The entropy of one action head, nats."""
+    return f"{_ENTROPY}{_head(head)}"
 
 
 def minerl_action_array(key: str) -> str:

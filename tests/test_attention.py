@@ -12,7 +12,7 @@ from vptlens.probes import attention as att
 from vptlens.probes import attention_stats as stats
 from vptlens.probes import report
 from vptlens.recordings.schema import AgentRecord, EnvRecord, EpisodeMeta, RunManifest
-from vptlens.recordings.store import ArraySpec, EpisodeWriter
+from vptlens.recordings.writer import ArraySpec, EpisodeWriter
 
 M = 32  # memory length: attention rows have M + 1 columns, column M is the current frame
 KEY_STEP, KEY_FROM, KEY_TO = 5, 11, 25  # head 2 attends to absolute step 5 from step 11 to step 25

@@ -15,7 +15,8 @@ from vptlens.probes import linear, linear_stats
 from vptlens.probes.linear import ProbeConfig
 from vptlens.probes.report import dumps as strict_dumps
 from vptlens.recordings.schema import AgentRecord, EnvRecord, EpisodeMeta, RunManifest
-from vptlens.recordings.store import TEXT, ArraySpec, EpisodeWriter, Run
+from vptlens.recordings.store import Run
+from vptlens.recordings.writer import TEXT, ArraySpec, EpisodeWriter
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -19,7 +19,8 @@ from vptlens.agents.actions import factored_to_minerl
 from vptlens.cli import entrypoint
 from vptlens.envs.blockworld import BlockWorldConfig
 from vptlens.recordings import recorder, replay
-from vptlens.recordings.store import Episode, EpisodeWriter, Run, WriterError
+from vptlens.recordings.store import Episode, Run
+from vptlens.recordings.writer import EpisodeWriter, WriterError
 
 MODEL, WEIGHTS = fixture_paths("vpt_tiny")
 

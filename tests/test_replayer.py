@@ -172,3 +172,21 @@ def test_a_recording_without_checksums_needs_the_files_given(episode, tmp_path):
         load_recording_policy(unchecked)
     model, weights = fixture_paths("vpt_tiny")
     assert load_recording_policy(unchecked, weights_path=weights).cfg == load_policy(model, weights).cfg
+
+
+def test_an_episode_without_steps_is_a_clear_error_not_a_crash(episode, tmp_path):
+    import zarr
+
+    from vptlens.probes import attention
+    from vptlens.recordings import replay
+
+    empty = tmp_path / "episode_000000.zarr"
+    shutil.copytree(episode.path, empty)
+    zarr.open_group(str(empty), mode="r+").attrs["committed_length"] = 0
+    with pytest.raises(ValueError, match="no committed steps to plot"):
+        replay.summary(replay.SummaryConfig(empty, out=tmp_path / "s.png"))
+    with pytest.raises(ValueError, match="no committed steps to replay"):
+        replay.main(replay.ReplayConfig(empty, out=tmp_path / "r.mp4"))
+    with pytest.raises(ValueError, match="no complete episodes with steps"):
+        attention.compute(attention.AttentionConfig(run=empty, out=tmp_path / "att"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["episode_000000.zarr"]

@@ -18,7 +18,8 @@ from vptlens.probes.sae.buffer import ActivationBuffer, geometric_median, sample
 from vptlens.probes.sae.evaluate import NMSEAccumulator
 from vptlens.probes.sae.train import parse_spec
 from vptlens.recordings.schema import activation_array
-from vptlens.recordings.store import ArraySpec, Episode, EpisodeWriter
+from vptlens.recordings.store import Episode
+from vptlens.recordings.writer import ArraySpec, EpisodeWriter
 
 HOOK = "blocks.1.hook_resid_post"
 

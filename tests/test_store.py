@@ -11,7 +11,8 @@ import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vptlens.recordings.store import TEXT, ArraySpec, BlockWriter, Episode, EpisodeWriter, WriterError, iter_blocks
+from vptlens.recordings.store import Episode, iter_blocks
+from vptlens.recordings.writer import TEXT, ArraySpec, BlockWriter, EpisodeWriter, WriterError
 
 SPECS = {
     "frames": ArraySpec((4, 4, 3), "uint8", chunk_steps=8),

@@ -120,6 +120,11 @@ def entrypoint(argv: list[str] | None = None) -> None:
             raise
         print(f"vptlens: error: {_message(e)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as e:  # the machine, not the input: a full disk, a lost mount (WriterError wraps them too)
+        if debug:
+            raise
+        print(f"vptlens: error: {_message(e)}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -468,16 +468,18 @@ class Recorder:
             if writer is not None and not writer.closed:
                 self._set_episode(index, status="partial", length=len(writer))
                 if self._writer.failed:
-                    writer.abandon()
+                    writer.abandon(reason="the episode writer failed (see the run's error)")
                 else:
                     writer.close("partial", interrupted_by=reason, n_steps=len(writer))
         if self._writer.failed:
             # nothing more reaches the episodes; the manifest must not claim more than they hold
             for index in indices:
-                entry = self.manifest.episodes.get(index)
-                if entry is not None and entry.status == "complete" and not _is_complete(self.episode_path(index)):
-                    self._set_episode(index, status="partial")
-            self.manifest.dump(self.run_dir)
+                if index in self.manifest.episodes and not _is_complete(self.episode_path(index)):
+                    self._set_episode(index, status="partial", length=_committed_length(self.episode_path(index)))
+            try:
+                self.manifest.dump(self.run_dir)
+            except OSError as e:  # the disk is full: run.json keeps its last state, which --resume repairs
+                logger.warning("could not rewrite %s (%s)", self.manifest_path, e)
             self._writer.check()
         self._save_manifest()
 
@@ -591,6 +593,14 @@ def _interrupted_at_creation(path: Path) -> bool:
     except (json.JSONDecodeError, OSError, AttributeError):
         return False
     return "schema" not in attrs
+
+
+def _committed_length(path: Path) -> int:
+    """The steps an episode on disk holds for sure (0 if it cannot be read)."""
+    try:
+        return len(Episode(path))
+    except (ValueError, FileNotFoundError, KeyError):
+        return 0
 
 
 def _is_complete(path: Path) -> bool:

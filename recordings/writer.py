@@ -52,7 +52,17 @@ class ArraySpec:
             np.dtype(self.dtype)  # raises TypeError for an unknown dtype
 
 
-class WriterError(RuntimeError):
+async def _gather(*tasks):
+    """`asyncio.gather` that waits for every task before raising the first failure (a failing disk fails many writes
+    at once: the others are neither left running nor reported as 'exception never retrieved')."""
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results
+
+
+class WriterError(OSError):
     """The background episode writer failed; what it had not written is lost (committed_length does not cover it)."""
 
 
@@ -214,7 +224,7 @@ class EpisodeWriter:
         parents = {name.rsplit("/", i)[0] for name in self.specs for i in range(1, name.count("/") + 1)}
         for parent in sorted(parents, key=lambda p: p.count("/")):  # parents first, so arrays never race on them
             await group.require_group(parent)
-        arrays = await asyncio.gather(
+        arrays = await _gather(
             *(
                 group.create_array(
                     name,
@@ -239,7 +249,7 @@ class EpisodeWriter:
                 await arr.resize((max(stop, 2 * arr.shape[0]), *arr.shape[1:]))
             await arr.setitem(slice(start, stop), block[name])
 
-        await asyncio.gather(*(write(name, arr) for name, arr in self._arrays.items()))
+        await _gather(*(write(name, arr) for name, arr in self._arrays.items()))
         await self._group.update_attributes({"committed_length": stop})  # readers trust this: written last
 
     async def _mark(self, attrs: dict) -> None:
@@ -250,7 +260,7 @@ class EpisodeWriter:
             if arr.shape[0] != n:
                 await arr.resize((n, *arr.shape[1:]))
 
-        await asyncio.gather(*(trim(name, arr) for name, arr in self._arrays.items()))
+        await _gather(*(trim(name, arr) for name, arr in self._arrays.items()))
         await self._group.update_attributes(attrs)
 
     def __len__(self) -> int:
@@ -309,11 +319,23 @@ class EpisodeWriter:
     def _set_closed(self) -> None:
         self.closed = True
 
-    def abandon(self) -> None:
-        """Stop without writing anything more (after the writer failed); the episode keeps its committed steps."""
+    def abandon(self, reason: str | None = None) -> None:
+        """Stop without writing any more steps (after the writer failed); the episode keeps its committed steps.
+
+        With a `reason`, the episode is marked partial directly (its attributes only: a few hundred bytes, which may
+        still fit on a disk too full for a block); if even that fails it stays "recording", which readers treat alike.
+        """
         self.closed = True
         if self._own_writer:
             self._writer.close()
+        if reason is None or not (self.path / "zarr.json").exists():
+            return
+        try:
+            group = zarr.open_group(str(self.path), mode="r+", zarr_format=3)
+            n = int(group.attrs.get("committed_length", 0))
+            group.attrs.update({"status": "partial", "interrupted_by": reason, "end_time": now_iso(), "n_steps": n})
+        except Exception as e:  # noqa: BLE001 -- the disk is failing; what is committed stays readable
+            logger.warning("%s: could not mark the episode partial (%s: %s)", self.path, type(e).__name__, e)
 
     def __enter__(self) -> "EpisodeWriter":
         return self

@@ -198,9 +198,29 @@ def test_a_failed_write_stops_the_recording_with_a_clear_error(tmp_path, monkeyp
     with pytest.raises(WriterError, match="No space left on device"):
         recorder.Recorder(_cfg(out, n_episodes=1, n_envs=1, n_steps=300)).run()
     episode = Episode(out / "episode_000000.zarr")
-    assert len(episode) == 64 and episode.status == "recording"  # the failed block was never committed
-    assert Run(out).manifest.episodes[0].status == "partial"
+    assert len(episode) == 64 and episode.status == "partial"  # the failed block was never committed
+    assert episode.attrs["n_steps"] == 64 and "writer failed" in episode.attrs["interrupted_by"]
+    entry = Run(out).manifest.episodes[0]
+    assert entry.status == "partial" and entry.length == 64
     assert calls[:2] == [0, 64]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # no temporary files left
+
+
+def test_a_full_disk_is_one_line_from_the_command(tmp_path, monkeypatch, capsys):
+    async def failing(self, start, stop, block):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(EpisodeWriter, "_write_block", failing)
+    out = tmp_path / "full_disk"
+    args = ["record", "--model", str(MODEL), "--weights", str(WEIGHTS), "--out", str(out), "--n-episodes", "1"]
+    with pytest.raises(SystemExit) as exit_info:
+        entrypoint(
+            [*args, "--n-envs", "1", "--n-steps", "80", "env:blockworld", "--env.height", "32", "--env.width", "32"]
+        )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 1 and "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("vptlens: error: writing episodes failed") and "No space left on device" in err[-1]
+    assert Episode(out / "episode_000000.zarr").status == "partial"
 
 
 def test_episode_lists_every_array(recorded):

@@ -43,7 +43,19 @@ def _groups() -> dict[str, tuple[str, Commands]]:
         "eval": (evaluate.EvalConfig, evaluate.main),
         "dashboard": (dashboard.DashboardConfig, dashboard.main),
     }
-    return {"sae": ("sparse autoencoders on recorded activations: train, eval, dashboard", sae)}
+    from vptlens.interventions import experiment
+
+    experiments = {
+        "run": (experiment.RunConfig, experiment.run),
+        "report": (experiment.ReportConfig, experiment.report),
+    }
+    return {
+        "sae": ("sparse autoencoders on recorded activations: train, eval, dashboard", sae),
+        "experiment": (
+            "interventions: scenes x activation edits x seeds, with statistics against controls",
+            experiments,
+        ),
+    }
 
 
 def _union(commands: Commands):
@@ -52,7 +64,14 @@ def _union(commands: Commands):
     return Union[tuple(Annotated[cls, tyro.conf.subcommand(name)] for name, (cls, _) in commands.items())]  # noqa: UP007
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    KeyError,
+    FileNotFoundError,
+    FileExistsError,
+    ImportError,  # a missing optional dependency: the message says what to install
+)
 """Exceptions that mean the input was wrong (STYLE.md, Errors): one line, exit 2. SceneError is a ValueError."""
 
 

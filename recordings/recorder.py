@@ -166,8 +166,21 @@ def episode_specs(policy: VPTPolicy, cfg: RecordConfig, hook_names: list[str]) -
 class Recorder:
     """Records a run; `main(cfg)` is the command, this is the machinery (usable from Python)."""
 
-    def __init__(self, cfg: RecordConfig, policy: VPTPolicy | None = None):
+    def __init__(
+        self,
+        cfg: RecordConfig,
+        policy: VPTPolicy | None = None,
+        *,
+        fwd_hooks: list | tuple = (),
+        intervention: dict | None = None,
+    ):
+        """`fwd_hooks`: activation edits applied at every step (an intervention, `vptlens.interventions`), described
+        by `intervention` (JSON-able) in every episode's metadata; a recording with edits replays only with them."""
+        if bool(fwd_hooks) != (intervention is not None):
+            raise ValueError("pass fwd_hooks together with the intervention that describes them (or neither)")
         self.cfg = cfg
+        self.fwd_hooks = list(fwd_hooks)
+        self.intervention = intervention
         # every check of the user's input comes before anything is written: the scene parsed once, for every env
         self.scene = None if cfg.scene is None else as_scene(cfg.scene)
         if hasattr(cfg.env, "command"):  # MineRL: its interpreter must exist before a run is started
@@ -412,14 +425,15 @@ class Recorder:
                 if all(w is None or w.closed for w in writers):
                     break
                 frames = np.stack([preprocess_frames(o["pov"]) for o in obs_list])
-                out, state, cache = policy.run_with_cache(
-                    torch.from_numpy(frames),
-                    first,
-                    state,
-                    names=self.patterns + self.hooks,
-                    goal=goal,
-                    cond_scale=cfg.cond_scale,
-                )
+                with policy.hooks(self.fwd_hooks):  # an intervention's edits, if any
+                    out, state, cache = policy.run_with_cache(
+                        torch.from_numpy(frames),
+                        first,
+                        state,
+                        names=self.patterns + self.hooks,
+                        goal=goal,
+                        cond_scale=cfg.cond_scale,
+                    )
                 first[:] = False
                 out = PolicyOutput(*(x.float().cpu() for x in vars(out).values()))  # one copy of the heads
                 rows = [PolicyOutput(*(x[b : b + 1] for x in vars(out).values())) for b in range(len(envs))]
@@ -526,6 +540,7 @@ class Recorder:
             sampling="argmax" if cfg.deterministic else "sampled, temperature in logits",
             goal=None if self.goal is None else tuple(float(x) for x in self.goal),
             cond_scale=cfg.cond_scale,
+            intervention=self.intervention,
         )
         return meta.to_dict()
 

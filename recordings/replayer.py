@@ -122,11 +122,21 @@ class EpisodeReplayer:
         device: str | torch.device = "cpu",
         tolerance: float | None = 1e-3,
         block_steps: int = 256,
+        recorded_hooks: FwdHooks = (),
     ):
         """`policy`: one already loaded (the caller vouches that it is the recording's; the replay check still runs).
-        `tolerance`: largest |replayed - recorded| log-probability accepted, nats (None: no check)."""
+        `tolerance`: largest |replayed - recorded| log-probability accepted, nats (None: no check).
+        `recorded_hooks`: for an episode recorded with an intervention (`episode.meta.intervention`), the same edits
+        (`vptlens.interventions` rebuilds them): they are part of the agent that acted, applied under every replay."""
         if len(episode) == 0:
             raise ValueError(f"{episode.path} has no committed steps to replay")
+        self.recorded_hooks = list(recorded_hooks)
+        if episode.meta.intervention is not None and not self.recorded_hooks:
+            raise ValueError(
+                f"{episode.path} was recorded with an intervention ({episode.meta.intervention.get('kind', '?')}); "
+                "replay it with the same edits (EpisodeReplayer(..., recorded_hooks=...), built by "
+                "vptlens.interventions from the episode's metadata)"
+            )
         self.episode = episode
         self.policy = policy if policy is not None else load_recording_policy(episode, model_path, weights_path, device)
         goal = recorded_goal(episode)
@@ -230,7 +240,7 @@ class EpisodeReplayer:
                     frames_bt = frames.unsqueeze(0).expand(rows, *frames.shape)
                     first = torch.zeros(frames_bt.shape[:2], dtype=torch.bool, device=policy.device)
                     first[:, 0] = start == 0
-                    with policy.hooks(fwd_hooks):
+                    with policy.hooks([*self.recorded_hooks, *fwd_hooks]):
                         out, state, cache = policy.run_with_cache(frames_bt, first, state, names, self._goal(rows))
                 else:
                     steps = []
@@ -246,7 +256,7 @@ class EpisodeReplayer:
     def _guided_step(self, t, frame, state, rows, fwd_hooks, names):
         first = torch.full((rows,), t == 0, dtype=torch.bool, device=self.policy.device)
         frames = frame.unsqueeze(0).expand(rows, *frame.shape)
-        with self.policy.hooks(fwd_hooks):
+        with self.policy.hooks([*self.recorded_hooks, *fwd_hooks]):
             return self.policy.run_with_cache(frames, first, state, names, self._goal(rows), self.cond_scale)
 
     def states(self, steps: Iterable[int]) -> Iterator[tuple[int, PolicyState]]:
@@ -268,7 +278,8 @@ class EpisodeReplayer:
                     else:
                         first = torch.zeros((1, b - a), dtype=torch.bool, device=policy.device)
                         first[0, 0] = a == 0
-                        out, state = policy.forward(frames[None], first, state, self._goal(1))
+                        with policy.hooks(self.recorded_hooks):
+                            out, state = policy.forward(frames[None], first, state, self._goal(1))
                         self.check(out, a, b)
             pos = t
             yield t, state
@@ -297,7 +308,7 @@ class EpisodeReplayer:
         frame = self.frames(t, t + 1)[0] if frame is None else frame
         frames = frame.unsqueeze(0).expand(rows, *frame.shape)
         first = torch.full((rows,), t == 0, dtype=torch.bool, device=policy.device)
-        with policy.hooks(fwd_hooks):
+        with policy.hooks([*self.recorded_hooks, *fwd_hooks]):
             if torch.is_grad_enabled():
                 return policy._step(frames, first, state, self._goal(rows), self.cond_scale)
             return policy.step(frames, first, state, self._goal(rows), self.cond_scale)

@@ -201,6 +201,8 @@ class EpisodeMeta:
     was stored: then `record_config.goal` names the .npy file)."""
     cond_scale: float | None = None
     """STEVE-1: the classifier-free guidance scale (None: no guidance)."""
+    intervention: dict | None = None
+    """The activation edit applied at every step while recording (`vptlens.interventions`), or None."""
 
     @classmethod
     def from_dict(cls, d: Mapping, where: str = "episode") -> "EpisodeMeta":

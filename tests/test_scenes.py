@@ -407,6 +407,7 @@ _LIBRARY = [
     "villager_in_open",
     "villager_other_clothes_under_leaves",
     "villager_under_leaves",
+    "villager_walking_under_leaves",
 ]
 
 
@@ -435,6 +436,8 @@ def test_the_controls_share_the_probe_geometry():
     assert load_builtin_scene("villager_other_clothes_under_leaves").edits == probe[:5] + (librarian,)
     assert load_builtin_scene("tree_at_spot").edits == probe[:5] + (trunk,)
     assert load_builtin_scene("canopy_only").edits == probe[:5]
+    walking = dataclasses.replace(villager, no_ai=False)
+    assert load_builtin_scene("villager_walking_under_leaves").edits == probe[:5] + (walking,)
 
 
 def test_the_canopy_hangs_just_above_the_villagers_head():

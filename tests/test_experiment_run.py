@@ -1,0 +1,118 @@
+"""Running an experiment: every cell a normal recording, edits that provably act, the same outcomes whatever the
+number of workers, and a killed experiment that resumes to the same outcomes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import fixture_paths
+
+from vptlens.interventions.runner import run_experiment
+from vptlens.interventions.spec import SpecError, spec_from_dict
+from vptlens.recordings.store import Run
+
+MODEL, WEIGHTS = fixture_paths("vpt_tiny")
+
+
+def _raw(**changes) -> dict:
+    raw = {
+        "name": "tiny",
+        "agents": [{"name": "tiny", "model": str(MODEL), "weights": str(WEIGHTS)}],
+        "env": {"kind": "blockworld", "height": 32, "width": 32},
+        "scenes": ["villager_in_open", "villager_under_leaves"],
+        "edits": [
+            {"name": "none", "kind": "none"},
+            {"name": "ablate_all", "kind": "head_ablation", "heads": ["0.*", "1.*"], "mode": "zero"},
+        ],
+        "control": {"scene": "villager_in_open", "edit": "none"},
+        "seeds": {"start": 7, "count": 2},
+        "n_steps": 24,
+        "n_envs": 2,
+        "metrics": ["target_hit", "hits", "steps_to_first_hit"],
+    }
+    return {**raw, **changes}
+
+
+def _actions(out: Path) -> dict[tuple[int, int], np.ndarray]:
+    """Each cell's episodes' button classes, by (cell, seed)."""
+    actions = {}
+    for cell in sorted((out / "cells").iterdir()):
+        for episode in Run.open(cell).episodes():
+            actions[(int(cell.name[-3:]), episode.meta.seed)] = np.asarray(episode.action("buttons")[:])
+    return actions
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp") / "tiny"
+    runs = run_experiment(spec_from_dict(_raw()), out)
+    return out, runs
+
+
+def test_every_cell_is_a_normal_recording_with_the_same_seeds(experiment):
+    out, runs = experiment
+    assert [r.index for r in runs] == [0, 1, 2, 3] and all(r.complete == 2 for r in runs)
+    for cell in range(4):
+        episodes = Run.open(out / "cells" / f"cell_{cell:03d}").episodes()
+        assert [e.meta.seed for e in episodes] == [7, 8]
+        intervention = episodes[0].meta.intervention
+        assert (intervention is None) == (cell % 2 == 0)
+        if intervention is not None:
+            assert intervention["kind"] == "head_ablation"
+    assert (out / "experiment.json").is_file() and (out / "scenes" / "villager_under_leaves.yaml").is_file()
+
+
+def test_ablating_every_head_changes_the_actions(experiment):
+    out, _ = experiment
+    actions = _actions(out)
+    changed = [not np.array_equal(actions[(0, s)], actions[(1, s)]) for s in (7, 8)]
+    assert all(changed)  # the same seeds, the same scene: only the edit differs
+
+
+def test_two_workers_give_the_outcomes_of_one(experiment, tmp_path):
+    out, _ = experiment
+    two = tmp_path / "two"
+    run_experiment(spec_from_dict(_raw()), two, workers=2)
+    one_actions, two_actions = _actions(out), _actions(two)
+    assert one_actions.keys() == two_actions.keys()
+    for key in one_actions:
+        np.testing.assert_array_equal(one_actions[key], two_actions[key])
+
+
+def test_an_edit_the_agent_cannot_take_is_refused_before_anything_is_written(tmp_path):
+    raw = _raw(edits=[{"name": "bad", "kind": "head_ablation", "heads": ["9.1", "0.7"]}], control={})
+    with pytest.raises(SpecError, match="edit bad on agent tiny") as err:
+        run_experiment(spec_from_dict(raw), tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+    assert "9" in str(err.value) and "7" in str(err.value)  # both problems, at once
+
+
+def test_a_killed_experiment_resumes_to_the_same_outcomes(experiment, tmp_path):
+    out, _ = experiment
+    killed = tmp_path / "killed"
+    script = (
+        "import json, sys; from pathlib import Path; "
+        "from vptlens.interventions.runner import run_experiment; "
+        "from vptlens.interventions.spec import spec_from_dict; "
+        f"run_experiment(spec_from_dict(json.loads(sys.argv[1])), Path({str(killed)!r}))"
+    )
+    import json
+
+    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(_raw())], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (killed / "cells" / "cell_001" / "run.json").exists():  # the second cell has started
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run_experiment(spec_from_dict(_raw()), killed)
+    expected, resumed = _actions(out), _actions(killed)
+    assert expected.keys() == resumed.keys()
+    for key in expected:
+        np.testing.assert_array_equal(expected[key], resumed[key])

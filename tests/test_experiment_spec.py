@@ -1,0 +1,96 @@
+"""Experiment specs: parsed, validated with every problem at once, the grid of cells and their controls."""
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import fixture_paths
+
+from vptlens.interventions.spec import SpecError, list_builtin_specs, load_spec, spec_from_dict
+
+MODEL, WEIGHTS = fixture_paths("vpt_tiny")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _spec(**changes) -> dict:
+    spec = {
+        "name": "tiny",
+        "agents": [{"name": "tiny", "model": str(MODEL), "weights": str(WEIGHTS)}],
+        "env": {"kind": "blockworld", "height": 32, "width": 32},
+        "scenes": ["villager_in_open", "villager_under_leaves"],
+        "edits": [{"name": "none", "kind": "none"}, {"name": "ablate", "kind": "head_ablation", "heads": ["1.*"]}],
+        "control": {"scene": "villager_in_open"},
+        "seeds": {"start": 3, "count": 2},
+        "n_steps": 10,
+        "metrics": ["target_hit", "hits"],
+    }
+    return {**spec, **changes}
+
+
+def test_a_spec_gives_the_factorial_grid_and_each_cells_control():
+    spec = spec_from_dict(_spec())
+    cells = spec.cells()
+    assert [c.levels for c in cells] == [
+        {"agent": "tiny", "scene": s, "edit": e}
+        for s in ("villager_in_open", "villager_under_leaves")
+        for e in ("none", "ablate")
+    ]
+    assert spec.seeds == [3, 4] and spec.env.height == 32 and spec.n_steps == 10
+    under_ablated = cells[3]
+    assert spec.control_of(under_ablated, "scene").levels == {**under_ablated.levels, "scene": "villager_in_open"}
+    assert spec.control_of(under_ablated, "edit").levels == {**under_ablated.levels, "edit": "none"}
+    assert spec.control_of(cells[0], "scene") is None  # it is the control
+
+
+def test_every_problem_is_reported_at_once_with_its_fix(tmp_path):
+    bad = _spec(
+        agents=[{"name": "a", "model": str(tmp_path / "missing.model"), "weights": str(WEIGHTS), "colour": "red"}],
+        env={"kind": "blockworld", "heigth": 32},
+        scenes=["villager_in_open", "villager_under_leave"],
+        edits=[{"kind": "head_ablaton"}],
+        seeds={"start": 0, "count": 0},
+        metrics=["target_hits"],
+        control={"scene": "nowhere"},
+        n_step=5,
+    )
+    with pytest.raises(SpecError) as err:
+        spec_from_dict(bad)
+    message, problems = str(err.value), err.value.problems
+    assert len(problems) >= 8 and "\n" not in message
+    for expected in (
+        "unknown key 'n_step'; did you mean 'n_steps'",
+        "agents[0]: unknown key 'colour'",
+        "missing.model",
+        "env.heigth: unknown blockworld setting; did you mean 'height'",
+        "did you mean 'villager_under_leaves'",
+        "head_ablaton",
+        "seeds.count: 0",
+        "unknown metric 'target_hits'; did you mean 'target_hit'",
+        "control.scene: 'nowhere' is not a level",
+    ):
+        assert expected in message, expected
+
+
+def test_scene_templates_fill_their_variables_and_name_undefined_ones(tmp_path):
+    probe = (ROOT / "envs" / "scene_library" / "villager_under_leaves.yaml").read_text()
+    (tmp_path / "probe.yaml.tmpl").write_text(probe.replace("profession: farmer", "profession: ${profession}"))
+    librarian = {"template": "probe.yaml.tmpl", "vars": {"profession": "librarian"}}
+    level = spec_from_dict(_spec(scenes=["villager_in_open", librarian]), tmp_path).scenes[1]
+    assert level.name == "profession-librarian" and level.resolve().edits[-1].profession == "librarian"
+    with pytest.raises(SpecError, match=r"undefined variable\(s\) \['profession'\]"):
+        spec_from_dict(_spec(scenes=[{"template": "probe.yaml.tmpl", "vars": {"colour": "x"}}], control={}), tmp_path)
+    wizard = {"template": "probe.yaml.tmpl", "vars": {"profession": "wizard"}}
+    with pytest.raises(SpecError, match="unknown profession 'wizard'"):
+        spec_from_dict(_spec(scenes=[wizard], control={}), tmp_path)
+
+
+def test_spec_files_and_the_builtin_study(tmp_path):
+    path = tmp_path / "exp.json"
+    path.write_text(json.dumps(_spec()))
+    assert load_spec(path).name == "tiny"
+    assert "villager_study" in list_builtin_specs()
+    study = load_spec("villager_study")
+    assert [s.name for s in study.scenes][:2] == ["villager_in_open", "villager_under_leaves"]
+    assert study.control_level("scene") == "villager_in_open" and len(study.scenes) == 6
+    with pytest.raises(FileNotFoundError, match="built-in specs load by name: villager_study"):
+        load_spec(tmp_path / "nope.yaml")

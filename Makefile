@@ -19,7 +19,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 
 # The main job: record BlockWorld episodes of the misgeneralization scene, replay one with attention,
-# then look inside: attention over time, linear probes, an SAE with its evaluation and feature dashboards.
+# then look inside: attention over time, linear probes, an SAE with its evaluation and feature dashboards;
+# then the villager study at a small size (six scenes x three seeds, statistics against the villager in the open).
 SAE := runs/demo/sae/topk-k_8
 demo: setup
 	$(BIN)/vptlens info $(FIXTURE)/agent.model $(FIXTURE)/agent.weights --no-hooks
@@ -35,7 +36,9 @@ demo: setup
 		--buffer-rows 4096 --total-activations 200000 --warmup-steps 50 --val-fraction 0.25 --dead-window 20000
 	$(BIN)/vptlens sae eval $(SAE)
 	$(BIN)/vptlens sae dashboard $(SAE) runs/demo --out runs/demo/dashboard --n-latents 16
-	@echo "demo done: open runs/demo/replay.mp4, runs/demo/attention/index.html, runs/demo/dashboard/index.html"
+	$(BIN)/vptlens experiment run villager_study --model $(FIXTURE)/agent.model --weights $(FIXTURE)/agent.weights \
+		--n-seeds 3 --n-steps 80 --workers 2 --out runs/demo/villager_study
+	@echo "demo done: open runs/demo/replay.mp4, runs/demo/attention/index.html, runs/demo/dashboard/index.html, runs/demo/villager_study/report.html"
 
 lint: setup
 	$(BIN)/ruff check --no-cache .

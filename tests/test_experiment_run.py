@@ -116,3 +116,27 @@ def test_a_killed_experiment_resumes_to_the_same_outcomes(experiment, tmp_path):
     assert expected.keys() == resumed.keys()
     for key in expected:
         np.testing.assert_array_equal(expected[key], resumed[key])
+
+
+def test_the_analysis_writes_tidy_results_statistics_and_a_report(experiment):
+    import csv
+    import json
+
+    from vptlens.interventions import analyse
+
+    out, _ = experiment
+    result = analyse(out)
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 4 * 2 * 3  # cells x seeds x metrics, one row each
+    assert {r["metric"] for r in rows} == {"target_hit", "hits", "steps_to_first_hit"}
+    assert {r["seed"] for r in rows} == {"7", "8"}
+    text = (out / "results.json").read_text()
+    saved = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in strict JSON"))
+    # every cell against its control: scene (2 cells differ) and edit (2 cells differ), 3 metrics each
+    assert len(saved["comparisons"]) == (2 + 2) * 3
+    comparison = next(c for c in result.comparisons if c["metric"] == "target_hit" and c["factor"] == "edit")
+    assert comparison["n_pairs"] == 2 and comparison["control"] == "none" and comparison["treatment"] == "ablate_all"
+    assert "p_holm" in comparison
+    html = (out / "report.html").read_text()
+    assert "Against the control" in html and "vptlens replay cells/cell_000/episode_000000.zarr" in html
+    assert (out / "img" / "forest.png").is_file() and (out / "img" / "km_steps_to_first_hit.png").is_file()

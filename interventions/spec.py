@@ -301,7 +301,11 @@ def _template_variables(text: str) -> set[str]:
     return found
 
 
-def _edits(raw: Any, problems: list[str]) -> list[EditLevel]:
+_EDIT_PATHS = ("mean_path", "profile_path", "sae_dir", "vector_path", "source_episode")
+"""Edit fields that name files: relative ones start at the spec file, like every path of a spec."""
+
+
+def _edits(raw: Any, base: Path, problems: list[str]) -> list[EditLevel]:
     if raw is None:
         return [EditLevel("none", {"kind": "none"})]
     if not isinstance(raw, list) or not raw:
@@ -312,7 +316,8 @@ def _edits(raw: Any, problems: list[str]) -> list[EditLevel]:
         if not isinstance(d, dict):
             problems.append(f"edits[{i}]: give a mapping with a kind, e.g. {{kind: head_ablation, heads: ['1.*']}}")
             continue
-        spec = {k: v for k, v in d.items() if k != "name"}
+        spec = {k: (str(_path(v, base)) if k in _EDIT_PATHS and v is not None else v) for k, v in d.items()}
+        spec.pop("name", None)
         level = EditLevel(str(d.get("name", spec.get("kind", f"edit{i}"))), spec)
         try:
             level.make()
@@ -340,7 +345,7 @@ def spec_from_dict(d: Any, base_dir: Path = Path("."), where: str = "spec") -> E
     agents = _agents(d.get("agents"), base_dir, problems)
     env = _env(d.get("env"), problems)
     scenes = _scenes(d.get("scenes"), base_dir, problems)
-    edits = _edits(d.get("edits"), problems)
+    edits = _edits(d.get("edits"), base_dir, problems)
     kw: dict[str, Any] = {}
     seeds = d.get("seeds", {"start": 0, "count": 8})
     if not isinstance(seeds, dict) or not all(isinstance(seeds.get(k, 0), int) for k in ("start", "count")):

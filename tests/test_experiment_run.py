@@ -140,3 +140,17 @@ def test_the_analysis_writes_tidy_results_statistics_and_a_report(experiment):
     html = (out / "report.html").read_text()
     assert "Against the control" in html and "vptlens replay cells/cell_000/episode_000000.zarr" in html
     assert (out / "img" / "forest.png").is_file() and (out / "img" / "km_steps_to_first_hit.png").is_file()
+
+
+def test_a_ray_run_gives_the_outcomes_of_a_local_one(experiment, tmp_path):
+    """Cells as Ray tasks on a local 2-CPU cluster (skipped where Ray is not installed: pip install 'vpt-lens[ray]')."""
+    ray = pytest.importorskip("ray")
+    out, _ = experiment
+    try:
+        run_experiment(spec_from_dict(_raw()), tmp_path / "ray", workers=2, use_ray=True)
+    finally:
+        ray.shutdown()
+    local, remote = _actions(out), _actions(tmp_path / "ray")
+    assert local.keys() == remote.keys()
+    for key in local:
+        np.testing.assert_array_equal(local[key], remote[key])

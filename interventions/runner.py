@@ -26,6 +26,7 @@ from pathlib import Path
 
 from vptlens.interventions.spec import Cell, ExperimentSpec, SpecError, spec_from_dict
 from vptlens.probes.report import write_json
+from vptlens.recordings.recorder import agent_files
 from vptlens.recordings.schema import provenance
 
 logger = logging.getLogger(__name__)
@@ -42,19 +43,6 @@ class CellRun:
     complete: int
     steps: int
     seconds: float
-
-
-def agent_files(agent) -> tuple[Path, Path]:
-    if agent.zoo is None:
-        return agent.model, agent.weights
-    from vptlens.agents.zoo import get_zoo_entry
-
-    entry = get_zoo_entry(agent.zoo)
-    paths = agent.checkpoint_dir / entry.model_file, agent.checkpoint_dir / entry.weights_file
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: not downloaded; run `vptlens download {agent.zoo} --dir {path.parent}`")
-    return paths
 
 
 def check_edits(spec: ExperimentSpec, device: str = "cpu") -> None:

@@ -163,6 +163,23 @@ def episode_specs(policy: VPTPolicy, cfg: RecordConfig, hook_names: list[str]) -
     return specs
 
 
+def agent_files(agent) -> tuple[Path, Path]:
+    """The .model and .weights files of an agent given as `model`/`weights` or as a `zoo` name downloaded into
+    `checkpoint_dir` (a `RecordConfig`, or an experiment's agent)."""
+    if agent.zoo is None:
+        return agent.model, agent.weights
+    from vptlens.agents.zoo import get_zoo_entry
+
+    entry = get_zoo_entry(agent.zoo)
+    paths = agent.checkpoint_dir / entry.model_file, agent.checkpoint_dir / entry.weights_file
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: not downloaded; run `vptlens download {agent.zoo} --dir {agent.checkpoint_dir}`"
+            )
+    return paths
+
+
 class Recorder:
     """Records a run; `main(cfg)` is the command, this is the machinery (usable from Python)."""
 
@@ -208,19 +225,7 @@ class Recorder:
         self._writer: BlockWriter | None = None
 
     def agent_files(self) -> tuple[Path, Path]:
-        cfg = self.cfg
-        if cfg.zoo is None:
-            return cfg.model, cfg.weights
-        from vptlens.agents.zoo import get_zoo_entry
-
-        entry = get_zoo_entry(cfg.zoo)
-        paths = cfg.checkpoint_dir / entry.model_file, cfg.checkpoint_dir / entry.weights_file
-        for path in paths:
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path}: not downloaded; run `vptlens download {cfg.zoo} --dir {cfg.checkpoint_dir}`"
-                )
-        return paths
+        return agent_files(self.cfg)
 
     # -------------------------------------------------------------- the run manifest
 

@@ -50,6 +50,7 @@ class AnalysisResult:
     summaries: list[dict]
     comparisons: list[dict]
     fractions: list[dict]
+    dose_responses: list[dict] = field(default_factory=list)
     text: str = ""
     files: dict[str, str] = field(default_factory=dict)
 
@@ -59,6 +60,7 @@ class AnalysisResult:
             "summaries": self.summaries,
             "comparisons": self.comparisons,
             "fraction_moving_behaviour": self.fractions,
+            "dose_response": self.dose_responses,
             "files": self.files,
         }
 
@@ -191,10 +193,37 @@ def analyse(out: str | Path) -> AnalysisResult:
                 row["p_holm"], row["significant"] = adjusted, reject
             moved = stats.fraction_significant(list(corrected.adjusted))
             fractions.append({"factor": factor, "metric": name, **_jsonable(moved)})
-    result = AnalysisResult(spec, out, cells, summaries, comparisons, fractions)
+    result = AnalysisResult(spec, out, cells, summaries, comparisons, fractions, dose_responses(spec, cells))
     result.files = _write(result)
     result.text = _text(result)
     return result
+
+
+def dose_responses(spec: ExperimentSpec, cells: list[CellOutcomes]) -> list[dict]:
+    """For every swept edit (`sweep:` in the spec), agent and scene, and every metric but times to event: the
+    outcome per strength with its interval, and Spearman's trend test over the episodes."""
+    rows = []
+    sweeps = {level.sweep: level.sweep_param for level in spec.edits if level.sweep is not None}
+    for sweep, param in sweeps.items():
+        groups: dict[tuple[str, str], list[CellOutcomes]] = {}
+        for outcome in cells:
+            if outcome.cell.edit.sweep == sweep:
+                groups.setdefault((outcome.cell.agent.name, outcome.cell.scene.name), []).append(outcome)
+        for (agent, scene), members in groups.items():
+            for name in spec.metrics:
+                kind = get_metric(name).kind
+                if kind == "time_to_event":
+                    continue
+                strengths, values = [], []
+                for outcome in members:
+                    for seed in sorted(outcome.values[name]):
+                        strengths.append(outcome.cell.edit.sweep_value)
+                        value = outcome.values[name][seed]
+                        values.append(None if value is None else float(_value_of(value)))
+                result = stats.dose_response(strengths, values, kind)
+                rows.append({"sweep": sweep, "param": param, "agent": agent, "scene": scene, "metric": name,
+                             "kind": kind, "result": _jsonable(result)})  # fmt: skip
+    return rows
 
 
 def _tidy_rows(result: AnalysisResult) -> list[dict]:

@@ -75,6 +75,29 @@ def km_plot(result, metric: str, path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
+def dose_plot(entry: dict, path: Path) -> Path:
+    """One swept metric: the outcome per strength with its 95% interval, and Spearman's trend test."""
+    result = entry["result"]
+    xs, ys, lows, highs = [], [], [], []
+    for level in result["levels"]:
+        est = level.rate if level.rate is not None else level.mean
+        value = est.estimate if level.rate is not None else est.mean
+        xs.append(level.strength)
+        ys.append(_num(value))
+        lows.append(_num(est.low))
+        highs.append(_num(est.high))
+    fig = new_figure(figsize=(5, 3.2))
+    ax = fig.add_subplot()
+    ys_a, lo_a, hi_a = np.array(ys), np.array(lows), np.array(highs)
+    ax.errorbar(xs, ys_a, yerr=[np.nan_to_num(ys_a - lo_a), np.nan_to_num(hi_a - ys_a)], fmt="o-", capsize=3)
+    ax.set_xlabel(entry["param"])
+    ax.set_ylabel(("rate of " if entry["kind"] == "binary" else "mean ") + entry["metric"])
+    rho, p = result["spearman_rho"], result["p_value"]
+    trend = f"Spearman rho {rho:.2f}, p {p:.3g}" if isinstance(rho, float) and isinstance(p, float) else "no trend test"
+    ax.set_title(f"{entry['sweep']} in {entry['scene']}: {trend}", fontsize=9)
+    return save_figure(fig, path)
+
+
 def _thumbnail_step(episode, values: dict) -> int:
     """The step to show: the first hit of the target if any, else the middle of the episode."""
     hit = values.get("steps_to_first_hit")
@@ -166,6 +189,12 @@ def write_report(result) -> Path:
             km = km_plot(result, metric, img_dir / f"km_{metric}.png")
             if km is not None:
                 parts += [Raw(f"<h2>{esc(metric)}</h2>"), img(f"img/km_{metric}.png", f"Kaplan-Meier {metric}")]
+    for i, entry in enumerate(result.dose_responses):
+        name = f"dose_{i:03d}.png"
+        dose_plot(entry, img_dir / name)
+        if i == 0:
+            parts.append(Raw("<h2>Dose-response</h2>"))
+        parts.append(img(f"img/{name}", f"dose-response {entry['sweep']} {entry['metric']}"))
     if result.fractions:
         rows = [[f["factor"], f["metric"], f"{f['n_significant']}/{f['n']}"] for f in result.fractions]
         parts += [Raw("<h2>Interventions that move behaviour</h2>"), table(["factor", "metric", "significant"], rows)]

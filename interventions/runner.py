@@ -150,7 +150,7 @@ def run_experiment(
     spec: ExperimentSpec,
     out: str | Path,
     *,
-    spec_base: Path = Path("."),
+    spec_base: Path | None = None,
     workers: int = 1,
     use_ray: bool = False,
     ray_address: str | None = None,
@@ -159,6 +159,7 @@ def run_experiment(
 ) -> list[CellRun]:
     """Record every cell of `spec` into `out` (see the module's docstring); returns what each cell recorded."""
     out = Path(out)
+    spec_base = spec.base_dir if spec_base is None else Path(spec_base)
     check_edits(spec, device)
     if (use_ray or ray_address) and importlib.util.find_spec("ray") is None:
         raise ImportError("Ray is not installed: pip install 'vpt-lens[ray]' (or run without --ray)")

@@ -87,10 +87,18 @@ class SceneLevel:
 
 @dataclass(frozen=True)
 class EditLevel:
-    """An activation-edit factor level: a name and the edit's spec (`vptlens.interventions.edits`)."""
+    """An activation-edit factor level: a name and the edit's spec (`vptlens.interventions.edits`).
+
+    A level written with `sweep: {strength: [0.5, 1, 2]}` expands into one level per value
+    (`steer@strength=0.5` ...), each remembering its sweep for the dose-response analysis.
+    """
 
     name: str
     spec: Mapping[str, Any]
+    sweep: str | None = None
+    """The name of the sweep this level belongs to (the level's name before expansion)."""
+    sweep_param: str | None = None
+    sweep_value: float | None = None
 
     def make(self):
         from vptlens.interventions.edits import edit_from_dict
@@ -143,6 +151,8 @@ class ExperimentSpec:
     description: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """The spec as read, for provenance."""
+    base_dir: Path = field(default=Path("."), compare=False)
+    """Where the spec's relative paths start (its file's directory)."""
 
     @property
     def seeds(self) -> list[int]:
@@ -318,13 +328,28 @@ def _edits(raw: Any, base: Path, problems: list[str]) -> list[EditLevel]:
             continue
         spec = {k: (str(_path(v, base)) if k in _EDIT_PATHS and v is not None else v) for k, v in d.items()}
         spec.pop("name", None)
-        level = EditLevel(str(d.get("name", spec.get("kind", f"edit{i}"))), spec)
-        try:
-            level.make()
-        except (ValueError, KeyError, TypeError) as e:
-            problems.append(f"edits[{i}] ({level.name}): {e.args[0] if isinstance(e, KeyError) and e.args else e}")
+        name = str(d.get("name", spec.get("kind", f"edit{i}")))
+        sweep = spec.pop("sweep", None)
+        if sweep is None:
+            expanded = [EditLevel(name, spec)]
+        elif (
+            not isinstance(sweep, dict)
+            or len(sweep) != 1
+            or not isinstance(next(iter(sweep.values())), list)
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in next(iter(sweep.values())))
+        ):
+            problems.append(f"edits[{i}] ({name}).sweep: give one field and its numbers, e.g. {{strength: [0, 1, 2]}}")
             continue
-        levels.append(level)
+        else:
+            ((param, values),) = sweep.items()
+            expanded = [EditLevel(f"{name}@{param}={v:g}", {**spec, param: v}, name, param, float(v)) for v in values]
+        for level in expanded:
+            try:
+                level.make()
+            except (ValueError, KeyError, TypeError) as e:
+                problems.append(f"edits[{i}] ({level.name}): {e.args[0] if isinstance(e, KeyError) and e.args else e}")
+                break
+            levels.append(level)
     return _unique(levels, "edits", problems)
 
 
@@ -398,6 +423,7 @@ def spec_from_dict(d: Any, base_dir: Path = Path("."), where: str = "spec") -> E
         env=env,
         control={k: str(v) for k, v in control.items()},
         raw=json.loads(json.dumps(d, default=str)),
+        base_dir=Path(base_dir).resolve(),
         **kw,
     )
 

@@ -154,3 +154,21 @@ def test_a_ray_run_gives_the_outcomes_of_a_local_one(experiment, tmp_path):
     assert local.keys() == remote.keys()
     for key in local:
         np.testing.assert_array_equal(local[key], remote[key])
+
+
+def test_a_strength_sweep_gives_a_dose_response(tmp_path):
+    from vptlens.interventions import analyse
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).standard_normal(64).astype(np.float32))
+    steer = {"name": "steer", "kind": "steering", "hook": "blocks.1.hook_resid_post", "vector_path": "v.npy",
+             "strength": 0.0, "sweep": {"strength": [0, 5, 50]}}  # fmt: skip
+    raw = _raw(scenes=["villager_under_leaves"], edits=[steer], control={}, n_steps=12, seeds={"start": 0, "count": 3},
+               metrics=["hits", "crosshair_on_target_steps"])  # fmt: skip
+    run_experiment(spec_from_dict(raw, tmp_path), tmp_path / "sweep")
+    result = analyse(tmp_path / "sweep")
+    (entry, _) = result.dose_responses
+    assert entry["sweep"] == "steer" and entry["param"] == "strength" and entry["metric"] == "hits"
+    assert [level.strength for level in entry["result"]["levels"]] == [0.0, 5.0, 50.0]
+    assert all(level.n == 3 for level in entry["result"]["levels"])
+    assert (tmp_path / "sweep" / "img" / "dose_000.png").is_file()
+    assert "Dose-response" in (tmp_path / "sweep" / "report.html").read_text()

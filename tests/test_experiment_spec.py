@@ -94,3 +94,18 @@ def test_spec_files_and_the_builtin_study(tmp_path):
     assert study.control_level("scene") == "villager_in_open" and len(study.scenes) == 6
     with pytest.raises(FileNotFoundError, match="built-in specs load by name: villager_study"):
         load_spec(tmp_path / "nope.yaml")
+
+
+def test_a_sweep_expands_into_one_level_per_strength(tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "v.npy", np.ones(64, np.float32))
+    steer = {"name": "steer", "kind": "steering", "hook": "blocks.1.hook_resid_post", "vector_path": "v.npy",
+             "strength": 1.0, "sweep": {"strength": [0, 0.5, 2]}}  # fmt: skip
+    spec = spec_from_dict(_spec(edits=[steer], control={}), tmp_path)
+    assert [e.name for e in spec.edits] == ["steer@strength=0", "steer@strength=0.5", "steer@strength=2"]
+    assert [e.make().strength for e in spec.edits] == [0, 0.5, 2]
+    assert {e.sweep for e in spec.edits} == {"steer"} and spec.edits[1].sweep_value == 0.5
+    assert spec.edits[0].make().vector_path == tmp_path / "v.npy"  # relative to the spec file
+    with pytest.raises(SpecError, match="sweep: give one field and its numbers"):
+        spec_from_dict(_spec(edits=[{**steer, "sweep": {"strength": "big"}}], control={}), tmp_path)

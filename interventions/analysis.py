@@ -51,6 +51,7 @@ class AnalysisResult:
     comparisons: list[dict]
     fractions: list[dict]
     dose_responses: list[dict] = field(default_factory=list)
+    open_loop: list[dict] = field(default_factory=list)
     text: str = ""
     files: dict[str, str] = field(default_factory=dict)
 
@@ -61,6 +62,7 @@ class AnalysisResult:
             "comparisons": self.comparisons,
             "fraction_moving_behaviour": self.fractions,
             "dose_response": self.dose_responses,
+            "open_loop": self.open_loop,
             "files": self.files,
         }
 
@@ -194,6 +196,8 @@ def analyse(out: str | Path) -> AnalysisResult:
             moved = stats.fraction_significant(list(corrected.adjusted))
             fractions.append({"factor": factor, "metric": name, **_jsonable(moved)})
     result = AnalysisResult(spec, out, cells, summaries, comparisons, fractions, dose_responses(spec, cells))
+    if spec.open_loop:
+        result.open_loop = open_loop_effects(spec, cells)
     result.files = _write(result)
     result.text = _text(result)
     return result
@@ -223,6 +227,43 @@ def dose_responses(spec: ExperimentSpec, cells: list[CellOutcomes]) -> list[dict
                 result = stats.dose_response(strengths, values, kind)
                 rows.append({"sweep": sweep, "param": param, "agent": agent, "scene": scene, "metric": name,
                              "kind": kind, "result": _jsonable(result)})  # fmt: skip
+    return rows
+
+
+OPEN_LOOP_MEASURES = ("d_p_attack", "abs_d_p_attack", "kl_buttons", "kl_camera")
+
+
+def open_loop_effects(spec: ExperimentSpec, cells: list[CellOutcomes]) -> list[dict]:
+    """Every edit applied open-loop to its control cell's recorded episodes (the same agent and scene, no edit):
+    per episode the mean over steps of each measure, then the mean over episodes with a bootstrap interval."""
+    from vptlens.interventions.open_loop import open_loop_effect
+    from vptlens.recordings.replayer import load_recording_policy
+
+    by_levels = {tuple(sorted(c.cell.levels.items())): c for c in cells}
+    policies = {}
+    rows = []
+    for outcome in cells:
+        control_cell = spec.control_of(outcome.cell, "edit")
+        if control_cell is None:
+            continue
+        control = by_levels[tuple(sorted(control_cell.levels.items()))]
+        if control.cell.edit.make().kind != "none" or not control.episodes:
+            continue  # open-loop effects are measured on episodes recorded without an edit
+        edit = outcome.cell.edit.make()
+        per_episode = {m: [] for m in OPEN_LOOP_MEASURES}
+        for seed in sorted(control.episodes):
+            episode = control.episodes[seed]
+            agent = outcome.cell.agent.name
+            if agent not in policies:
+                policies[agent] = load_recording_policy(episode)
+            means = open_loop_effect(episode, edit, policy=policies[agent]).means()
+            for m in OPEN_LOOP_MEASURES:
+                per_episode[m].append(means[m])
+        rows.append({
+            "cell": outcome.cell.index, **outcome.cell.levels, "replayed_cell": control.cell.index,
+            "n_episodes": len(control.episodes),
+            **{m: _jsonable(stats.bootstrap_mean(v)) for m, v in per_episode.items()},
+        })  # fmt: skip
     return rows
 
 

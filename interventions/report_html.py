@@ -189,6 +189,21 @@ def write_report(result) -> Path:
             km = km_plot(result, metric, img_dir / f"km_{metric}.png")
             if km is not None:
                 parts += [Raw(f"<h2>{esc(metric)}</h2>"), img(f"img/km_{metric}.png", f"Kaplan-Meier {metric}")]
+    if result.open_loop:
+        headers = ["edit", "scene", "agent", "episodes", "mean dP(attack)", "mean |dP(attack)|", "KL buttons",
+                   "KL camera"]  # fmt: skip
+        rows = [
+            [r["edit"], r["scene"], r["agent"], r["n_episodes"],
+             *(f"{_f(r[m]['mean'])} [{_f(r[m]['low'])}, {_f(r[m]['high'])}]" for m in
+               ("d_p_attack", "abs_d_p_attack", "kl_buttons", "kl_camera"))]
+            for r in result.open_loop
+        ]  # fmt: skip
+        parts += [
+            Raw("<h2>Open loop</h2><p class=small>Each edit applied to the control cell's recorded episodes (the same "
+                "frames, so the behaviour cannot diverge): per step the change in P(attack) and the KL of both "
+                "heads, averaged over the episode's steps; mean over episodes with a bootstrap 95% interval.</p>"),
+            table(headers, rows, left=(0, 1, 2)),
+        ]  # fmt: skip
     for i, entry in enumerate(result.dose_responses):
         name = f"dose_{i:03d}.png"
         dose_plot(entry, img_dir / name)

@@ -39,7 +39,7 @@ from vptlens.envs.scenes import Scene, SceneError, as_scene, list_builtin_scenes
 FACTORS = ("agent", "scene", "edit")
 _TOP_KEYS = {
     "name", "description", "agents", "env", "scenes", "edits", "control", "seeds", "n_steps", "n_envs", "metrics",
-    "target", "hooks",
+    "target", "hooks", "open_loop",
 }  # fmt: skip
 MAX_SPEC_BYTES = 1 << 20
 
@@ -151,6 +151,9 @@ class ExperimentSpec:
     description: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """The spec as read, for provenance."""
+    open_loop: bool = False
+    """Also apply every edit open-loop to the control cell's recorded episodes (through the replayer): the change
+    in P(attack) and the KL of both heads at every step, without the behaviour diverging."""
     base_dir: Path = field(default=Path("."), compare=False)
     """Where the spec's relative paths start (its file's directory)."""
 
@@ -402,6 +405,11 @@ def spec_from_dict(d: Any, base_dir: Path = Path("."), where: str = "spec") -> E
             problems.append("target: give {tag: target} (the tag the scene summons the studied mob with)")
         else:
             kw["target_tag"] = target["tag"]
+    if "open_loop" in d:
+        if not isinstance(d["open_loop"], bool):
+            problems.append(f"open_loop: {d['open_loop']!r}; give true or false")
+        else:
+            kw["open_loop"] = d["open_loop"]
     control = d.get("control") or {}
     if not isinstance(control, dict):
         problems.append("control: give a mapping of factor -> level, e.g. {scene: villager_in_open, edit: none}")

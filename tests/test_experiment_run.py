@@ -172,3 +172,15 @@ def test_a_strength_sweep_gives_a_dose_response(tmp_path):
     assert all(level.n == 3 for level in entry["result"]["levels"])
     assert (tmp_path / "sweep" / "img" / "dose_000.png").is_file()
     assert "Dose-response" in (tmp_path / "sweep" / "report.html").read_text()
+
+
+def test_open_loop_effects_replay_the_control_episodes_with_each_edit(tmp_path):
+    from vptlens.interventions import analyse
+
+    raw = _raw(scenes=["villager_under_leaves"], n_steps=12, open_loop=True, control={"edit": "none"})
+    run_experiment(spec_from_dict(raw), tmp_path / "ol")
+    result = analyse(tmp_path / "ol")
+    (row,) = result.open_loop  # the ablation, replayed on the no-edit cell's episodes
+    assert row["edit"] == "ablate_all" and row["replayed_cell"] == 0 and row["n_episodes"] == 2
+    assert row["kl_buttons"]["mean"] > 0 and row["abs_d_p_attack"]["mean"] > 0
+    assert "Open loop" in (tmp_path / "ol" / "report.html").read_text()

@@ -5,9 +5,11 @@
 >>> run_experiment(spec, "runs/villagers", workers=2)
 >>> result = analyse("runs/villagers")            # results.csv, results.json, report.html
 >>> open_loop_effect(episode, HeadAblation(("3.*",)))  # ΔP(attack) and KL per step on a recorded episode
+>>> counterfactual_replay(episode, "tree_at_spot")       # the same poses and actions seen in another scene
 """
 
 from vptlens.interventions.analysis import analyse
+from vptlens.interventions.counterfactual import counterfactual_frames, counterfactual_replay
 from vptlens.interventions.edits import (
     EDITS,
     HeadAblation,
@@ -37,6 +39,8 @@ __all__ = [
     "TimeToEvent",
     "analyse",
     "compute_metrics",
+    "counterfactual_frames",
+    "counterfactual_replay",
     "edit_from_dict",
     "list_metrics",
     "load_spec",

@@ -223,11 +223,15 @@ class EpisodeReplayer:
         names: str | list[str] = (),
         stop: int | None = None,
         check_row: int | None = 0,
+        row_frames: Callable[[int, int], Tensor] | None = None,
     ) -> Iterator[ReplayBlock]:
         """Replay steps 0..stop-1 in blocks, `rows` batch rows all fed the recorded frames, `fwd_hooks` applied
         throughout (they see every row: edit some, leave the others clean); yields each block's outputs and the
         activations named by `names` (wildcards allowed). Row `check_row` must reproduce the recording (None: no
-        row is clean)."""
+        row is clean). `row_frames(start, stop)`: other frames per row, (rows, t, h, w, c) uint8 (e.g. row 1 the
+        counterfactual frames of the same poses in another scene); not with guidance."""
+        if row_frames is not None and self.guided:
+            raise ValueError("row_frames is not supported for guided STEVE-1 replays (one frame per step is guided)")
         policy = self.policy
         stop = len(self) if stop is None else min(stop, len(self))
         state = self.initial_state(rows)
@@ -238,6 +242,10 @@ class EpisodeReplayer:
                 frames = self.frames(start, end)
                 if not self.guided:
                     frames_bt = frames.unsqueeze(0).expand(rows, *frames.shape)
+                    if row_frames is not None:
+                        frames_bt = torch.as_tensor(row_frames(start, end), device=policy.device)
+                        if frames_bt.shape != (rows, *frames.shape):
+                            raise ValueError(f"row_frames gave {tuple(frames_bt.shape)}, not {(rows, *frames.shape)}")
                     first = torch.zeros(frames_bt.shape[:2], dtype=torch.bool, device=policy.device)
                     first[:, 0] = start == 0
                     with policy.hooks([*self.recorded_hooks, *fwd_hooks]):

@@ -150,6 +150,16 @@ class BlockWorldEnv(gym.Env):
         truncated = self._steps >= self.config.max_steps
         return obs, 0.0, terminated, truncated, info
 
+    def follow(self, pose, action: dict | None = None):
+        """Counterfactual step: the player is put at a recorded pose (x, y, z, pitch, yaw) instead of being moved;
+        the rest of the recorded action acts (attack, use, drop) and the world ticks (mobs, food, time). Returns
+        (obs, info) like `reset`: what that pose sees in this env's world."""
+        if self.world is None:
+            raise RuntimeError("call reset() before follow()")
+        events = self.world.advance(pose, action)
+        self._steps += 1
+        return self._observe(events)
+
     def render(self):
         return None if self._pov is None else self._pov.copy()
 

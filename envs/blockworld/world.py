@@ -370,6 +370,26 @@ class World:
         self.time = (self.time + 1) % TICKS_PER_DAY
         return self.events
 
+    def advance(self, pose: "tuple | list | np.ndarray", action: dict | None = None) -> list[dict]:
+        """One tick with the player carried to a recorded pose (x, y, z, pitch, yaw) instead of moved by `action`;
+        the rest of `action` acts as in `tick` (attack, use, drop, hotbar), then mobs, food and time advance. A
+        recorded episode's camera path and actions, replayed in another world (counterfactual frames)."""
+        self.events = []
+        action = action or {}
+        x, y, z, pitch, yaw = (float(v) for v in pose)
+        self.teleport(x, y, z, pitch, yaw)
+        for i in range(1, 10):
+            if action.get(f"hotbar.{i}", 0):
+                self.player.selected = i - 1
+        target = self.target(self.entity_boxes(), max_distance=BLOCK_REACH)
+        self._attack(action, target)
+        self._use(action, target)
+        self._drop(action)
+        self._tick_entities()
+        self._tick_food()
+        self.time = (self.time + 1) % TICKS_PER_DAY
+        return self.events
+
     def _in_water(self, pos: np.ndarray, height: float) -> bool:
         x, z = int(math.floor(pos[0])), int(math.floor(pos[2]))
         if not (0 <= x < WORLD_SIZE_XZ and 0 <= z < WORLD_SIZE_XZ):

@@ -24,7 +24,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -227,6 +227,8 @@ class ProbeResult:
     split: dict
     n_steps_used: int
     targets: dict[str, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]
+    directions: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    """(label, hook) -> the probe's weights on the raw activations, fitted on every row (what steering adds)."""
     """Per label: (true values, fold of each value, out-of-fold predictions per hook), for the figures."""
 
 
@@ -276,6 +278,7 @@ def compute(cfg: ProbeConfig, run: Run | None = None) -> ProbeResult:
 
     results = {}
     oof: dict[str, dict[str, np.ndarray]] = {lab.name: {} for lab in labels}
+    directions: dict[tuple[str, str], np.ndarray] = {}
     for label in labels:
         sel = valid[label.name][keep]
         y = values[label.name][keep][sel]
@@ -295,6 +298,7 @@ def compute(cfg: ProbeConfig, run: Run | None = None) -> ProbeResult:
             cv = cross_validate(X_all[idx], values[label.name][keep][sel], folds_kept[sel], label.kind, cfg.l2,
                                 cfg.balance_classes, cfg.max_iter)  # fmt: skip
             oof[label.name][feature] = cv.pop("oof")
+            directions[(label.name, feature)] = cv.pop("direction")
             baseline = cv.pop("baseline")
             results[label.name].setdefault("baseline", baseline)
             results[label.name]["probes"][feature] = {"n_features": int(X_all.shape[1]), **cv}
@@ -324,7 +328,7 @@ def compute(cfg: ProbeConfig, run: Run | None = None) -> ProbeResult:
             for ep, r, f in zip(episodes, rows, fold_by_ep)
         ],
     }
-    return ProbeResult(episodes, features, probed, results, skipped, split, int(len(keep)), targets)
+    return ProbeResult(episodes, features, probed, results, skipped, split, int(len(keep)), targets, directions)
 
 
 # ---------------------------------------------------------------- the report
@@ -389,6 +393,14 @@ def main(cfg: ProbeConfig) -> dict:
             files.append(f"{name}_scatter.png")
             plots.plot_scatter(name, res, y, oof, out / files[-1], cfg.seed)
         res["plots"] = files
+    (out / "directions").mkdir()
+    for (label, feature), w in result.directions.items():
+        if parse_feature(feature)[0] == "attention":
+            continue  # attention patterns are not activations one can steer
+        norm = float(np.linalg.norm(w))
+        if norm > 0:  # unit vector along the probe's weights: `kind: steering, vector_path: ...`
+            np.save(out / "directions" / f"{label}__{feature}.npy", (w / norm).astype(np.float32))
+            result.labels[label]["probes"][feature]["direction_file"] = f"directions/{label}__{feature}.npy"
     doc = to_json(result, cfg, run, time.time() - t0)
     report.write_json(out / "probe.json", doc)
     logger.info("probes written to %s in %.1f s", out, time.time() - t0)

@@ -315,6 +315,13 @@ def cross_validate(
         chosen = {"l2": lam, **({"inner_scores": {str(k): v for k, v in inner_scores.items()}} if inner_scores else {})}
         fold_rows.append({**info, **metrics, **chosen})
         base_rows.append({**info, **base})
+    # the direction a user steers along: one probe fitted on every row, with the L2 the folds chose most often
+    chosen_l2 = [r["l2"] for r in fold_rows if "l2" in r]
+    lam_all = max(set(chosen_l2), key=lambda v: (chosen_l2.count(v), v)) if chosen_l2 else grid[len(grid) // 2]
+    if kind == "binary":
+        direction, _ = fit_logistic(X, y_t.float(), lam_all, balance_classes, max_iter)
+    else:
+        direction, _ = solve_ridge(total, shift, lam_all)
     names = BINARY_METRICS if kind == "binary" else REGRESSION_METRICS
     done = ~np.isnan(oof)
     pooled = (binary_metrics if kind == "binary" else regression_metrics)(y[done], oof[done])
@@ -324,4 +331,6 @@ def cross_validate(
         "pooled": pooled,  # all out-of-fold predictions together (each from its own fold's probe)
         "oof": oof,
         "baseline": {"folds": base_rows, "summary": {k: summarize([r.get(k) for r in base_rows]) for k in names}},
+        "direction": direction.double().cpu().numpy(),  # (d,) weights on the raw activations, all rows, l2 below
+        "direction_l2": lam_all,
     }

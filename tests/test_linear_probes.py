@@ -374,6 +374,19 @@ def test_main_on_tiny_run(tiny_run, tmp_path):
     if not one_class:
         plots |= {"crosshair_on_log_metrics.png", "crosshair_on_log_roc.png"}
     assert {p for r in on_disk["labels"].values() for p in r["plots"]} == plots
+    # each (label, activation hook) leaves a unit steering direction that an intervention can use
+    from vptlens.agents import load_policy
+    from vptlens.interventions.edits import Steering
+
+    for label in expected:
+        probes = on_disk["labels"][label]["probes"]
+        assert "direction_file" not in probes["attention/L1"]
+        for hook in ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post"):
+            v = np.load(out / probes[hook]["direction_file"])
+            assert v.shape == (64,) and abs(float(np.linalg.norm(v)) - 1) < 1e-5
+    pitch = out / on_disk["labels"]["pitch"]["probes"]["blocks.1.hook_resid_post"]["direction_file"]
+    policy = load_policy(*(Path(on_disk["run"]["agent"][k]) for k in ("model_path", "weights_path")))
+    assert Steering("blocks.1.hook_resid_post", 2.0, vector_path=pitch).validate(policy) == []
     one_episode = linear._check_label(L.get_label("attacking"), np.array([0, 1, 0, 0, 0.0]), np.ones(5, bool),
                                       np.array([0, 0, 0, 1, 1]))  # fmt: skip
     assert one_episode.startswith("class 1 occurs in 1 episode only")

@@ -27,7 +27,8 @@ A scene is validated when built (names, attributes, absolute coordinates, fill s
 lengths) and again, for every edit before any is applied, once `~` resolves against a world.
 
 Longer than ~500 lines on purpose: parsing, validation and both compilations (BlockWorld and
-Minecraft commands) must agree edit by edit, so they sit side by side.
+Minecraft commands) must agree edit by edit, so they sit side by side; and loading a file (size,
+alias and depth limits) is the first step of parsing, whose error messages it shares.
 """
 
 import dataclasses

@@ -11,9 +11,9 @@ results.csv (tidy: one row per episode and metric), results.json (with provenanc
 """
 
 import csv
+import functools
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,11 +24,12 @@ from vptlens.interventions import stats
 from vptlens.interventions.metrics import Target, TimeToEvent, compute_metrics, get_metric
 from vptlens.interventions.runner import EXPERIMENT_FILE
 from vptlens.interventions.spec import FACTORS, Cell, ExperimentSpec, spec_from_dict
-from vptlens.probes.report import Null, write_json
+from vptlens.probes.report import Null, fmt, write_json
 from vptlens.recordings.schema import provenance
 from vptlens.recordings.store import Episode, Run
 
 logger = logging.getLogger(__name__)
+_fmt = functools.partial(fmt, digits=3)
 
 
 @dataclass
@@ -307,12 +308,6 @@ def _write(result: AnalysisResult) -> dict[str, str]:
     )
     write_report(result)
     return files
-
-
-def _fmt(x, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
 
 
 def _text(result: AnalysisResult) -> str:

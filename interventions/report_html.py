@@ -5,15 +5,18 @@ cell, the agent's frame at its first hit of the target (or its closest look at i
 seeds, each with the command that replays that episode with its attention.
 """
 
+import functools
 import math
 from pathlib import Path
 
 import numpy as np
 
 from vptlens.interventions.metrics import TimeToEvent
-from vptlens.probes.report import Raw, esc, img, new_figure, page, save_figure, save_png, table
+from vptlens.interventions.stats import kaplan_meier
+from vptlens.probes.report import Raw, esc, fmt, img, new_figure, page, save_figure, save_png, table
 
 N_THUMBS = 3
+_f = functools.partial(fmt, digits=3)
 
 
 def _num(x) -> float:
@@ -58,8 +61,6 @@ def km_plot(result, metric: str, path: Path) -> Path | None:
         values = [v for v in outcome.values.get(metric, {}).values() if isinstance(v, TimeToEvent)]
         if not values:
             continue
-        from vptlens.interventions.stats import kaplan_meier
-
         km = kaplan_meier(values)
         times = [0.0, *km.times]
         survival = [1.0, *km.survival]
@@ -139,12 +140,6 @@ def _cell_table(result) -> Raw:
         rows.append([f"{s['cell']}: {s['scene']}, {s['edit']}, {s['agent']}", s["metric"], s["n"], _f(estimate),
                      interval, str(note)])  # fmt: skip
     return table(headers, rows, left=(0, 1, 5))
-
-
-def _f(x) -> str:
-    if x is None or hasattr(x, "reason"):
-        return "n/a"
-    return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
 def _comparison_table(result) -> Raw:

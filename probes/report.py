@@ -132,7 +132,7 @@ def esc(x: Any) -> str:
 
 def fmt(x: Any, digits: int = 4) -> str:
     """Numbers for people: significant digits, nan and null shown as such."""
-    if x is None:
+    if x is None or isinstance(x, Null):
         return "n/a"
     if isinstance(x, float | np.floating):
         return "nan" if math.isnan(x) else f"{float(x):.{digits}g}"

@@ -11,6 +11,7 @@ Longer than ~500 lines on purpose: the config, the stepping loop, the manifest a
 rules are one state machine (what is on disk after any kill), easier to check read together.
 """
 
+import contextlib
 import json
 import logging
 import shutil
@@ -430,7 +431,7 @@ class Recorder:
                 if all(w is None or w.closed for w in writers):
                     break
                 frames = np.stack([preprocess_frames(o["pov"]) for o in obs_list])
-                with policy.hooks(self.fwd_hooks):  # an intervention's edits, if any
+                with policy.hooks(self.fwd_hooks) if self.fwd_hooks else contextlib.nullcontext():  # an intervention
                     out, state, cache = policy.run_with_cache(
                         torch.from_numpy(frames),
                         first,

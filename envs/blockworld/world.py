@@ -356,28 +356,20 @@ class World:
         pitch_delta, yaw_delta = (float(v) for v in np.asarray(action.get("camera", (0.0, 0.0))).reshape(2))
         p.pitch = float(np.clip(p.pitch + pitch_delta, -90.0, 90.0))
         p.yaw = float((p.yaw + yaw_delta + 180.0) % 360.0 - 180.0)
-        for i in range(1, 10):
-            if action.get(f"hotbar.{i}", 0):
-                p.selected = i - 1
         self._move_player(action)
-        boxes = self.entity_boxes()
-        target = self.target(boxes, max_distance=BLOCK_REACH)
-        self._attack(action, target)
-        self._use(action, target)
-        self._drop(action)
-        self._tick_entities()
-        self._tick_food()
-        self.time = (self.time + 1) % TICKS_PER_DAY
-        return self.events
+        return self._act_and_advance(action)
 
     def advance(self, pose: "tuple | list | np.ndarray", action: dict | None = None) -> list[dict]:
         """One tick with the player carried to a recorded pose (x, y, z, pitch, yaw) instead of moved by `action`;
         the rest of `action` acts as in `tick` (attack, use, drop, hotbar), then mobs, food and time advance. A
         recorded episode's camera path and actions, replayed in another world (counterfactual frames)."""
         self.events = []
-        action = action or {}
         x, y, z, pitch, yaw = (float(v) for v in pose)
         self.teleport(x, y, z, pitch, yaw)
+        return self._act_and_advance(action or {})
+
+    def _act_and_advance(self, action: dict) -> list[dict]:
+        """The rest of a tick once the player stands where it ends: hotbar, attack, use, drop; mobs, food, time."""
         for i in range(1, 10):
             if action.get(f"hotbar.{i}", 0):
                 self.player.selected = i - 1

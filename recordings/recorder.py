@@ -12,8 +12,10 @@ rules are one state machine (what is on disk after any kill), easier to check re
 """
 
 import contextlib
+import dataclasses
 import json
 import logging
+import os
 import shutil
 import signal
 import time
@@ -35,7 +37,16 @@ from vptlens.envs.blockworld import BlockWorldConfig
 from vptlens.envs.scenes import as_scene
 from vptlens.minerl_spec import MINERL_BUTTONS
 from vptlens.recordings import schema as S
-from vptlens.recordings.schema import AgentRecord, EnvRecord, EpisodeMeta, RunManifest, git_commit, now_iso, to_jsonable
+from vptlens.recordings.schema import (
+    AGENT_DIR,
+    AgentRecord,
+    EnvRecord,
+    EpisodeMeta,
+    RunManifest,
+    git_commit,
+    now_iso,
+    to_jsonable,
+)
 from vptlens.recordings.store import Episode
 from vptlens.recordings.writer import TEXT, ArraySpec, BlockWriter, EpisodeWriter
 
@@ -164,6 +175,31 @@ def episode_specs(policy: VPTPolicy, cfg: RecordConfig, hook_names: list[str]) -
     return specs
 
 
+def keep_agent_in_run(run_dir: Path, record: AgentRecord) -> AgentRecord:
+    """Hard-link (or, across file systems, copy) the agent's files into `RUN/agent/`, and return the record with
+    those run-relative paths: a run replays from itself, and its recorded paths are never followed outside it
+    (`load_recording_policy`). A hard link costs no space; a copy of a 2x checkpoint is ~1 GB, said in the log."""
+    if record.model_path is None or record.weights_path is None:
+        return record  # a policy built in memory: nothing to keep
+    folder = run_dir / AGENT_DIR
+    folder.mkdir(exist_ok=True)
+    relative = {}
+    for kind in ("model", "weights"):
+        source = Path(getattr(record, f"{kind}_path"))
+        target = folder / source.name
+        relative[f"{kind}_path"] = f"{AGENT_DIR}/{source.name}"
+        if target.exists():
+            continue  # a resume: the run's copy, whose sha256 was compared already
+        try:
+            os.link(source, target)
+        except OSError:
+            logger.info("copying %s into %s (a hard link was not possible)", source, folder)
+            partial = target.with_name(target.name + ".part")
+            shutil.copyfile(source, partial)
+            partial.replace(target)
+    return dataclasses.replace(record, **relative)
+
+
 def agent_files(agent) -> tuple[Path, Path]:
     """The .model and .weights files of an agent given as `model`/`weights` or as a `zoo` name downloaded into
     `checkpoint_dir` (a `RecordConfig`, or an experiment's agent)."""
@@ -237,8 +273,10 @@ class Recorder:
                 raise FileExistsError(f"{self.run_dir} holds a run already; pass --resume to finish it, or a new --out")
             manifest = RunManifest.load(self.run_dir)
             self._check_resumable(manifest)
+            self.agent_record = keep_agent_in_run(self.run_dir, self.agent_record)
             return manifest
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.agent_record = keep_agent_in_run(self.run_dir, self.agent_record)
         manifest = RunManifest(
             config=to_jsonable(cfg),
             agent=self.agent_record,

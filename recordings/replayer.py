@@ -32,6 +32,7 @@ from torch import Tensor
 from vptlens.agents import load_policy
 from vptlens.agents.loading import sha256_file
 from vptlens.agents.policy import PolicyOutput, PolicyState, VPTPolicy
+from vptlens.recordings.schema import AGENT_DIR
 from vptlens.recordings.store import Episode
 
 logger = logging.getLogger(__name__)
@@ -57,18 +58,12 @@ def load_recording_policy(
     paths = {}
     for kind in ("model", "weights"):
         recorded_path, expected = getattr(agent, f"{kind}_path"), getattr(agent, f"{kind}_sha256")
-        path = given[kind] or recorded_path
-        if path is None:
-            raise FileNotFoundError(
-                f"{episode.path} was recorded by a policy built in memory (no {kind} file); "
-                f"pass the agent's files with --model and --weights"
-            )
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{episode.path} was recorded with the {kind} file {str(path)!r}, which is not here; "
-                f"pass the same file with --{kind} PATH"
-            )
+        if given[kind] is not None:
+            path = Path(given[kind])
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no such {kind} file; pass the agent's --model and --weights files")
+        else:
+            path = _path_in_run(episode, recorded_path, kind)
         if expected is None and given[kind] is None:
             raise ValueError(
                 f"{episode.path} records no sha256 for its {kind} file, so the file at {str(path)!r} cannot be "
@@ -85,18 +80,37 @@ def load_recording_policy(
     return load_policy(paths["model"], paths["weights"], device=device)
 
 
+def _path_in_run(episode: Episode, recorded: str | None, kind: str) -> Path:
+    """The agent file a recording names, resolved only inside its run (`RUN/agent/`, where the recorder keeps it):
+    an absolute or `../` path in a run's provenance is never followed, so a run from elsewhere cannot make us read
+    an arbitrary file."""
+    fix = f"pass the agent's {kind} file with --{kind} PATH (its sha256 is checked against the recording's)"
+    if recorded is None:
+        raise FileNotFoundError(f"{episode.path} was recorded by a policy built in memory (no {kind} file); {fix}")
+    run_dir = episode.path.parent.resolve()
+    relative = Path(recorded)
+    path = (run_dir / relative).resolve()
+    if relative.is_absolute() or ".." in relative.parts or not path.is_relative_to(run_dir):
+        raise FileNotFoundError(
+            f"{episode.path} names its {kind} file {recorded[:200]!r}, outside its run; recorded paths are followed "
+            f"only inside the run ({AGENT_DIR}/, where vpt-lens keeps the agent since version 0.1): {fix}"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"{episode.path}: its {kind} file {recorded[:200]!r} is missing from the run; {fix}")
+    return path
+
+
 def recorded_goal(episode: Episode) -> np.ndarray | None:
     """STEVE-1: the goal embedding the episode was recorded with, float32 (None for VPT)."""
     meta = episode.meta
     if meta.goal is not None:
         return np.asarray(meta.goal, np.float32)
-    goal_path = (meta.record_config or {}).get("goal")  # recorded before the goal was stored in the episode
-    if goal_path is None:
-        return None
-    path = Path(goal_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{episode.path} was recorded with the goal {goal_path!r}, which is not here")
-    return np.load(path, allow_pickle=False).astype(np.float32).reshape(-1)
+    if (meta.record_config or {}).get("goal") is not None:  # recorded before the goal was stored in the episode
+        raise ValueError(
+            f"{episode.path} was recorded before episodes stored their STEVE-1 goal, and a recorded path is not "
+            "followed outside its run: record it again with this version"
+        )
+    return None
 
 
 @dataclass

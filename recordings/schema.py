@@ -142,6 +142,10 @@ def _from_dict(cls, d: Mapping, where: str):
     return {n: d[n] for n in fields if n in d}
 
 
+AGENT_DIR = "agent"
+"""The run's own copy (hard link) of the agent's files, `RUN/agent/<file name>`; `AgentRecord` paths point there."""
+
+
 @dataclass(frozen=True)
 class AgentRecord:
     """The agent that acted: its files and their sha256 (None for a policy built in memory), its architecture."""

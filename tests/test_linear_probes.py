@@ -385,7 +385,7 @@ def test_main_on_tiny_run(tiny_run, tmp_path):
             v = np.load(out / probes[hook]["direction_file"])
             assert v.shape == (64,) and abs(float(np.linalg.norm(v)) - 1) < 1e-5
     pitch = out / on_disk["labels"]["pitch"]["probes"]["blocks.1.hook_resid_post"]["direction_file"]
-    policy = load_policy(*(Path(on_disk["run"]["agent"][k]) for k in ("model_path", "weights_path")))
+    policy = load_policy(*(Path(tiny_run) / on_disk["run"]["agent"][k] for k in ("model_path", "weights_path")))
     assert Steering("blocks.1.hook_resid_post", 2.0, vector_path=pitch).validate(policy) == []
     one_episode = linear._check_label(L.get_label("attacking"), np.array([0, 1, 0, 0, 0.0]), np.ones(5, bool),
                                       np.array([0, 0, 0, 1, 1]))  # fmt: skip

@@ -83,7 +83,7 @@ def test_another_agent_is_refused(vpt_tiny, episode, tmp_path):
         f.write(b"\0")
     with pytest.raises(ValueError, match="sha256 differs"):
         load_recording_policy(episode, model, changed)
-    with pytest.raises(FileNotFoundError, match="is not here"):
+    with pytest.raises(FileNotFoundError, match="no such model file"):
         load_recording_policy(episode, tmp_path / "missing.model")
 
 
@@ -163,6 +163,7 @@ def test_a_recording_without_checksums_needs_the_files_given(episode, tmp_path):
 
     copy = tmp_path / "episode.zarr"
     shutil.copytree(episode.path, copy)
+    shutil.copytree(episode.path.parent / "agent", tmp_path / "agent")
     group = zarr.open_group(str(copy), mode="r+")
     group.attrs["agent"] = {**group.attrs["agent"], "weights_sha256": None}
     from vptlens.recordings.store import Episode
@@ -172,6 +173,42 @@ def test_a_recording_without_checksums_needs_the_files_given(episode, tmp_path):
         load_recording_policy(unchecked)
     model, weights = fixture_paths("vpt_tiny")
     assert load_recording_policy(unchecked, weights_path=weights).cfg == load_policy(model, weights).cfg
+
+
+def test_the_agent_is_kept_in_the_run_and_recorded_paths_are_never_followed_outside_it(episode, tmp_path):
+    """Issue 12, finding 5: a run's provenance paths resolve only inside the run (RUN/agent/, hard links of the
+    recording's files); an absolute path, a `../` or a symlink out of the run is refused even when it points to the
+    right file, and the user's own --model/--weights are always taken (sha256-checked)."""
+    import os
+
+    import zarr
+
+    from vptlens.recordings.store import Episode
+
+    model, weights = fixture_paths("vpt_tiny")
+    agent = episode.meta.agent
+    assert (agent.model_path, agent.weights_path) == ("agent/agent.model", "agent/agent.weights")
+    assert (episode.path.parent / agent.weights_path).read_bytes() == weights.read_bytes()
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copytree(episode.path, run / "episode.zarr")
+    group = zarr.open_group(str(run / "episode.zarr"), mode="r+")
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(episode.path.parent / "agent", outside)
+    for recorded in (
+        str(outside / "agent.weights"),
+        "../elsewhere/agent.weights",
+        "agent/../../elsewhere/agent.weights",
+    ):
+        group.attrs["agent"] = {**agent.to_dict(), "model_path": recorded.replace("weights", "model"),
+                                "weights_path": recorded}  # fmt: skip
+        with pytest.raises(FileNotFoundError, match="outside its run"):
+            load_recording_policy(Episode(run / "episode.zarr"))
+    group.attrs["agent"] = agent.to_dict()
+    os.symlink(outside, run / "agent")  # the run's agent folder is a link out of the run
+    with pytest.raises(FileNotFoundError, match="outside its run"):
+        load_recording_policy(Episode(run / "episode.zarr"))
+    assert load_recording_policy(Episode(run / "episode.zarr"), model, weights).cfg == load_policy(model, weights).cfg
 
 
 def test_an_episode_without_steps_is_a_clear_error_not_a_crash(episode, tmp_path):

@@ -49,8 +49,15 @@ def _groups() -> dict[str, tuple[str, Commands]]:
         "run": (experiment.RunConfig, experiment.run),
         "report": (experiment.ReportConfig, experiment.report),
     }
+    from vptlens.training import bc, demos
+
+    training = {
+        "expert-demos": (demos.ExpertDemosConfig, demos.main),
+        "bc": (bc.BCConfig, bc.main),
+    }
     return {
         "sae": ("sparse autoencoders on recorded activations: train, eval, dashboard", sae),
+        "train": ("the model organism: record the scripted expert, behavioural cloning with DAgger", training),
         "experiment": (
             "interventions: scenes x activation edits x seeds, with statistics against controls",
             experiments,

@@ -116,6 +116,8 @@ class ZooEntry:
     """The checkpoint this one was fine-tuned from, where the release says."""
     source: str = "VPT README"
     """Where the files are listed."""
+    shipped: bool = False
+    """The files ship inside the package (`agents/organism/`): nothing to download (the model organism)."""
 
     @property
     def is_agent(self) -> bool:
@@ -203,6 +205,24 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
+SHIPPED_DIR = Path(__file__).parent / "organism"
+"""Where the package's own checkpoints (the model organism) lie."""
+
+
+def shipped_files(entry: ZooEntry) -> dict[str, Path]:
+    """Role -> path of a shipped entry's files, each checked against its sha256 (a damaged install is refused)."""
+    if not entry.shipped:
+        raise ValueError(f"'{entry.name}' is not shipped with the package: `vptlens download {entry.name}`")
+    paths = {}
+    for role, f in entry.files.items():
+        path = SHIPPED_DIR / f.file_name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing from the installed package; reinstall vpt-lens")
+        _check_digests(path, str(path), f.sha256, f.md5)
+        paths[role] = path
+    return paths
+
+
 def get_zoo_entry(name: str) -> ZooEntry:
     """The zoo entry called `name`; a KeyError naming the close matches and every valid name otherwise."""
     if name in ZOO:
@@ -218,7 +238,7 @@ def list_zoo() -> str:
     for e in ZOO.values():
         a = e.architecture
         arch = (a.hidsize, a.attention_heads or "?", f"{a.n_params / 1e6:.0f}M") if a else ("", "", "")
-        files = " + ".join(f.file_name for f in e.files.values())
+        files = " + ".join(f.file_name for f in e.files.values()) + (" (shipped)" if e.shipped else "")
         rows.append((e.name, e.kind, e.width or "", *map(str, arch), files, e.description))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
@@ -426,7 +446,11 @@ def download(
             raise ValueError("base_url applies to zoo names only; give the mirror's full URL instead")
         targets = {"file": _zoo_file_for_url(name_or_url)}
     else:
-        targets = get_zoo_entry(name_or_url).files
+        entry = get_zoo_entry(name_or_url)
+        if entry.shipped:
+            logger.info("%s ships with the package: nothing to download", entry.name)
+            return shipped_files(entry)
+        targets = entry.files
     if base_url is not None and not _is_url(base_url):
         raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -474,6 +498,10 @@ def main(cfg: DownloadConfig) -> dict[str, Path]:
         print(list_zoo())
         return {}
     paths = download(cfg.name, cfg.dir, base_url=cfg.base_url)
+    if not _is_url(cfg.name) and get_zoo_entry(cfg.name).shipped:
+        print(f"{cfg.name} ships with vpt-lens: " + ", ".join(str(p) for p in paths.values()))
+        print(f"record with: vptlens record --zoo {cfg.name}")
+        return paths
     manifest = _load_manifest(Path(cfg.dir))
     for role, path in paths.items():
         print(f"{role:<8} {path}  sha256 {manifest[path.name]['sha256']}")

@@ -245,8 +245,8 @@ def open_loop_effects(spec: ExperimentSpec, cells: list[CellOutcomes]) -> list[d
     rows = []
     for outcome in cells:
         control_cell = spec.control_of(outcome.cell, "edit")
-        if control_cell is None:
-            continue
+        if control_cell is None or outcome.cell.agent.scripted is not None:
+            continue  # no edit to measure, or no policy to replay
         control = by_levels[tuple(sorted(control_cell.levels.items()))]
         if control.cell.edit.make().kind != "none" or not control.episodes:
             continue  # open-loop effects are measured on episodes recorded without an edit

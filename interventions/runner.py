@@ -14,16 +14,15 @@ Workers are local processes (spawned, one torch thread and one numba thread each
 cores that was ~4x faster than two threads each), or Ray tasks with `ray=True`.
 """
 
-import contextlib
 import importlib.util
 import logging
 import multiprocessing
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from vptlens.envs.workers import WORKER_ENV, init_worker, worker_environment
 from vptlens.interventions.spec import Cell, ExperimentSpec, SpecError, spec_from_dict
 from vptlens.probes.report import write_json
 from vptlens.recordings.recorder import agent_files
@@ -52,6 +51,14 @@ def check_edits(spec: ExperimentSpec, device: str = "cpu") -> None:
 
     problems = []
     for agent in spec.agents:
+        if agent.scripted is not None:
+            problems += [
+                f"edit {level.name} on agent {agent.name}: the scripted agent has no activations to edit; "
+                "give it only edits of kind none (split the experiment, or drop the edit)"
+                for level in spec.edits
+                if level.make().kind != "none"
+            ]
+            continue
         policy = load_policy(*agent_files(agent), device=device)
         if policy.cfg.is_goal_conditioned and agent.goal is None:
             problems.append(f"agent {agent.name}: a STEVE-1 policy needs a goal (.npy MineCLIP embedding)")
@@ -64,34 +71,6 @@ def check_edits(spec: ExperimentSpec, device: str = "cpu") -> None:
         raise SpecError("the experiment", problems)
 
 
-WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-"""Set in the parent before workers spawn: a worker imports numba (through this module) before any initializer
-runs, and numba reads its thread count at import. Two workers with two numba threads each were ~4x slower on
-2 cores than with one (8.5 s vs 33 s per cell, measured)."""
-
-
-@contextlib.contextmanager
-def _worker_environment():
-    saved = {k: os.environ.get(k) for k in WORKER_ENV}
-    os.environ.update(WORKER_ENV)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _init_worker() -> None:
-    import numba
-    import torch
-
-    numba.set_num_threads(1)
-    torch.set_num_threads(1)
-
-
 def record_cell(task: dict) -> CellRun:
     """Record one cell (in a worker process or a Ray task): its episodes, resumed if some are there already."""
     from vptlens.agents import load_policy
@@ -100,28 +79,37 @@ def record_cell(task: dict) -> CellRun:
     spec = spec_from_dict(task["spec"], Path(task["base_dir"]))
     cell: Cell = spec.cells()[task["cell"]]
     out = Path(task["out"]) / "cells" / cell.dir_name
-    model, weights = agent_files(cell.agent)
-    policy = load_policy(model, weights, device=task["device"])
-    edit = cell.edit.make()
-    hooks = edit.hooks(policy)
-    cfg = RecordConfig(
-        model=model,
-        weights=weights,
+    common = dict(
         out=out,
         env=spec.env,
         scene=task["scene_file"],
         n_episodes=spec.n_seeds,
         n_steps=spec.n_steps,
-        n_envs=1 if edit.kind == "patch" else min(spec.n_envs, spec.n_seeds),  # a patch hook counts steps of one env
         seed=spec.seed_start,
-        hooks=spec.hooks,
-        goal=cell.agent.goal,
-        cond_scale=cell.agent.cond_scale,
-        device=task["device"],
         resume=(out / "run.json").exists(),
     )
+    if cell.agent.scripted is not None:  # the edit is `none` (check_edits): the agent as it is
+        from vptlens.training.demos import expert_actor
+
+        cfg = RecordConfig(scripted=cell.agent.scripted, n_envs=min(spec.n_envs, spec.n_seeds), hooks=(), **common)
+        recorder = Recorder(cfg, actor=expert_actor)
+    else:
+        model, weights = agent_files(cell.agent)
+        policy = load_policy(model, weights, device=task["device"])
+        edit = cell.edit.make()
+        hooks = edit.hooks(policy)
+        cfg = RecordConfig(
+            model=model,
+            weights=weights,
+            n_envs=1 if edit.kind == "patch" else min(spec.n_envs, spec.n_seeds),  # a patch counts steps of one env
+            hooks=spec.hooks,
+            goal=cell.agent.goal,
+            cond_scale=cell.agent.cond_scale,
+            device=task["device"],
+            **common,
+        )
+        recorder = Recorder(cfg, policy, fwd_hooks=hooks, intervention=edit.to_dict() if hooks else None)
     start = time.perf_counter()
-    recorder = Recorder(cfg, policy, fwd_hooks=hooks, intervention=edit.to_dict() if hooks else None)
     summary = recorder.run()
     if recorder.interrupted:
         raise KeyboardInterrupt
@@ -205,8 +193,8 @@ def run_experiment(
         return [record_cell(t) for t in tasks]
     context = multiprocessing.get_context("spawn")
     with (
-        _worker_environment(),
-        ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool,
+        worker_environment(),
+        ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=init_worker) as pool,
     ):
         return list(pool.map(record_cell, tasks))
 
@@ -223,5 +211,5 @@ def _run_ray(tasks: list[dict], workers: int, address: str | None) -> list[CellR
 
 
 def _ray_record_cell(task: dict) -> CellRun:
-    _init_worker()
+    init_worker()
     return record_cell(task)

@@ -53,14 +53,21 @@ class SpecError(ValueError):
         super().__init__(f"{where}: {len(problems)} problem(s): {listed}")
 
 
+SCRIPTED_AGENTS = ("chopper",)
+"""Scripted agents an experiment can run (`vptlens.training.expert`), by name."""
+
+
 @dataclass(frozen=True)
 class AgentSpec:
-    """One agent: its files (or a zoo name), and for STEVE-1 its goal embedding and guidance scale."""
+    """One agent: its files (or a zoo name, or a scripted agent), and for STEVE-1 its goal embedding and guidance
+    scale."""
 
     name: str
     model: Path | None = None
     weights: Path | None = None
     zoo: str | None = None
+    scripted: str | None = None
+    """A scripted agent instead of a policy (`chopper`: the model organism's teacher); only the edit `none`."""
     checkpoint_dir: Path = Path("checkpoints")
     goal: Path | None = None
     cond_scale: float | None = None
@@ -209,14 +216,21 @@ def _agents(raw: Any, base: Path, problems: list[str]) -> list[AgentSpec]:
             if d.get(key) is not None:
                 kw[key] = _path(d[key], base)
         kw["zoo"] = d.get("zoo")
+        kw["scripted"] = d.get("scripted")
         if d.get("cond_scale") is not None:
             try:
                 kw["cond_scale"] = float(d["cond_scale"])
             except (TypeError, ValueError):
                 problems.append(f"{where}.cond_scale: {d['cond_scale']!r} is not a number")
         agent = AgentSpec(**kw)
-        if (agent.zoo is None) == (agent.model is None or agent.weights is None):
-            problems.append(f"{where} ({name}): give model and weights, or zoo (not both)")
+        files = agent.model is not None or agent.weights is not None
+        if sum([agent.zoo is not None, files, agent.scripted is not None]) != 1 or (
+            files and (agent.model is None or agent.weights is None)
+        ):
+            problems.append(f"{where} ({name}): give model and weights, or zoo, or scripted (one of them)")
+        if agent.scripted is not None and agent.scripted not in SCRIPTED_AGENTS:
+            known = ", ".join(SCRIPTED_AGENTS)
+            problems.append(f"{where}.scripted: {agent.scripted!r} unknown; scripted agents: {known}")
         for key in ("model", "weights", "goal"):
             path = getattr(agent, key)
             if path is not None and not path.is_file():

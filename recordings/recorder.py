@@ -19,8 +19,10 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -28,7 +30,7 @@ from tqdm import tqdm
 
 import vptlens
 from vptlens.agents import load_policy
-from vptlens.agents.actions import factored_to_minerl
+from vptlens.agents.actions import factored_to_minerl, minerl_to_factored
 from vptlens.agents.agent import preprocess_frames
 from vptlens.agents.distributions import entropy, log_prob, sample_actions
 from vptlens.agents.policy import PolicyOutput, VPTPolicy
@@ -55,6 +57,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_HOOKS = ("img.hook_out", "blocks.*.hook_resid_post")
 
 
+class Actor(Protocol):
+    """A scripted agent (e.g. `vptlens.training.expert.ChopperExpert`): the MineRL action for an env's state."""
+
+    def act(self, env, info: dict) -> dict: ...
+
+
 @dataclass(frozen=True)
 class RecordConfig:
     """Record episodes of a VPT / STEVE-1 agent."""
@@ -67,6 +75,9 @@ class RecordConfig:
     """A model zoo name (e.g. foundation-model-2x), its files already in --checkpoint-dir (`vptlens download`)."""
     checkpoint_dir: Path = Path("checkpoints")
     """Where `vptlens download` put the zoo's files."""
+    scripted: str | None = None
+    """Set by the caller of `Recorder(..., actor=...)` for a scripted agent (`vptlens train expert-demos`): its
+    name. Its actions and the ground truth are stored; there are no policy outputs."""
     out: Path = Path("runs/run")
     """Run directory: one zarr group per episode, and run.json."""
     env: EnvConfig = BlockWorldConfig()
@@ -101,7 +112,8 @@ class RecordConfig:
     """Steps buffered per episode between flushes (a multiple of 64)."""
 
     def __post_init__(self):
-        if (self.zoo is None) == (self.model is None or self.weights is None):
+        given = [self.zoo is not None, self.model is not None or self.weights is not None, self.scripted is not None]
+        if sum(given) != 1 or (given[1] and (self.model is None or self.weights is None)):
             raise ValueError("give the agent as --model and --weights, or as --zoo NAME (not both)")
         get_env_id(self.env)  # a TypeError for anything but an env config
         if self.resume and self.overwrite:
@@ -112,9 +124,9 @@ class RecordConfig:
             raise ValueError(f"--flush-steps {self.flush_steps}: give a positive multiple of 64 (the chunk length)")
 
 
-def episode_specs(policy: VPTPolicy, cfg: RecordConfig, hook_names: list[str]) -> dict[str, ArraySpec]:
-    """Every per-step array an episode stores (documented in PROTOCOL.md)."""
-    pc = policy.cfg
+def episode_specs(policy: VPTPolicy | None, cfg: RecordConfig, hook_names: list[str]) -> dict[str, ArraySpec]:
+    """Every per-step array an episode stores (documented in PROTOCOL.md); a scripted agent (`policy` None) has
+    no log-probabilities, entropies, value, attention or activations."""
     specs = {
         S.FRAMES: ArraySpec((128, 128, 3), "uint8", 64, "the agent-resolution frame the policy saw", "RGB"),
         S.action_array("buttons"): ArraySpec((), "int32", 64, "joint button class taken (0..8640)", "class"),
@@ -149,6 +161,11 @@ def episode_specs(policy: VPTPolicy, cfg: RecordConfig, hook_names: list[str]) -
     }
     for key in MINERL_BUTTONS:
         specs[S.minerl_action_array(key)] = ArraySpec((), "uint8", 64, f"MineRL '{key}' sent to the env", "0/1")
+    if cfg.full_frames:
+        specs[S.FRAMES_FULL] = ArraySpec((cfg.env.height, cfg.env.width, 3), "uint8", 16, "the env's full frame", "RGB")
+    if policy is None:
+        return {k: v for k, v in specs.items() if k not in _POLICY_OUTPUTS}
+    pc = policy.cfg
     T = pc.memory_len + 1
     for layer in range(pc.n_recurrence_layers):
         specs[S.attention_array(layer)] = ArraySpec(
@@ -170,9 +187,10 @@ def episode_specs(policy: VPTPolicy, cfg: RecordConfig, hook_names: list[str]) -
     for name in hook_names:
         shape = tuple(dims[c] for c in policy.hook_dims(step=True)[name].split() if c != "b")
         specs[S.activation_array(name)] = ArraySpec(shape, "float16", 64, f"hook {name} at each step", "")
-    if cfg.full_frames:
-        specs[S.FRAMES_FULL] = ArraySpec((cfg.env.height, cfg.env.width, 3), "uint8", 16, "the env's full frame", "RGB")
     return specs
+
+
+_POLICY_OUTPUTS = {S.LOG_PROB, S.entropy_array("buttons"), S.entropy_array("camera"), S.VALUE}
 
 
 def keep_agent_in_run(run_dir: Path, record: AgentRecord) -> AgentRecord:
@@ -205,9 +223,12 @@ def agent_files(agent) -> tuple[Path, Path]:
     `checkpoint_dir` (a `RecordConfig`, or an experiment's agent)."""
     if agent.zoo is None:
         return agent.model, agent.weights
-    from vptlens.agents.zoo import get_zoo_entry
+    from vptlens.agents.zoo import get_zoo_entry, shipped_files
 
     entry = get_zoo_entry(agent.zoo)
+    if entry.shipped:
+        files = shipped_files(entry)
+        return files["model"], files["weights"]
     paths = agent.checkpoint_dir / entry.model_file, agent.checkpoint_dir / entry.weights_file
     for path in paths:
         if not path.is_file():
@@ -227,11 +248,15 @@ class Recorder:
         *,
         fwd_hooks: list | tuple = (),
         intervention: dict | None = None,
+        actor: Callable[[int], "Actor"] | None = None,
     ):
         """`fwd_hooks`: activation edits applied at every step (an intervention, `vptlens.interventions`), described
-        by `intervention` (JSON-able) in every episode's metadata; a recording with edits replays only with them."""
+        by `intervention` (JSON-able) in every episode's metadata; a recording with edits replays only with them.
+        `actor`: for a scripted agent (`cfg.scripted` names it), builds one `Actor` per episode from its seed."""
         if bool(fwd_hooks) != (intervention is not None):
             raise ValueError("pass fwd_hooks together with the intervention that describes them (or neither)")
+        if (actor is None) != (cfg.scripted is None):
+            raise ValueError("a scripted agent is recorded with Recorder(cfg with scripted=NAME, actor=factory)")
         self.cfg = cfg
         self.fwd_hooks = list(fwd_hooks)
         self.intervention = intervention
@@ -244,20 +269,25 @@ class Recorder:
                     f"the MineRL interpreter {python!r} does not exist; pass --env.python PATH "
                     "(`vptlens doctor minerl` checks the setup)"
                 )
-        # `policy` lets benchmarks pass one built in memory; it must carry `provenance`
-        self.policy = policy if policy is not None else load_policy(*self.agent_files(), device=cfg.device)
-        self.patterns = self.policy.select_hooks("blocks.*.attn.hook_pattern")
-        self.hooks = [h for h in self.policy.select_hooks(list(cfg.hooks)) if h not in self.patterns]
-        self.specs = episode_specs(self.policy, cfg, self.hooks)
+        self.actor = actor
         self.goal = None
         if cfg.goal is not None:
             self.goal = np.load(cfg.goal, allow_pickle=False).astype(np.float32).reshape(-1)
-        if self.policy.cfg.is_goal_conditioned and self.goal is None:
-            raise ValueError("a STEVE-1 policy needs --goal pointing to a .npy MineCLIP embedding (512 floats)")
+        if actor is not None:
+            self.policy, self.patterns, self.hooks = None, [], []
+            self.agent_record = AgentRecord(scripted=cfg.scripted)
+        else:
+            # `policy` lets benchmarks pass one built in memory; it must carry `provenance`
+            self.policy = policy if policy is not None else load_policy(*self.agent_files(), device=cfg.device)
+            self.patterns = self.policy.select_hooks("blocks.*.attn.hook_pattern")
+            self.hooks = [h for h in self.policy.select_hooks(list(cfg.hooks)) if h not in self.patterns]
+            if self.policy.cfg.is_goal_conditioned and self.goal is None:
+                raise ValueError("a STEVE-1 policy needs --goal pointing to a .npy MineCLIP embedding (512 floats)")
+            self.agent_record = AgentRecord.from_dict(self.policy.provenance, "the policy's provenance")
+        self.specs = episode_specs(self.policy, cfg, self.hooks)
         self.run_dir = Path(cfg.out)
         self.manifest_path = self.run_dir / "run.json"
         self.interrupted = False
-        self.agent_record = AgentRecord.from_dict(self.policy.provenance, "the policy's provenance")
         self.manifest: RunManifest | None = None
         self._writer: BlockWriter | None = None
 
@@ -435,13 +465,10 @@ class Recorder:
         self._writer.submit(save)
 
     def _record_wave(self, indices: list[int], bar) -> None:
-        cfg, policy = self.cfg, self.policy
+        cfg = self.cfg
         reason = "interrupted"
         envs = [make(cfg.env, scene=self.scene) for _ in indices]
         writers: list[EpisodeWriter | None] = []
-        # one sampling stream per episode, so an episode's actions do not depend on its batch-mates; sampled on
-        # the CPU from float32 heads, so the same seed gives the same actions whatever device the policy is on
-        generators = [torch.Generator().manual_seed(cfg.seed + i) for i in indices]
         obs_list, infos = [], []
         try:
             for env, index in zip(envs, indices):
@@ -460,32 +487,13 @@ class Recorder:
                 )
                 self._set_episode(index, path=self.episode_path(index).name, seed=seed, status="recording")
             self._save_manifest()
-            guided = cfg.cond_scale is not None
-            state = policy.initial_state(len(envs), guided=guided)
-            first = torch.ones(len(envs), dtype=torch.bool)
-            goal = None if self.goal is None else torch.from_numpy(np.tile(self.goal, (len(envs), 1)))
+            decide = self._policy_decider(indices) if self.actor is None else self._scripted_decider(indices, envs)
             events = [[] for _ in envs]
             for _ in range(cfg.n_steps):
                 if all(w is None or w.closed for w in writers):
                     break
                 frames = np.stack([preprocess_frames(o["pov"]) for o in obs_list])
-                with policy.hooks(self.fwd_hooks) if self.fwd_hooks else contextlib.nullcontext():  # an intervention
-                    out, state, cache = policy.run_with_cache(
-                        torch.from_numpy(frames),
-                        first,
-                        state,
-                        names=self.patterns + self.hooks,
-                        goal=goal,
-                        cond_scale=cfg.cond_scale,
-                    )
-                first[:] = False
-                out = PolicyOutput(*(x.float().cpu() for x in vars(out).values()))  # one copy of the heads
-                rows = [PolicyOutput(*(x[b : b + 1] for x in vars(out).values())) for b in range(len(envs))]
-                sampled = [sample_actions(row, cfg.deterministic, g) for row, g in zip(rows, generators)]
-                buttons = torch.cat([s[0] for s in sampled])
-                camera = torch.cat([s[1] for s in sampled])
-                batch = self._batch_values(out, buttons, camera, cache)
-                actions = factored_to_minerl(batch[S.action_array("buttons")], batch[S.action_array("camera")])
+                actions, batch = decide(frames, infos)
                 for b, (env, writer) in enumerate(zip(envs, writers)):
                     if writer.closed:
                         continue
@@ -519,6 +527,50 @@ class Recorder:
             finally:
                 for env in envs:
                     env.close()
+
+    def _policy_decider(self, indices: list[int]) -> Callable:
+        """`decide(frames, infos) -> (MineRL actions, stored values)` for a wave: one batched policy step a call,
+        the memory kept inside."""
+        cfg, policy, n = self.cfg, self.policy, len(indices)
+        # one sampling stream per episode, so an episode's actions do not depend on its batch-mates; sampled on
+        # the CPU from float32 heads, so the same seed gives the same actions whatever device the policy is on
+        generators = [torch.Generator().manual_seed(cfg.seed + i) for i in indices]
+        state = policy.initial_state(n, guided=cfg.cond_scale is not None)
+        first = torch.ones(n, dtype=torch.bool)
+        goal = None if self.goal is None else torch.from_numpy(np.tile(self.goal, (n, 1)))
+
+        def decide(frames: np.ndarray, infos: list[dict]) -> tuple[list[dict], dict]:
+            nonlocal state
+            with policy.hooks(self.fwd_hooks) if self.fwd_hooks else contextlib.nullcontext():  # an intervention
+                out, state, cache = policy.run_with_cache(
+                    torch.from_numpy(frames), first, state, names=self.patterns + self.hooks, goal=goal,
+                    cond_scale=cfg.cond_scale,
+                )  # fmt: skip
+            first[:] = False
+            out = PolicyOutput(*(x.float().cpu() for x in vars(out).values()))  # one copy of the heads
+            rows = [PolicyOutput(*(x[b : b + 1] for x in vars(out).values())) for b in range(n)]
+            sampled = [sample_actions(row, cfg.deterministic, g) for row, g in zip(rows, generators)]
+            buttons = torch.cat([s[0] for s in sampled])
+            camera = torch.cat([s[1] for s in sampled])
+            batch = self._batch_values(out, buttons, camera, cache)
+            return factored_to_minerl(batch[S.action_array("buttons")], batch[S.action_array("camera")]), batch
+
+        return decide
+
+    def _scripted_decider(self, indices: list[int], envs: list) -> Callable:
+        """`decide(frames, infos)` for a scripted agent: one actor per episode (seeded by it), acting on each env's
+        state; its actions are stored with their classes in VPT's action space."""
+        actors = [self.actor(self.cfg.seed + i) for i in indices]
+
+        def decide(frames: np.ndarray, infos: list[dict]) -> tuple[list[dict], dict]:
+            actions = [actor.act(env, info) for actor, env, info in zip(actors, envs, infos)]
+            classes = [minerl_to_factored(a) for a in actions]
+            return actions, {
+                S.action_array("buttons"): np.concatenate([c[0] for c in classes]).astype(np.int32),
+                S.action_array("camera"): np.concatenate([c[1] for c in classes]).astype(np.int32),
+            }
+
+        return decide
 
     def _close_partial(self, writers, indices, reason: str) -> None:
         """Hand over every open episode's tail and mark it partial (all written before run() returns)."""
@@ -573,7 +625,7 @@ class Recorder:
             episode_index=index,
             seed=cfg.seed + index,
             agent=self.agent_record,
-            policy_config=self.policy.cfg.to_dict(),
+            policy_config={} if self.policy is None else self.policy.cfg.to_dict(),
             env=EnvRecord(id=get_env_id(cfg.env), settings=to_jsonable(get_env_settings(cfg.env))),
             env_reset_info=to_jsonable({k: v for k, v in info.items() if k != "events"}),
             scene=scene,
@@ -581,7 +633,7 @@ class Recorder:
             hooks=tuple(self.hooks),
             package_version=vptlens.__version__,
             git_commit=git_commit(),
-            sampling="argmax" if cfg.deterministic else "sampled, temperature in logits",
+            sampling=_sampling(cfg),
             goal=None if self.goal is None else tuple(float(x) for x in self.goal),
             cond_scale=cfg.cond_scale,
             intervention=self.intervention,
@@ -621,6 +673,12 @@ class Recorder:
             f"{disk / 1e6:.1f} MB on disk ({disk / max(steps, 1) / 1e3:.1f} kB/step), {seconds:.1f} s"
         )
         return {"complete": complete, "steps": steps, "disk_bytes": disk, "seconds": seconds, "text": text}
+
+
+def _sampling(cfg: RecordConfig) -> str:
+    if cfg.scripted is not None:
+        return f"scripted ({cfg.scripted})"
+    return "argmax" if cfg.deterministic else "sampled, temperature in logits"
 
 
 def _nearest_log(log: dict | None) -> np.ndarray:
@@ -670,6 +728,8 @@ def _is_complete(path: Path) -> bool:
 
 
 def main(cfg: RecordConfig) -> dict:
+    if cfg.scripted is not None:
+        raise ValueError("--scripted is set by `vptlens train expert-demos`, which records the scripted expert")
     recorder = Recorder(cfg)
     summary = recorder.run()
     print(summary["text"])

@@ -158,6 +158,8 @@ class AgentRecord:
     """The policy's architecture (`PolicyConfig.to_dict()`)."""
     random_init_seed: int | None = None
     """Set instead of the files for a policy with random weights built in memory (tests, benchmarks)."""
+    scripted: str | None = None
+    """Set instead of the files for a scripted agent (`vptlens train expert-demos`: "chopper")."""
 
     @classmethod
     def from_dict(cls, d: Mapping, where: str = "agent") -> "AgentRecord":

@@ -92,7 +92,7 @@ def test_spec_files_and_the_builtin_study(tmp_path):
     study = load_spec("villager_study")
     assert [s.name for s in study.scenes][:2] == ["villager_in_open", "villager_under_leaves"]
     assert study.control_level("scene") == "villager_in_open" and len(study.scenes) == 6
-    with pytest.raises(FileNotFoundError, match="built-in specs load by name: villager_study"):
+    with pytest.raises(FileNotFoundError, match="built-in specs load by name: .*villager_study"):
         load_spec(tmp_path / "nope.yaml")
 
 

@@ -1,0 +1,164 @@
+"""The model organism's machinery: released-layout checkpoints, the demonstration stream, BC with DAgger, resume."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from conftest import fixture_paths
+
+from vptlens.agents.config import PolicyConfig, load_config
+from vptlens.agents.loading import load_policy, make_random_policy
+from vptlens.agents.safe_pickle import load_plain_pickle
+from vptlens.envs.blockworld import BlockWorldConfig
+from vptlens.training import bc
+from vptlens.training.checkpoint import load_train_state, save_policy, save_train_state, write_model_file
+from vptlens.training.stream import TRAIN_SEED_BASE, DemoStream, episode_seed
+
+SMALL = {"hidsize": 32, "attention_heads": 2, "n_recurrence_layers": 2}
+
+
+def small_bc(tmp_path, **overrides) -> bc.BCConfig:
+    kw = dict(out=tmp_path / "bc", frames_per_round=(32, 32), betas=(1.0, 0.0), rows=2, chunk=8, episode_steps=10,
+              **SMALL)  # fmt: skip
+    return bc.BCConfig(**{**kw, **overrides})
+
+
+def test_a_written_model_file_is_plain_data_and_reads_back_as_the_released_ones_do(tmp_path):
+    released = load_config(fixture_paths("vpt_tiny")[0])
+    path = write_model_file(tmp_path / "x.model", released)
+    assert load_config(path) == released
+    raw = load_plain_pickle(path)  # the restricted unpickler: plain containers and numbers only
+    kwargs = raw["model"]["args"]["net"]["args"]
+    assert raw["model"]["args"]["pi_head_opts"] == {"temperature": 2.0}
+    assert kwargs["impala_chans"] == list(released.impala_chans) and kwargs["recurrence_type"] == "transformer"
+    opcodes = {op.name for op, _, _ in __import__("pickletools").genops(path.read_bytes())}
+    assert not opcodes & {"GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD", "INST", "OBJ", "NEWOBJ"}
+
+
+def test_saved_policies_load_strictly_with_the_same_numbers(tmp_path):
+    policy = make_random_policy(PolicyConfig(**SMALL, impala_chans=(8, 16, 16), impala_width=1), seed=3)
+    model, weights = save_policy(policy, tmp_path / "ckpt" / "agent")
+    loaded = load_policy(model, weights)
+    frames = torch.randint(0, 255, (1, 4, 128, 128, 3), dtype=torch.uint8)
+    first = torch.tensor([[True, False, False, False]])
+    a, _ = policy(frames, first, policy.initial_state(1))
+    b, _ = loaded(frames, first, loaded.initial_state(1))
+    assert torch.equal(a.buttons_logits, b.buttons_logits) and torch.equal(a.camera_logits, b.camera_logits)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["agent.model", "agent.weights"]
+
+
+def test_train_state_is_read_without_running_code(tmp_path):
+    path = tmp_path / "train_state.pt"
+    save_train_state(path, {"optimizer": {"state": {}, "param_groups": []}, "meta": {"frames": 3}})
+    assert load_train_state(path)["meta"] == {"frames": 3}
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path.write_bytes(pickle.dumps({"meta_json": "{}", "x": Evil()}, protocol=2))
+    with pytest.raises(ValueError, match="not a readable training state"):
+        load_train_state(path)
+
+
+def test_head_biases_start_at_the_expert_marginals():
+    policy = make_random_policy(PolicyConfig(**SMALL), seed=0)
+    buttons = np.array([5] * 80 + [7] * 20)
+    camera = np.array([60] * 90 + [61] * 10)
+    bc.init_head_biases(policy, buttons, camera)
+    for name, expected in (("buttons", {5: 0.8, 7: 0.2}), ("camera", {60: 0.9, 61: 0.1})):
+        layer = policy.pi_head[name].linear_layer
+        probs = torch.softmax(layer.bias.detach() / policy.cfg.temperature, -1)  # a zero residual: the bias alone
+        for cls, p in expected.items():
+            assert float(probs[cls]) == pytest.approx(p, abs=0.01)  # 1% of the mass is spread over unseen classes
+        assert float(probs.sum() - sum(probs[c] for c in expected)) == pytest.approx(0.01, abs=1e-3)
+
+
+def test_the_stream_labels_every_step_with_the_expert_and_starts_episodes_with_first():
+    env = BlockWorldConfig(height=128, width=128, max_steps=12)
+    stream = DemoStream(2, env, seed=5)
+    chunk = stream.next_chunk(16, 1.0, None, torch.Generator())
+    assert chunk.frames.shape == (2, 16, 128, 128, 3) and chunk.frames.dtype == np.uint8
+    assert chunk.first[:, 0].all() and chunk.first[:, 12].all() and chunk.first.sum() == 4  # 12-step episodes
+    assert not chunk.learner_driven.any()
+    assert stream.episodes_done == [1, 1]
+    # the same stream seed, the same data
+    again = DemoStream(2, env, seed=5).next_chunk(16, 1.0, None, torch.Generator())
+    assert np.array_equal(again.frames, chunk.frames) and np.array_equal(again.buttons, chunk.buttons)
+    seeds = {episode_seed(5, r, e) for r in range(2) for e in range(50)}
+    assert len(seeds) == 100 and min(seeds) >= TRAIN_SEED_BASE
+
+
+def test_dagger_rows_are_driven_by_the_learner_and_still_labelled_by_the_expert():
+    env = BlockWorldConfig(height=128, width=128, max_steps=200)
+    learner = make_random_policy(PolicyConfig(**SMALL), seed=1)
+    expert_run = DemoStream(2, env, seed=9).next_chunk(12, 1.0, None, torch.Generator())
+    dagger_run = DemoStream(2, env, seed=9).next_chunk(12, 0.0, learner, torch.Generator().manual_seed(0))
+    assert dagger_run.learner_driven.all()
+    assert np.array_equal(dagger_run.frames[:, 0], expert_run.frames[:, 0])  # same worlds ...
+    assert not np.array_equal(dagger_run.frames[:, -1], expert_run.frames[:, -1])  # ... moved by another policy
+    with pytest.raises(ValueError, match="needs the learner"):
+        DemoStream(1, env, seed=9).next_chunk(4, 0.5, None, torch.Generator())
+
+
+def test_bc_overfits_one_chunk():
+    """The loss and its gradient are right if a policy can memorise a few labelled frames."""
+    policy = make_random_policy(PolicyConfig(**SMALL, impala_chans=(8, 16, 16), impala_width=1), seed=0).train()
+    chunk = DemoStream(2, BlockWorldConfig(height=128, width=128), seed=2).next_chunk(8, 1.0, None, torch.Generator())
+    args = [torch.from_numpy(x) for x in (chunk.frames, chunk.first)]
+    labels = [torch.from_numpy(x) for x in (chunk.buttons, chunk.camera)]
+    bc.init_head_biases(policy, chunk.buttons, chunk.camera)  # the first loss is that of the label marginals
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(30):
+        loss, parts, _ = bc.bc_loss(policy, *args, policy.initial_state(2), *labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0]  # measured: 2.39 -> 0.46 nats
+    assert parts["buttons_acc"] == 1.0
+
+
+def test_bc_trains_resumes_and_writes_a_released_layout_checkpoint(tmp_path):
+    cfg = small_bc(tmp_path, max_minutes=0.0)  # stops after its first update
+    bc.main(cfg)
+    first_log = (cfg.out / "log.jsonl").read_text().splitlines()
+    assert len(first_log) == 1
+    with pytest.raises(FileExistsError, match="--resume"):
+        small_bc(tmp_path)
+    with pytest.raises(ValueError, match="lr: 0.0003 then, 0.001 now"):
+        bc.Trainer(small_bc(tmp_path, resume=True, lr=1e-3))
+    with pytest.raises(ValueError, match="frames_per_round"):
+        bc.Trainer(small_bc(tmp_path, resume=True, frames_per_round=(16, 48)))  # a planned round changed
+    bc.main(small_bc(tmp_path, resume=True))
+    rows = [json.loads(line) for line in (cfg.out / "log.jsonl").read_text().splitlines()]
+    assert [r["frames"] for r in rows] == [16, 32, 48, 64]
+    assert [r["beta"] for r in rows] == [1.0, 1.0, 0.0, 0.0]
+    # who drives is decided at an episode's start: the DAgger round's new episodes are the learner's
+    assert rows[1]["learner_driven"] == 0.0 and rows[-1]["learner_driven"] > 0
+    policy = load_policy(cfg.out / "policy.model", cfg.out / "policy.weights")
+    assert policy.cfg == cfg.policy_config()
+    provenance = json.loads((cfg.out / "provenance.json").read_text())
+    assert provenance["frames"] == 64 and provenance["config"]["frames_per_round"] == [32, 32]
+    assert set(provenance["files"]) == {"policy.model", "policy.weights"}
+    assert (cfg.out / "curves.png").stat().st_size > 0
+    bc.main(small_bc(tmp_path, resume=True, frames_per_round=(32, 32, 16), betas=(1.0, 0.0, 0.0)))  # one more round
+    assert json.loads((cfg.out / "provenance.json").read_text())["frames"] == 80
+    assert sorted(p.name for p in (cfg.out / "rounds").iterdir())[:4] == [
+        "policy-32.model", "policy-32.weights", "policy-64.model", "policy-64.weights"]  # fmt: skip
+
+
+def test_bc_options_are_checked_before_anything_is_written(tmp_path):
+    for kw, message in (
+        ({"betas": (1.0,)}, "one --betas value per"),
+        ({"betas": (1.0, 1.5)}, "0..1"),
+        ({"rows": 0}, "--rows must be at least 1"),
+        ({"attention_heads": 5}, "not divisible"),
+        ({"resume": True}, "no training to resume"),
+    ):
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            small_bc(tmp_path, **kw)
+    assert not (tmp_path / "bc").exists()

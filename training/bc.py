@@ -1,0 +1,361 @@
+"""Behavioural cloning of the scripted chopper into a VPT-architecture policy, with DAgger rounds.
+
+`vptlens train bc --out DIR` trains as VPT was trained: B rows, each a contiguous stream of episodes, cut into
+chunks of T frames; the transformer's memory is carried from one chunk to the next (detached), `first` clears it
+at an episode's start; the loss is the negative log-likelihood of the expert's factored action (button class +
+camera class, through the policy's temperature). Rounds: the first is the expert's own play (beta = 1); in later
+ones a row's episode is driven by the learner with probability 1 - beta and still labelled by the expert.
+
+The output directory holds `policy.model` + `policy.weights` (the released layout: `load_policy`, `vptlens info`
+and every tool read it), `train_state.pt` (resumable: `--resume`), `log.jsonl` (one line per update),
+`curves.png`, and `provenance.json` (config, data seeds, counters, file digests). `--max-minutes` ends a session
+cleanly (state saved) so that a CPU can train in several runs.
+"""
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import vptlens
+from vptlens.agents.config import PolicyConfig
+from vptlens.agents.distributions import log_prob
+from vptlens.agents.loading import load_policy, make_random_policy
+from vptlens.agents.policy import VPTPolicy
+from vptlens.envs.blockworld import BlockWorldConfig
+from vptlens.recordings.schema import git_commit, now_iso, to_jsonable, write_json_atomic
+from vptlens.training.checkpoint import file_digests, load_train_state, save_policy, save_train_state
+from vptlens.training.stream import TRAIN_SEED_BASE, StreamWorker
+
+logger = logging.getLogger(__name__)
+
+STEM = "policy"
+"""`OUT/policy.model` + `OUT/policy.weights`: the latest checkpoint."""
+
+
+@dataclass(frozen=True)
+class BCConfig:
+    """Behavioural cloning (+ DAgger) of the BlockWorld tree-chopping expert into a VPT-architecture policy."""
+
+    out: Path
+    """Training directory (checkpoint, resumable state, log, curves, provenance)."""
+    frames_per_round: tuple[int, ...] = (400_000, 200_000, 200_000)
+    """Training frames of each round; round 0 is the expert's play, later rounds are DAgger rounds."""
+    betas: tuple[float, ...] = (1.0, 0.5, 0.25)
+    """Per round, the probability that the expert (not the learner) drives an episode."""
+    rows: int = 16
+    """Episodes stepped side by side (the batch's rows)."""
+    chunk: int = 32
+    """Frames per row per update (VPT trained on chunks of its memory's length; memory is carried across)."""
+    lr: float = 3e-4
+    """Adam learning rate (1.5e-3 diverged in the feasibility run)."""
+    grad_clip: float = 5.0
+    """Gradient norm clip."""
+    episode_steps: int = 1000
+    """Ticks per training episode (BlockWorld's max_steps)."""
+    seed: int = 0
+    """Seeds the weights' initialisation, the data stream (world seeds from 1,000,000 up) and the sampling."""
+    hidsize: int = 128
+    """Residual stream width d (the released 2x: 2048)."""
+    attention_heads: int = 4
+    """Heads per block (released: head width 128; here 32)."""
+    n_recurrence_layers: int = 4
+    """Transformer blocks, as released."""
+    impala_chans: tuple[int, ...] = (8, 16, 16)
+    """ImpalaCNN channels (released: (16, 32, 32) x width)."""
+    terrain: str = "hills"
+    """BlockWorld terrain of the training worlds."""
+    checkpoint_minutes: float = 10.0
+    """Write the checkpoint and the resumable state this often (and at each round's end)."""
+    max_minutes: float | None = None
+    """Stop cleanly after this long (state saved); run again with --resume to go on."""
+    resume: bool = False
+    """Continue the training in --out from its state (with the same settings; rounds may be appended)."""
+    device: str = "cpu"
+    """torch device (cuda where there is one)."""
+    threads: int = 0
+    """torch threads (0: torch's default; 1 per process when other work shares the cores)."""
+
+    def __post_init__(self):
+        if len(self.frames_per_round) != len(self.betas) or not self.betas:
+            raise ValueError("give one --betas value per --frames-per-round value")
+        if any(not 0 <= b <= 1 for b in self.betas):
+            raise ValueError(f"--betas must lie in 0..1, got {self.betas}")
+        if any(f < 1 for f in self.frames_per_round):
+            raise ValueError(f"--frames-per-round must be positive, got {self.frames_per_round}")
+        for name, lo in (("rows", 1), ("chunk", 1), ("episode_steps", 2), ("threads", 0)):
+            if getattr(self, name) < lo:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least {lo}")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"--lr {self.lr} must lie in (0, 1)")
+        if self.resume and not (Path(self.out) / "train_state.pt").is_file():
+            raise FileNotFoundError(f"{self.out} holds no training to resume (no train_state.pt); drop --resume")
+        if not self.resume and (Path(self.out) / "train_state.pt").exists():
+            raise FileExistsError(f"{self.out} holds a training already: pass --resume to go on, or another --out")
+        self.policy_config()  # sizes checked before anything is written
+
+    def policy_config(self) -> PolicyConfig:
+        return PolicyConfig(
+            hidsize=self.hidsize,
+            attention_heads=self.attention_heads,
+            n_recurrence_layers=self.n_recurrence_layers,
+            impala_chans=tuple(self.impala_chans),
+            impala_width=1,
+            img_shape=(128, 128, 3),
+        )
+
+    def env_config(self) -> BlockWorldConfig:
+        return BlockWorldConfig(height=128, width=128, max_steps=self.episode_steps, terrain=self.terrain)
+
+    def round_at(self, frames: int) -> int:
+        """The round the `frames`-th training frame belongs to (len(rounds) when training is done)."""
+        ends = np.cumsum(self.frames_per_round)
+        return int(np.searchsorted(ends, frames, side="right"))
+
+
+_RUNTIME_FIELDS = {"resume", "max_minutes", "device", "threads", "checkpoint_minutes"}
+"""Options that may differ between the sessions of one training."""
+
+
+def _extends(recorded: dict, now: dict) -> bool:
+    """Whether `now` plans the recorded rounds and then more (rounds may be added to a training, not changed)."""
+    n = len(recorded["frames_per_round"])
+    return all(len(now[k]) > n and now[k][:n] == recorded[k] for k in ("frames_per_round", "betas"))
+
+
+def init_head_biases(policy: VPTPolicy, buttons: np.ndarray, camera: np.ndarray) -> None:
+    """Start each head at the expert's marginal action frequencies (its logits are divided by the temperature, so
+    the bias is temperature * log frequency): saved ~150 updates in the feasibility run."""
+    temperature = policy.cfg.temperature
+    with torch.no_grad():
+        for name, labels in (("buttons", buttons), ("camera", camera)):
+            layer = policy.pi_head[name].linear_layer
+            counts = np.bincount(labels.reshape(-1), minlength=layer.out_features).astype(np.float64)
+            pseudo = 0.01 * counts.sum() / len(counts)  # 1% of the mass spread over every class, seen or not
+            freq = (counts + pseudo) / (counts.sum() * 1.01)
+            layer.bias.copy_(torch.from_numpy(temperature * np.log(freq)).to(layer.bias))
+
+
+def bc_loss(policy: VPTPolicy, frames, first, state, buttons, camera):
+    """Mean NLL of the expert's actions over a chunk, its parts, and the state to carry (detached)."""
+    out, state = policy(frames, first, state)
+    nll = -log_prob(out, buttons, camera)
+    with torch.no_grad():
+        parts = {
+            "buttons_nll": float(-out.buttons_logits.gather(-1, buttons[..., None]).mean()),
+            "camera_nll": float(-out.camera_logits.gather(-1, camera[..., None]).mean()),
+            "buttons_acc": float((out.buttons_logits.argmax(-1) == buttons).float().mean()),
+            "camera_acc": float((out.camera_logits.argmax(-1) == camera).float().mean()),
+        }
+    return nll.mean(), parts, state.detach()
+
+
+class Trainer:
+    """One training directory: builds or resumes the policy, the optimizer and the data stream, then trains."""
+
+    def __init__(self, cfg: BCConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.resume:
+            self._resume()
+        else:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.policy = make_random_policy(cfg.policy_config(), seed=cfg.seed).to(cfg.device)
+            self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr)
+            self.frames, self.updates, self.seconds = 0, 0, 0.0
+            self.episodes_done = [0] * cfg.rows
+        self.state = self.policy.initial_state(cfg.rows)
+        self.policy.train()
+
+    def _resume(self) -> None:
+        cfg = self.cfg
+        saved = load_train_state(self.out / "train_state.pt")
+        meta = saved["meta"]
+        recorded = {k: v for k, v in meta["config"].items() if k not in _RUNTIME_FIELDS | {"out"}}
+        now = {k: v for k, v in to_jsonable(cfg).items() if k not in _RUNTIME_FIELDS | {"out"}}
+        differing = sorted(k for k in now if recorded.get(k) != now[k])
+        if set(differing) <= {"frames_per_round", "betas"} and _extends(recorded, now):
+            differing = []  # more rounds after the planned ones: training goes on
+        if differing:
+            raise ValueError(
+                f"--resume with other settings than the training in {self.out}: "
+                + "; ".join(f"{k}: {recorded.get(k)!r} then, {now[k]!r} now" for k in differing)
+                + " (see its provenance.json)"
+            )
+        self.policy = load_policy(self.out / f"{STEM}.model", self.out / f"{STEM}.weights", device=cfg.device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.frames, self.updates, self.seconds = meta["frames"], meta["updates"], meta["seconds"]
+        # episodes in progress at the stop are abandoned: each row starts its next episode (seeded by its counter)
+        self.episodes_done = [n + 1 for n in meta["episodes_done"]]
+        logger.info("resuming %s at %s frames (%s updates)", self.out, f"{self.frames:,}", self.updates)
+
+    @property
+    def total_frames(self) -> int:
+        return int(sum(self.cfg.frames_per_round))
+
+    def train(self) -> Path:
+        cfg = self.cfg
+        started = time.monotonic()
+        last_save = started
+        log = (self.out / "log.jsonl").open("a", buffering=1)  # a line at a time: watch it while it trains
+        bar = tqdm(total=self.total_frames, initial=self.frames, unit="frame", unit_scale=True, desc="bc")
+        self.stream = StreamWorker(
+            cfg.rows, cfg.env_config(), cfg.seed + 1, self.episodes_done, self.policy.cfg.to_dict()
+        )
+        self._request(self.frames)
+        try:
+            while self.frames < self.total_frames:
+                round_index = cfg.round_at(self.frames)
+                row = self._update(round_index)
+                log.write(json.dumps(row) + "\n")
+                bar.update(cfg.rows * cfg.chunk)
+                bar.set_postfix(round=round_index, loss=f"{row['loss']:.3f}", fps=f"{row['fps']:.0f}")
+                now = time.monotonic()
+                round_done = cfg.round_at(self.frames) != round_index
+                if round_done or now - last_save > 60 * cfg.checkpoint_minutes:
+                    self.save(snapshot=round_done)
+                    last_save = now
+                if cfg.max_minutes is not None and now - started > 60 * cfg.max_minutes:
+                    logger.info("--max-minutes reached: state saved; continue with --resume")
+                    break
+        finally:
+            self.stream.close()
+            bar.close()
+            log.close()
+        self.save(snapshot=False)
+        return self.out / f"{STEM}.weights"
+
+    def _request(self, frames: int) -> None:
+        """Ask the worker for the chunk that starts at training frame `frames` (driven by today's weights)."""
+        cfg = self.cfg
+        beta = cfg.betas[min(cfg.round_at(frames), len(cfg.betas) - 1)]
+        weights = None
+        if beta < 1:
+            weights = {k: v.detach().to("cpu", copy=True) for k, v in self.policy.state_dict().items()}
+        self.stream.request(cfg.chunk, beta, cfg.seed * 1_000_003 + frames, weights)
+
+    def _update(self, round_index: int) -> dict:
+        cfg = self.cfg
+        tick = time.monotonic()
+        beta = cfg.betas[round_index]
+        chunk, self.episodes_done = self.stream.receive()
+        data_s = time.monotonic() - tick  # the wait: what the worker could not hide behind the last update
+        next_frames = self.frames + cfg.rows * cfg.chunk
+        if next_frames < self.total_frames:
+            self._request(next_frames)
+        if self.updates == 0:
+            init_head_biases(self.policy, chunk.buttons, chunk.camera)
+        dev = cfg.device
+        loss, parts, self.state = bc_loss(
+            self.policy,
+            torch.from_numpy(chunk.frames).to(dev),
+            torch.from_numpy(chunk.first).to(dev),
+            self.state,
+            torch.from_numpy(chunk.buttons).to(dev),
+            torch.from_numpy(chunk.camera).to(dev),
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip))
+        self.optimizer.step()
+        seconds = time.monotonic() - tick
+        self.frames += chunk.frames.shape[0] * chunk.frames.shape[1]
+        self.updates += 1
+        self.seconds += seconds
+        return {
+            "update": self.updates,
+            "frames": self.frames,
+            "round": round_index,
+            "beta": beta,
+            "loss": loss.item(),
+            **parts,
+            "grad_norm": grad_norm,
+            "learner_driven": float(chunk.learner_driven.mean()),
+            "logs_broken": chunk.logs_broken,
+            "fps": chunk.frames.shape[0] * chunk.frames.shape[1] / seconds,
+            "data_wait_fraction": data_s / seconds,
+        }
+
+    def save(self, snapshot: bool) -> None:
+        """The checkpoint (released layout), the resumable state, curves and provenance; `snapshot` also keeps a
+        copy of the checkpoint under `rounds/` (a round's end)."""
+        self.policy.eval()
+        model, weights = save_policy(self.policy, self.out / STEM)
+        if snapshot:
+            save_policy(self.policy, self.out / "rounds" / f"{STEM}-{self.frames}")
+        meta = {
+            "config": to_jsonable(self.cfg),
+            "frames": self.frames,
+            "updates": self.updates,
+            "seconds": self.seconds,
+            "episodes_done": self.episodes_done,
+        }
+        save_train_state(
+            self.out / "train_state.pt",
+            {"optimizer": self.optimizer.state_dict(), "meta": meta},
+        )
+        write_json_atomic(
+            self.out / "provenance.json",
+            {
+                **meta,
+                "data": {
+                    "expert": "vptlens.training.expert.ChopperExpert",
+                    "world_seeds": f"episode_seed(stream seed {self.cfg.seed + 1}, row, episode) >= {TRAIN_SEED_BASE}",
+                    "episodes_per_row": self.episodes_done,
+                },
+                "files": file_digests(model, weights),
+                "package_version": vptlens.__version__,
+                "git_commit": git_commit(),
+                "saved": now_iso(),
+            },
+        )
+        plot_curves(self.out / "log.jsonl", self.out / "curves.png")
+        self.policy.train()
+
+
+def plot_curves(log_path: Path, out: Path) -> None:
+    """Loss parts and accuracies against training frames, one panel each, rounds shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    frames = np.array([r["frames"] for r in rows])
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), constrained_layout=True)
+    panels = (
+        ("negative log-likelihood (nats)", ("loss", "buttons_nll", "camera_nll")),
+        ("top-1 agreement with the expert", ("buttons_acc", "camera_acc")),
+        ("DAgger: learner-driven fraction", ("learner_driven",)),
+    )
+    for ax, (title, keys) in zip(axes, panels):
+        for key in keys:
+            values = np.array([r[key] for r in rows], float)
+            window = max(1, len(values) // 50)
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            ax.plot(frames[window - 1 :], smooth, label=key)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("training frames")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main(cfg: BCConfig) -> Path:
+    """`vptlens train bc`: train (or resume) and print where the checkpoint is."""
+    trainer = Trainer(cfg)
+    weights = trainer.train()
+    model = weights.with_suffix(".model")
+    print(f"checkpoint: {model} + {weights} ({trainer.frames:,} frames, {trainer.updates} updates)")
+    return weights

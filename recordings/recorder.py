@@ -563,7 +563,7 @@ class Recorder:
         actors = [self.actor(self.cfg.seed + i) for i in indices]
 
         def decide(frames: np.ndarray, infos: list[dict]) -> tuple[list[dict], dict]:
-            actions = [actor.act(env, info) for actor, env, info in zip(actors, envs, infos)]
+            actions = [actor.act(env.unwrapped, info) for actor, env, info in zip(actors, envs, infos)]
             classes = [minerl_to_factored(a) for a in actions]
             return actions, {
                 S.action_array("buttons"): np.concatenate([c[0] for c in classes]).astype(np.int32),

@@ -162,3 +162,62 @@ def test_bc_options_are_checked_before_anything_is_written(tmp_path):
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             small_bc(tmp_path, **kw)
     assert not (tmp_path / "bc").exists()
+
+
+def test_expert_demos_are_a_normal_run_without_policy_outputs(tmp_path):
+    from vptlens.agents.actions import VPT_BUTTONS, class_to_buttons
+    from vptlens.recordings.store import Run
+    from vptlens.training import demos
+
+    cfg = demos.ExpertDemosConfig(out=tmp_path / "demos", n_episodes=2, n_steps=80, scene="tree_at_spot", n_envs=2)
+    assert demos.main(cfg)["complete"] == 2
+    for episode in Run.open(cfg.out).episodes():
+        assert episode.meta.agent.scripted == "chopper" and episode.meta.sampling == "scripted (chopper)"
+        assert not episode.has_policy_outputs and episode.layers == []
+        events = [e for step in episode.ground_truth("events")[:] for e in step]
+        assert sum(e["type"] == "block_broken" and e["block"] == "oak_log" for e in events) == 1  # at step 60
+        assert not any(e["type"] == "entity_attacked" for e in events)
+        buttons, attack = np.asarray(episode.action("buttons")[:]), np.asarray(episode.minerl_action("attack")[:])
+        pressed, _ = class_to_buttons(buttons)
+        assert np.array_equal(pressed[:, VPT_BUTTONS.index("attack")], attack.astype(bool))  # classes match keys
+    with pytest.raises(ValueError, match="--scripted is set by"):
+        from vptlens.recordings import recorder
+
+        recorder.main(recorder.RecordConfig(scripted="chopper", out=tmp_path / "x"))
+
+
+def test_an_experiment_runs_the_expert_beside_a_policy_paired_by_seed(tmp_path):
+    from vptlens.interventions.analysis import analyse
+    from vptlens.interventions.runner import run_experiment
+    from vptlens.interventions.spec import SpecError, spec_from_dict
+
+    model, weights = fixture_paths("vpt_tiny")
+    raw = {
+        "name": "teacher",
+        "agents": [{"name": "expert", "scripted": "chopper"}, {"name": "tiny", "model": str(model),
+                                                                "weights": str(weights)}],
+        "env": {"kind": "blockworld", "height": 128, "width": 128},
+        "scenes": ["tree_at_spot"],
+        "edits": [{"name": "none", "kind": "none"}],
+        "control": {"agent": "expert"},
+        "seeds": {"start": 0, "count": 2},
+        "n_steps": 70,
+        "n_envs": 2,
+        "metrics": ["logs_broken"],
+    }  # fmt: skip
+    with pytest.raises(SpecError, match="scripted agents: chopper"):
+        spec_from_dict({**raw, "agents": [{"name": "e", "scripted": "lumberjack"}]})
+    ablate = {"name": "ablate", "kind": "head_ablation", "heads": ["0.0"], "mode": "zero"}
+    from vptlens.interventions.runner import check_edits
+
+    with pytest.raises(SpecError, match="scripted agent has no activations"):
+        check_edits(spec_from_dict({**raw, "edits": [raw["edits"][0], ablate]}))
+    out = tmp_path / "exp"
+    spec = spec_from_dict(raw)
+    run_experiment(spec, out)
+    result = analyse(out)
+    logs = {c.cell.agent.name: c.values["logs_broken"] for c in result.cells}
+    assert logs["expert"] == {0: 1, 1: 1}  # the trunk's first log breaks at step 60
+    assert set(logs["tiny"]) == {0, 1}
+    (row,) = [r for r in result.comparisons if r["factor"] == "agent"]  # the policy against the expert, by seed
+    assert (row["treatment"], row["control"], row["n_pairs"]) == ("tiny", "expert", 2)

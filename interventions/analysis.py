@@ -53,6 +53,7 @@ class AnalysisResult:
     fractions: list[dict]
     dose_responses: list[dict] = field(default_factory=list)
     open_loop: list[dict] = field(default_factory=list)
+    beyond_blind: list[dict] = field(default_factory=list)
     text: str = ""
     files: dict[str, str] = field(default_factory=dict)
 
@@ -64,6 +65,7 @@ class AnalysisResult:
             "fraction_moving_behaviour": self.fractions,
             "dose_response": self.dose_responses,
             "open_loop": self.open_loop,
+            "beyond_blind": self.beyond_blind,
             "files": self.files,
         }
 
@@ -197,11 +199,67 @@ def analyse(out: str | Path) -> AnalysisResult:
             moved = stats.fraction_significant(list(corrected.adjusted))
             fractions.append({"factor": factor, "metric": name, **_jsonable(moved)})
     result = AnalysisResult(spec, out, cells, summaries, comparisons, fractions, dose_responses(spec, cells))
+    result.beyond_blind = beyond_blind(spec, by_levels)
     if spec.open_loop:
         result.open_loop = open_loop_effects(spec, cells)
     result.files = _write(result)
     result.text = _text(result)
     return result
+
+
+def beyond_blind(spec: ExperimentSpec, by_levels: dict) -> list[dict]:
+    """For every input-blind control B of an agent A, every other scene S than the one B replays (S0), and every
+    metric but times to event: per seed (A(S) - A(S0)) - (B(S) - B(S0)), the change the scene made in A's
+    behaviour beyond what geometry alone made of the same actions; its mean with a BCa interval, Wilcoxon's test,
+    and Holm's correction within each metric."""
+    rows = []
+    reference_scene = {a.name: a.blind_scene or spec.control_level("scene") for a in spec.agents if a.blind}
+    for blind in (c for c in spec.cells() if c.agent.blind and c.scene.name == reference_scene[c.agent.name]):
+        source = spec.blind_source(blind)
+        for scene in spec.scenes:
+            if scene.name == source.scene.name:
+                continue
+            cells = {
+                (who, where): by_levels[tuple(sorted({**blind.levels, "agent": who, "scene": where}.items()))]
+                for who in (blind.agent.blind, blind.agent.name)
+                for where in (scene.name, source.scene.name)
+            }
+            for name in spec.metrics:
+                kind = get_metric(name).kind
+                if kind == "time_to_event":
+                    continue
+                seeds = sorted(set.intersection(*(set(c.values[name]) for c in cells.values())))
+                agent_diff = _scene_change(cells, blind.agent.blind, scene.name, source.scene.name, name, seeds)
+                blind_diff = _scene_change(cells, blind.agent.name, scene.name, source.scene.name, name, seeds)
+                result = stats.bootstrap_paired_difference(agent_diff, blind_diff)
+                rows.append({
+                    "metric": name, "kind": kind, "agent": blind.agent.blind, "blind": blind.agent.name,
+                    "edit": blind.edit.name, "scene": scene.name, "versus_scene": source.scene.name,
+                    "n_pairs": len(seeds), "agent_change": _mean(agent_diff), "blind_change": _mean(blind_diff),
+                    "effect": result.mean,
+                    "low": result.low, "high": result.high, "p_value": _wilcoxon(agent_diff, blind_diff),
+                })  # fmt: skip
+    for name in spec.metrics:
+        family = [row for row in rows if row["metric"] == name]
+        if family:
+            corrected = stats.holm([row["p_value"] for row in family])
+            for row, adjusted in zip(family, corrected.adjusted):
+                row["p_holm"] = adjusted
+    return rows
+
+
+def _scene_change(cells: dict, who: str, scene: str, reference: str, name: str, seeds: list[int]) -> list:
+    """Per seed, `who`'s metric in `scene` minus in `reference` (None where either is undefined)."""
+    out = []
+    for seed in seeds:
+        a, b = (cells[who, where].values[name][seed] for where in (scene, reference))
+        out.append(None if a is None or b is None else float(_value_of(a)) - float(_value_of(b)))
+    return out
+
+
+def _mean(values: list) -> float | None:
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
 
 
 def dose_responses(spec: ExperimentSpec, cells: list[CellOutcomes]) -> list[dict]:
@@ -245,7 +303,7 @@ def open_loop_effects(spec: ExperimentSpec, cells: list[CellOutcomes]) -> list[d
     rows = []
     for outcome in cells:
         control_cell = spec.control_of(outcome.cell, "edit")
-        if control_cell is None or outcome.cell.agent.scripted is not None:
+        if control_cell is None or not outcome.cell.agent.is_policy:
             continue  # no edit to measure, or no policy to replay
         control = by_levels[tuple(sorted(control_cell.levels.items()))]
         if control.cell.edit.make().kind != "none" or not control.episodes:
@@ -317,6 +375,12 @@ def _text(result: AnalysisResult) -> str:
             f"  {row['metric']:<22} {row['factor']} {row['treatment']} vs {row['control']}: "
             f"effect {_fmt(row['effect'])}"
             f" [{_fmt(row['low'])}, {_fmt(row['high'])}], p {_fmt(row['p_value'])}, Holm {_fmt(row.get('p_holm'))}"
+            f" (n = {row['n_pairs']} pairs)"
+        )
+    for row in result.beyond_blind:
+        lines.append(
+            f"  {row['metric']:<22} {row['agent']} in {row['scene']} vs {row['versus_scene']}, beyond its input-blind "
+            f"control: {_fmt(row['effect'])} [{_fmt(row['low'])}, {_fmt(row['high'])}], p {_fmt(row['p_value'])}"
             f" (n = {row['n_pairs']} pairs)"
         )
     lines.append(f"  report: {result.out / 'report.html'}")

@@ -176,6 +176,25 @@ def write_report(result) -> Path:
         ),
         _comparison_table(result) if result.comparisons else "No comparisons: every factor has one level.",
     ]
+    if result.beyond_blind:
+        headers = ["metric", "agent", "scene", "vs scene", "pairs", "agent's change", "blind's change",
+                   "beyond blind", "95% interval", "p", "p (Holm)"]  # fmt: skip
+        rows = [
+            [r["metric"], r["agent"], r["scene"], r["versus_scene"], r["n_pairs"], _f(r["agent_change"]),
+             _f(r["blind_change"]), _f(r["effect"]), "" if r["low"] is None else f"[{_f(r['low'])}, {_f(r['high'])}]",
+             _f(r["p_value"]), _f(r.get("p_holm"))]
+            for r in result.beyond_blind
+        ]  # fmt: skip
+        parts += [
+            Raw(
+                "<h2>Beyond the input-blind control</h2><p class=small>The blind control replays, per seed, the "
+                "agent's actions from one scene in every scene, whatever it shows. Per seed: (agent in the scene - "
+                "agent in the reference scene) - (blind in the scene - blind in the reference scene), what the scene "
+                "changed because of what the agent saw; mean with a BCa bootstrap interval, Wilcoxon signed-rank "
+                "test, Holm within each metric.</p>"
+            ),
+            table(headers, rows, left=(0, 1, 2, 3)),
+        ]
     forest = forest_plot(result, img_dir / "forest.png")
     if forest is not None:
         parts.append(img("img/forest.png", "forest plot"))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vptlens.envs.workers import WORKER_ENV, init_worker, worker_environment
+from vptlens.interventions.controls import ReplayActions
 from vptlens.interventions.spec import Cell, ExperimentSpec, SpecError, spec_from_dict
 from vptlens.probes.report import write_json
 from vptlens.recordings.recorder import agent_files
@@ -51,9 +52,9 @@ def check_edits(spec: ExperimentSpec, device: str = "cpu") -> None:
 
     problems = []
     for agent in spec.agents:
-        if agent.scripted is not None:
+        if not agent.is_policy:
             problems += [
-                f"edit {level.name} on agent {agent.name}: the scripted agent has no activations to edit; "
+                f"edit {level.name} on agent {agent.name}: a scripted or blind agent has no activations to edit; "
                 "give it only edits of kind none (split the experiment, or drop the edit)"
                 for level in spec.edits
                 if level.make().kind != "none"
@@ -93,6 +94,11 @@ def record_cell(task: dict) -> CellRun:
 
         cfg = RecordConfig(scripted=cell.agent.scripted, n_envs=min(spec.n_envs, spec.n_seeds), hooks=(), **common)
         recorder = Recorder(cfg, actor=expert_actor)
+    elif cell.agent.blind is not None:
+        source = spec.blind_source(cell)
+        name = f"blind replay of {source.agent.name} in {source.scene.name}"
+        cfg = RecordConfig(scripted=name, n_envs=min(spec.n_envs, spec.n_seeds), hooks=(), **common)
+        recorder = Recorder(cfg, actor=ReplayActions.factory(Path(task["out"]) / "cells" / source.dir_name))
     else:
         model, weights = agent_files(cell.agent)
         policy = load_policy(model, weights, device=task["device"])
@@ -187,6 +193,16 @@ def run_experiment(
     ]
     logger.info("%s: %d cells x %d episodes, %d worker(s)%s", spec.name, len(cells), spec.n_seeds, workers,
                 " (resuming)" if resumed else "")  # fmt: skip
+    # blind controls replay what the others recorded: they run in a second wave
+    blind = [c.agent.blind is not None for c in cells]
+    waves = [[t for t, b in zip(tasks, blind) if not b], [t for t, b in zip(tasks, blind) if b]]
+    runs = []
+    for wave in filter(None, waves):
+        runs += _run_wave(wave, workers, use_ray, ray_address)
+    return sorted(runs, key=lambda r: r.index)
+
+
+def _run_wave(tasks: list[dict], workers: int, use_ray: bool, ray_address: str | None) -> list[CellRun]:
     if use_ray or ray_address:
         return _run_ray(tasks, workers, ray_address)
     if workers <= 1:

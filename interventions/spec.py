@@ -2,7 +2,9 @@
 
     name: villager_study
     agents:
-    - {name: tiny, model: agent.model, weights: agent.weights}
+    - {name: tiny, model: agent.model, weights: agent.weights}   # or zoo: NAME
+    # - {name: expert, scripted: chopper}                      # a scripted agent (the organism's teacher)
+    # - {name: blind, blind: tiny}                             # tiny's actions replayed whatever it sees
     env: {kind: blockworld, height: 128, width: 128}
     scenes: [villager_under_leaves, villager_in_open]          # built-in names, files, or templates:
     #  - {name: librarian, template: villager.yaml.tmpl, vars: {profession: librarian}}
@@ -68,9 +70,19 @@ class AgentSpec:
     zoo: str | None = None
     scripted: str | None = None
     """A scripted agent instead of a policy (`chopper`: the model organism's teacher); only the edit `none`."""
+    blind: str | None = None
+    """The input-blind control of another agent (its name): per seed, that agent's MineRL actions as recorded in
+    `blind_scene` are replayed whatever the env shows, so what differs between scenes comes from geometry alone."""
+    blind_scene: str | None = None
+    """The scene level whose recordings the blind control replays (default: the control scene)."""
     checkpoint_dir: Path = Path("checkpoints")
     goal: Path | None = None
     cond_scale: float | None = None
+
+    @property
+    def is_policy(self) -> bool:
+        """A network (files or zoo) rather than a scripted agent or a blind replay: it can be edited and replayed."""
+        return self.scripted is None and self.blind is None
 
 
 @dataclass(frozen=True)
@@ -176,6 +188,12 @@ class ExperimentSpec:
         grid = itertools.product(self.agents, self.scenes, self.edits)
         return [Cell(i, agent, scene, edit) for i, (agent, scene, edit) in enumerate(grid)]
 
+    def blind_source(self, cell: Cell) -> Cell:
+        """The cell whose episodes a blind control's cell replays: its agent, in `blind_scene`, the same edit."""
+        scene = cell.agent.blind_scene or self.control_level("scene")
+        wanted = {**cell.levels, "agent": cell.agent.blind, "scene": scene}
+        return next(c for c in self.cells() if c.levels == wanted)
+
     def control_of(self, cell: Cell, factor: str) -> Cell | None:
         """The cell equal to `cell` except that `factor` is at its control level (None if `cell` is that cell)."""
         wanted = {**cell.levels, factor: self.control_level(factor)}
@@ -217,6 +235,8 @@ def _agents(raw: Any, base: Path, problems: list[str]) -> list[AgentSpec]:
                 kw[key] = _path(d[key], base)
         kw["zoo"] = d.get("zoo")
         kw["scripted"] = d.get("scripted")
+        kw["blind"] = None if d.get("blind") is None else str(d["blind"])
+        kw["blind_scene"] = None if d.get("blind_scene") is None else str(d["blind_scene"])
         if d.get("cond_scale") is not None:
             try:
                 kw["cond_scale"] = float(d["cond_scale"])
@@ -224,10 +244,10 @@ def _agents(raw: Any, base: Path, problems: list[str]) -> list[AgentSpec]:
                 problems.append(f"{where}.cond_scale: {d['cond_scale']!r} is not a number")
         agent = AgentSpec(**kw)
         files = agent.model is not None or agent.weights is not None
-        if sum([agent.zoo is not None, files, agent.scripted is not None]) != 1 or (
+        if sum([agent.zoo is not None, files, agent.scripted is not None, agent.blind is not None]) != 1 or (
             files and (agent.model is None or agent.weights is None)
         ):
-            problems.append(f"{where} ({name}): give model and weights, or zoo, or scripted (one of them)")
+            problems.append(f"{where} ({name}): give model and weights, or zoo, or scripted, or blind (one of them)")
         if agent.scripted is not None and agent.scripted not in SCRIPTED_AGENTS:
             known = ", ".join(SCRIPTED_AGENTS)
             problems.append(f"{where}.scripted: {agent.scripted!r} unknown; scripted agents: {known}")
@@ -246,6 +266,9 @@ def _agents(raw: Any, base: Path, problems: list[str]) -> list[AgentSpec]:
                 problems.append(f"{where}.zoo: {e.args[0] if e.args else e}")
         agents.append(agent)
     names = [a.name for a in agents]
+    for agent in agents:
+        if agent.blind is not None and agent.blind not in {a.name for a in agents if a.is_policy}:
+            problems.append(f"agent {agent.name}: blind: {agent.blind!r} is not a policy agent of this spec")
     for name in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"agents: the name {name!r} is used twice; give each agent its own name")
     return agents
@@ -429,6 +452,9 @@ def spec_from_dict(d: Any, base_dir: Path = Path("."), where: str = "spec") -> E
         problems.append("control: give a mapping of factor -> level, e.g. {scene: villager_in_open, edit: none}")
         control = {}
     levels = {"agent": [a.name for a in agents], "scene": [s.name for s in scenes], "edit": [e.name for e in edits]}
+    for agent in agents:
+        if agent.blind_scene is not None and agent.blind_scene not in levels["scene"]:
+            problems.append(f"agent {agent.name}: blind_scene {agent.blind_scene!r} is not a scene level of the spec")
     for factor, level in control.items():
         if factor not in FACTORS:
             problems.append(f"control: unknown factor {factor!r}; {_suggest(factor, FACTORS)}")

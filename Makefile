@@ -38,7 +38,7 @@ demo: setup
 	$(BIN)/vptlens sae dashboard $(SAE) runs/demo --out runs/demo/dashboard --n-latents 16
 	$(BIN)/vptlens experiment run villager_study --model $(FIXTURE)/agent.model --weights $(FIXTURE)/agent.weights \
 		--n-seeds 3 --n-steps 80 --workers 2 --out runs/demo/villager_study
-	@echo "demo done: open runs/demo/replay.mp4, runs/demo/attention/index.html, runs/demo/dashboard/index.html, runs/demo/villager_study/report.html"
+	@echo "demo done: open runs/demo/replay.mp4, runs/demo/attention/index.html, runs/demo/dashboard/index.html, runs/demo/villager_study/report.html; or browse it all: $(BIN)/vptlens serve runs/demo"
 
 lint: setup
 	$(BIN)/ruff check --no-cache .

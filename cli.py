@@ -20,6 +20,7 @@ def _subcommands() -> Commands:
     from vptlens.envs import minerl_env, scene_cli
     from vptlens.probes import attention, linear
     from vptlens.recordings import recorder, replay
+    from vptlens.viewer import serve
 
     return {
         "record": (recorder.RecordConfig, recorder.main),
@@ -31,6 +32,7 @@ def _subcommands() -> Commands:
         "info": (info.InfoConfig, info.main),
         "download": (zoo.DownloadConfig, zoo.main),
         "doctor": (minerl_env.DoctorConfig, minerl_env.doctor_main),
+        "serve": (serve.ServeConfig, serve.main),
     }
 
 

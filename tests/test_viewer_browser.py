@@ -1,0 +1,166 @@
+"""The viewer in a real headless Chromium, used as a person would: open an episode, scrub, switch head, hover a cell,
+play, search the feature browser and open a feature, run a steering request, meet a damaged episode.
+
+Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them); skipped with that reason without them.
+"""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from test_viewer_helpers import served, start
+
+from vptlens.viewer.app import make_app
+from vptlens.viewer.registry import Registry
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="the browser tests need selenium (pip install selenium)")
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1440,1100",
+)
+
+
+def make_driver(profile_dir: str):
+    """Headless Chromium with a fresh profile, driven by Debian's chromedriver (nothing is downloaded)."""
+    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
+        pytest.skip(
+            "browser tests need Debian's chromium and chromium-driver: apt-get install chromium chromium-driver"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*FLAGS, f"--user-data-dir={profile_dir}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+
+
+@pytest.fixture(scope="module")
+def url(tiny_run, tmp_path_factory):
+    data = served(tiny_run, tmp_path_factory.getbasetemp() / "viewer")
+    registry = Registry.from_paths([data.run, data.sae, data.broken, data.experiment])
+    address, stop = start(make_app(registry, tmp_path_factory.mktemp("work")))
+    yield address
+    stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    profile = tempfile.mkdtemp(prefix="vptlens-chromium-")
+    driver = make_driver(profile)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait(driver, condition, timeout: float = 30):
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+
+
+def step_shown(driver) -> str:
+    return driver.find_element(By.CSS_SELECTOR, "canvas.frame").get_attribute("data-step")
+
+
+def press(driver, *keys):
+    ActionChains(driver).send_keys(*keys).perform()
+
+
+def test_open_an_episode_scrub_switch_head_hover_and_play(browser, url):
+    browser.get(f"{url}/#/episode/r0e0")
+    wait(browser, lambda d: step_shown(d) == "0")
+    box = browser.find_element(By.CSS_SELECTOR, ".step-box")
+    box.clear()
+    box.send_keys("70", Keys.ENTER)
+    wait(browser, lambda d: step_shown(d) == "70")  # frame 70 drawn from its chunk's sprite
+    browser.find_element(By.CSS_SELECTOR, "h1").click()  # leave the box: keys now drive the player
+    press(browser, Keys.ARROW_RIGHT)
+    wait(browser, lambda d: step_shown(d) == "71")
+    ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.ARROW_RIGHT).key_up(Keys.SHIFT).perform()
+    wait(browser, lambda d: step_shown(d) == "81")
+    wait(browser, lambda d: "t=81" in d.current_url)
+
+    Select(browser.find_element(By.CSS_SELECTOR, ".head-select")).select_by_value("2")
+    wait(browser, lambda d: "head=2" in d.current_url)
+    strip = browser.find_element(By.CSS_SELECTOR, ".att-strip")
+    width = strip.size["width"]
+    cell = width / 33  # memory 32: lags 0..32, now on the right
+    lag = 5
+    ActionChains(browser).move_to_element_with_offset(strip, int((32 - lag + 0.5) * cell - width / 2), 0).perform()
+    tooltip = browser.find_element(By.CSS_SELECTOR, ".att-tooltip")
+    wait(browser, lambda d: tooltip.is_displayed() and tooltip.get_attribute("data-frame") == str(81 - lag))
+    assert "attends to step 76 (5 back)" in tooltip.text and "weight 0." in tooltip.text
+    ActionChains(browser).move_to_element_with_offset(strip, int(0.5 * cell - width / 2), 0).perform()
+    wait(browser, lambda d: "masked" in tooltip.text)  # lag 32: the memory's oldest slot
+
+    press(browser, " ")
+    wait(browser, lambda d: int(step_shown(d) or 0) >= 86, timeout=10)  # plays at 20 fps
+    press(browser, " ")
+    paused = browser.execute_script("return window.__player.step")
+    assert browser.execute_script("return window.__player.step") == paused
+    assert browser.execute_script("return window.__player.stats.drawn") > 0
+
+
+def test_search_the_feature_browser_and_open_a_feature(browser, url):
+    browser.get(f"{url}/#/sae/s0")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".vbody .vrow"))
+    assert "48 of 48 latents" in browser.find_element(By.CSS_SELECTOR, ".toolbar").text
+    browser.find_element(By.CSS_SELECTOR, ".latent-search").send_keys("4")
+    wait(
+        browser,
+        lambda d: (
+            "of 48 latents" in d.page_source and "48 of 48" not in d.find_element(By.CSS_SELECTOR, ".toolbar").text
+        ),
+    )
+    ids = [r.get_attribute("data-latent") for r in browser.find_elements(By.CSS_SELECTOR, ".vbody .vrow")]
+    assert ids and all(i.startswith("4") for i in ids)
+    Select(browser.find_element(By.CSS_SELECTOR, ".latent-filter")).select_by_value("alive")
+    rows = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".vbody .vrow"))
+    latent = rows[0].get_attribute("data-latent")
+    rows[0].click()
+    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "h1").text.startswith(f"Latent {latent}"))
+    example = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".examples .example"))[0]
+    wait(browser, lambda d: d.execute_script("return arguments[0].querySelector('img').naturalWidth", example) > 0)
+    wait(browser, lambda d: "P without it" in d.page_source)  # the effect on the action probabilities
+    target = example.get_attribute("href").split("t=")[1]
+    example.click()
+    wait(browser, lambda d: step_shown(d) == target)  # the example's step, in the player
+
+
+def test_saliency_overlay_and_a_steering_request_from_the_player(browser, url):
+    browser.get(f"{url}/#/episode/r0e1?t=30")
+    wait(browser, lambda d: step_shown(d) == "30")
+    browser.find_element(By.CSS_SELECTOR, ".saliency-toggle").click()
+    frame = browser.find_element(By.CSS_SELECTOR, "canvas.frame")
+    wait(browser, lambda d: frame.get_attribute("data-saliency") == "30", timeout=60)
+    assert "one scale for the whole episode" in browser.find_element(By.CSS_SELECTOR, ".saliency-note").text
+    Select(browser.find_element(By.CSS_SELECTOR, ".steer-layer")).select_by_value("1")
+    steps = browser.find_element(By.CSS_SELECTOR, ".steer-steps")
+    steps.clear()
+    steps.send_keys("10")
+    browser.find_element(By.CSS_SELECTOR, ".run-open-loop").click()
+    table = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".steer-table"), timeout=60)[0]
+    assert len(table.find_elements(By.TAG_NAME, "tr")) == 17  # 16 readable actions and the header
+    assert "ablate heads 1.*" in browser.find_element(By.CSS_SELECTOR, ".steer-status").text
+    assert "from step 30: 10 steps" in browser.find_element(By.CSS_SELECTOR, ".steer-status").text
+
+
+def test_damaged_episodes_show_an_error_on_their_page(browser, url):
+    browser.get(f"{url}/#/")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "tr.damaged"))
+    browser.find_element(By.CSS_SELECTOR, "tr.damaged a").click()
+    error = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".error"))[0]
+    assert "damaged" in error.text and "zarr.json" in error.text
+    browser.get(f"{url}/#/")  # the server is still serving
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "table.episodes"))

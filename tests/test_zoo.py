@@ -260,3 +260,35 @@ def test_main_lists_and_downloads(server, tmp_path, capsys):
     assert _sha(server.files[WEIGHTS]) in out and str(paths["weights"]) in out and "--zoo foundation-model-2x" in out
     with pytest.raises(ValueError, match="--list"):
         DownloadConfig()
+
+
+def test_a_shipped_entry_resolves_to_the_package_checked_against_its_digests(tmp_path, monkeypatch, capsys):
+    """The model organism ships inside the package: nothing to download, the files' sha256 checked at every use,
+    and the recorder's zoo agents resolve to them."""
+    import shutil
+
+    from vptlens.agents import zoo
+    from vptlens.agents.zoo import ZooEntry, ZooFile, shipped_files
+    from vptlens.recordings.recorder import RecordConfig, agent_files
+
+    model, weights = fixture_paths("vpt_tiny")
+    shutil.copy(model, tmp_path / "tiny.model")
+    shutil.copy(weights, tmp_path / "tiny.weights")
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    entry = ZooEntry(
+        name="tiny-shipped", kind="organism", description="test", shipped=True, source="vpt-lens",
+        model=ZooFile("tiny.model", "", sha256=digest(model)),
+        weights=ZooFile("tiny.weights", "", sha256=digest(weights)),
+    )  # fmt: skip
+    monkeypatch.setattr(zoo, "SHIPPED_DIR", tmp_path)
+    monkeypatch.setitem(zoo.ZOO, entry.name, entry)
+    assert shipped_files(entry) == {"model": tmp_path / "tiny.model", "weights": tmp_path / "tiny.weights"}
+    assert agent_files(RecordConfig(zoo="tiny-shipped")) == (tmp_path / "tiny.model", tmp_path / "tiny.weights")
+    assert main(DownloadConfig("tiny-shipped", dir=tmp_path / "dl")) == shipped_files(entry)
+    assert "ships with vpt-lens" in capsys.readouterr().out and not (tmp_path / "dl").exists()
+    assert "(shipped)" in list_zoo()
+    (tmp_path / "tiny.weights").write_bytes(b"corrupt")
+    with pytest.raises(ValueError, match="sha256"):
+        shipped_files(entry)
+    with pytest.raises(ValueError, match="not shipped"):
+        shipped_files(get_zoo_entry("foundation-model-2x"))

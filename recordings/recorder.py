@@ -26,6 +26,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+import tyro
 from tqdm import tqdm
 
 import vptlens
@@ -75,9 +76,9 @@ class RecordConfig:
     """A model zoo name (e.g. foundation-model-2x), its files already in --checkpoint-dir (`vptlens download`)."""
     checkpoint_dir: Path = Path("checkpoints")
     """Where `vptlens download` put the zoo's files."""
-    scripted: str | None = None
+    scripted: tyro.conf.Suppress[str | None] = None
     """Set by the caller of `Recorder(..., actor=...)` for a scripted agent (`vptlens train expert-demos`): its
-    name. Its actions and the ground truth are stored; there are no policy outputs."""
+    name. Its actions and the ground truth are stored; there are no policy outputs. Not a command-line option."""
     out: Path = Path("runs/run")
     """Run directory: one zarr group per episode, and run.json."""
     env: EnvConfig = BlockWorldConfig()

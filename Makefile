@@ -14,6 +14,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev,video]"
+	$(BIN)/pip install -q --no-deps "open-clip-torch>=2.20"  # CLIP's BPE vocabulary, for STEVE-1 prompts
 	touch $@
 
 setup: $(VENV)/.installed

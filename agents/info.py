@@ -5,6 +5,7 @@ from pathlib import Path
 
 import tyro
 
+from vptlens.agents.goals import describe_goal_pathway
 from vptlens.agents.loading import load_policy
 from vptlens.agents.policy import N_BUTTON_CLASSES, N_CAMERA_CLASSES, VPTPolicy
 
@@ -53,7 +54,7 @@ def describe(policy: VPTPolicy, hooks: bool = True) -> str:
         f"  heads      buttons {N_BUTTON_CLASSES}, camera {N_CAMERA_CLASSES}, value; temperature {cfg.temperature}",
     ]
     if cfg.is_goal_conditioned:
-        lines.append(f"  goal       MineCLIP {cfg.goal_dim} -> d (net.mineclip_embed_linear)")
+        lines += describe_goal_pathway(cfg.goal_dim)
     for key in ("model_sha256", "weights_sha256"):
         if key in getattr(policy, "provenance", {}):
             lines.append(f"  {key:<14} {policy.provenance[key]}")

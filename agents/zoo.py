@@ -505,6 +505,14 @@ def main(cfg: DownloadConfig) -> dict[str, Path]:
     manifest = _load_manifest(Path(cfg.dir))
     for role, path in paths.items():
         print(f"{role:<8} {path}  sha256 {manifest[path.name]['sha256']}")
-    if not _is_url(cfg.name) and get_zoo_entry(cfg.name).is_agent:
+    entry = None if _is_url(cfg.name) else get_zoo_entry(cfg.name)
+    if entry is not None and entry.kind == "steve1":
+        print(
+            f"record with: vptlens record --zoo {cfg.name} --checkpoint-dir {cfg.dir} --prompt 'chop a tree' "
+            "--cond-scale 6 (a prompt also needs mineclip-attn and steve1-prior: `vptlens download NAME`)"
+        )
+    elif entry is not None and entry.is_agent:
         print(f"record with: vptlens record --zoo {cfg.name} --checkpoint-dir {cfg.dir}")
+    elif entry is not None:
+        print(f"STEVE-1 finds it in --checkpoint-dir {cfg.dir} when recording with --prompt or --goal-video")
     return paths

@@ -61,8 +61,10 @@ def check_edits(spec: ExperimentSpec, device: str = "cpu") -> None:
             ]
             continue
         policy = load_policy(*agent_files(agent), device=device)
-        if policy.cfg.is_goal_conditioned and agent.goal is None:
-            problems.append(f"agent {agent.name}: a STEVE-1 policy needs a goal (.npy MineCLIP embedding)")
+        if policy.cfg.is_goal_conditioned and not agent.has_goal:
+            problems.append(f"agent {agent.name}: a STEVE-1 policy needs a goal: prompt, goal_video or goal (.npy)")
+        elif agent.has_goal and not policy.cfg.is_goal_conditioned:
+            problems.append(f"agent {agent.name}: a VPT policy takes no goal; drop prompt, goal_video and goal")
         for level in spec.edits:
             problems += [f"edit {level.name} on agent {agent.name}: {p}" for p in level.make().validate(policy)]
         for hook in spec.hooks:
@@ -109,7 +111,13 @@ def record_cell(task: dict) -> CellRun:
             weights=weights,
             n_envs=1 if edit.kind == "patch" else min(spec.n_envs, spec.n_seeds),  # a patch counts steps of one env
             hooks=spec.hooks,
+            prompt=cell.agent.prompt,
+            goal_video=cell.agent.goal_video,
             goal=cell.agent.goal,
+            goal_seed=cell.agent.goal_seed,
+            mineclip=cell.agent.mineclip,
+            prior=cell.agent.prior,
+            checkpoint_dir=cell.agent.checkpoint_dir,
             cond_scale=cell.agent.cond_scale,
             device=task["device"],
             **common,

@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from vptlens.agents.mineclip_tokenizer import tokenize
 from vptlens.envs.blockworld import BlockWorldConfig
 from vptlens.envs.minerl_env import MineRLConfig
 from vptlens.envs.scenes import Scene, SceneError, as_scene, list_builtin_scenes
@@ -76,8 +77,21 @@ class AgentSpec:
     blind_scene: str | None = None
     """The scene level whose recordings the blind control replays (default: the control scene)."""
     checkpoint_dir: Path = Path("checkpoints")
+    prompt: str | None = None
+    """STEVE-1: the goal as text (MineCLIP and the prior from `checkpoint_dir`, or `mineclip` and `prior`)."""
+    goal_video: Path | None = None
+    """STEVE-1: the goal as a 20 fps clip (its last 16 frames)."""
     goal: Path | None = None
+    """STEVE-1: the goal as a .npy embedding."""
+    goal_seed: int = 0
+    """STEVE-1 with a prompt: the seed of the prior's latent."""
+    mineclip: Path | None = None
+    prior: Path | None = None
     cond_scale: float | None = None
+
+    @property
+    def has_goal(self) -> bool:
+        return any(x is not None for x in (self.prompt, self.goal_video, self.goal))
 
     @property
     def is_policy(self) -> bool:
@@ -230,9 +244,20 @@ def _agents(raw: Any, base: Path, problems: list[str]) -> list[AgentSpec]:
             problems.append(f"{where}: unknown key {key!r}; {_suggest(key, fields)}")
         name = str(d.get("name", f"agent{i}"))
         kw: dict[str, Any] = {"name": name}
-        for key in ("model", "weights", "goal", "checkpoint_dir"):
+        for key in ("model", "weights", "goal", "goal_video", "mineclip", "prior", "checkpoint_dir"):
             if d.get(key) is not None:
                 kw[key] = _path(d[key], base)
+        if d.get("prompt") is not None:
+            kw["prompt"] = str(d["prompt"])
+            try:
+                tokenize(kw["prompt"])
+            except (ValueError, ModuleNotFoundError, FileNotFoundError) as e:
+                problems.append(f"{where}.prompt: {e}")
+        if d.get("goal_seed") is not None:
+            if isinstance(d["goal_seed"], bool) or not isinstance(d["goal_seed"], int):
+                problems.append(f"{where}.goal_seed: {d['goal_seed']!r} is not an integer")
+            else:
+                kw["goal_seed"] = d["goal_seed"]
         kw["zoo"] = d.get("zoo")
         kw["scripted"] = d.get("scripted")
         kw["blind"] = None if d.get("blind") is None else str(d["blind"])
@@ -243,6 +268,8 @@ def _agents(raw: Any, base: Path, problems: list[str]) -> list[AgentSpec]:
             except (TypeError, ValueError):
                 problems.append(f"{where}.cond_scale: {d['cond_scale']!r} is not a number")
         agent = AgentSpec(**kw)
+        if sum(x is not None for x in (agent.prompt, agent.goal_video, agent.goal)) > 1:
+            problems.append(f"{where} ({name}): give one goal: prompt, goal_video or goal")
         files = agent.model is not None or agent.weights is not None
         if sum([agent.zoo is not None, files, agent.scripted is not None, agent.blind is not None]) != 1 or (
             files and (agent.model is None or agent.weights is None)
@@ -251,7 +278,7 @@ def _agents(raw: Any, base: Path, problems: list[str]) -> list[AgentSpec]:
         if agent.scripted is not None and agent.scripted not in SCRIPTED_AGENTS:
             known = ", ".join(SCRIPTED_AGENTS)
             problems.append(f"{where}.scripted: {agent.scripted!r} unknown; scripted agents: {known}")
-        for key in ("model", "weights", "goal"):
+        for key in ("model", "weights", "goal", "goal_video", "mineclip", "prior"):
             path = getattr(agent, key)
             if path is not None and not path.is_file():
                 problems.append(

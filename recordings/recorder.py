@@ -34,6 +34,7 @@ from vptlens.agents import load_policy
 from vptlens.agents.actions import factored_to_minerl, minerl_to_factored
 from vptlens.agents.agent import preprocess_frames
 from vptlens.agents.distributions import entropy, log_prob, sample_actions
+from vptlens.agents.goals import Goal, make_goal
 from vptlens.agents.policy import PolicyOutput, VPTPolicy
 from vptlens.envs import EnvConfig, get_env_id, get_env_settings, make
 from vptlens.envs.blockworld import BlockWorldConfig
@@ -99,10 +100,21 @@ class RecordConfig:
     """Activations to store (names or wildcards); attention patterns are always stored."""
     deterministic: bool = False
     """Take the most likely action instead of sampling (the released agents sample)."""
+    prompt: str | None = None
+    """STEVE-1: the goal as text, e.g. 'chop a tree' (MineCLIP's text encoder, then STEVE-1's prior); needs the
+    zoo's mineclip-attn and steve1-prior files in --checkpoint-dir, or --mineclip and --prior."""
+    goal_video: Path | None = None
+    """STEVE-1: the goal as a 20 fps Minecraft clip, its last 16 frames embedded by MineCLIP (needs mineclip-attn)."""
     goal: Path | None = None
-    """STEVE-1: a .npy file with the 512-d MineCLIP goal embedding."""
+    """STEVE-1: the goal as a .npy file with a 512-d MineCLIP embedding computed elsewhere."""
+    goal_seed: int = 0
+    """STEVE-1 with --prompt: the seed of the prior's latent (a prompt and a seed always give the same goal)."""
+    mineclip: Path | None = None
+    """MineCLIP's checkpoint for --prompt or --goal-video (default: attn.pth in --checkpoint-dir)."""
+    prior: Path | None = None
+    """STEVE-1's prior for --prompt (default: steve1_prior.pt in --checkpoint-dir)."""
     cond_scale: float | None = None
-    """STEVE-1: classifier-free guidance scale."""
+    """STEVE-1: classifier-free guidance scale (STEVE-1 uses 6 with text goals, 7 with video goals)."""
     device: str = "cpu"
     """Torch device of the policy."""
     resume: bool = False
@@ -123,6 +135,22 @@ class RecordConfig:
             raise ValueError("n_episodes, n_steps and n_envs must be at least 1")
         if self.flush_steps < 64 or self.flush_steps % 64:
             raise ValueError(f"--flush-steps {self.flush_steps}: give a positive multiple of 64 (the chunk length)")
+        if sum(x is not None for x in (self.prompt, self.goal_video, self.goal)) > 1:
+            raise ValueError("give one STEVE-1 goal: --prompt, --goal-video or --goal (not several)")
+
+
+def _check_goal(policy: VPTPolicy, goal: Goal | None) -> None:
+    """A STEVE-1 policy needs a goal of its width; a plain VPT policy takes none."""
+    if not policy.cfg.is_goal_conditioned:
+        if goal is not None:
+            raise ValueError("this is a VPT policy without goal conditioning: drop --prompt, --goal-video and --goal")
+        return
+    if goal is None:
+        raise ValueError(
+            "a STEVE-1 policy needs a goal: --prompt 'chop a tree', --goal-video clip.mp4 (20 fps) or --goal goal.npy"
+        )
+    if goal.embedding.shape != (policy.cfg.goal_dim,):
+        raise ValueError(f"the goal has {goal.embedding.size} values; this policy takes {policy.cfg.goal_dim}")
 
 
 def episode_specs(policy: VPTPolicy | None, cfg: RecordConfig, hook_names: list[str]) -> dict[str, ArraySpec]:
@@ -271,9 +299,18 @@ class Recorder:
                     "(`vptlens doctor minerl` checks the setup)"
                 )
         self.actor = actor
-        self.goal = None
-        if cfg.goal is not None:
-            self.goal = np.load(cfg.goal, allow_pickle=False).astype(np.float32).reshape(-1)
+        self.goal: Goal | None = None
+        if any(x is not None for x in (cfg.prompt, cfg.goal_video, cfg.goal)):
+            self.goal = make_goal(
+                prompt=cfg.prompt,
+                video=cfg.goal_video,
+                embedding=cfg.goal,
+                checkpoint_dir=cfg.checkpoint_dir,
+                mineclip_path=cfg.mineclip,
+                prior_path=cfg.prior,
+                seed=cfg.goal_seed,
+                device=cfg.device,
+            )
         if actor is not None:
             self.policy, self.patterns, self.hooks = None, [], []
             self.agent_record = AgentRecord(scripted=cfg.scripted)
@@ -282,8 +319,7 @@ class Recorder:
             self.policy = policy if policy is not None else load_policy(*self.agent_files(), device=cfg.device)
             self.patterns = self.policy.select_hooks("blocks.*.attn.hook_pattern")
             self.hooks = [h for h in self.policy.select_hooks(list(cfg.hooks)) if h not in self.patterns]
-            if self.policy.cfg.is_goal_conditioned and self.goal is None:
-                raise ValueError("a STEVE-1 policy needs --goal pointing to a .npy MineCLIP embedding (512 floats)")
+            _check_goal(self.policy, self.goal)
             self.agent_record = AgentRecord.from_dict(self.policy.provenance, "the policy's provenance")
         self.specs = episode_specs(self.policy, cfg, self.hooks)
         self.run_dir = Path(cfg.out)
@@ -538,7 +574,7 @@ class Recorder:
         generators = [torch.Generator().manual_seed(cfg.seed + i) for i in indices]
         state = policy.initial_state(n, guided=cfg.cond_scale is not None)
         first = torch.ones(n, dtype=torch.bool)
-        goal = None if self.goal is None else torch.from_numpy(np.tile(self.goal, (n, 1)))
+        goal = None if self.goal is None else torch.from_numpy(np.tile(self.goal.embedding, (n, 1)))
 
         def decide(frames: np.ndarray, infos: list[dict]) -> tuple[list[dict], dict]:
             nonlocal state
@@ -635,7 +671,8 @@ class Recorder:
             package_version=vptlens.__version__,
             git_commit=git_commit(),
             sampling=_sampling(cfg),
-            goal=None if self.goal is None else tuple(float(x) for x in self.goal),
+            goal=None if self.goal is None else tuple(float(x) for x in self.goal.embedding),
+            goal_source=None if self.goal is None else self.goal.provenance,
             cond_scale=cfg.cond_scale,
             intervention=self.intervention,
         )

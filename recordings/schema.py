@@ -205,6 +205,10 @@ class EpisodeMeta:
     goal: tuple[float, ...] | None = None
     """STEVE-1: the goal embedding the agent was conditioned on (None for VPT, and in episodes recorded before it
     was stored: then `record_config.goal` names the .npy file)."""
+    goal_source: dict | None = None
+    """STEVE-1: where the goal came from (`vptlens.agents.goals.Goal.provenance`): `source` ('prompt', 'video' or
+    'embedding'), the prompt and the prior's seed, or the clip and its frames, and the files with their sha256.
+    None for VPT and in episodes recorded before it was stored."""
     cond_scale: float | None = None
     """STEVE-1: the classifier-free guidance scale (None: no guidance)."""
     intervention: dict | None = None

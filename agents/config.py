@@ -127,7 +127,7 @@ def check_sizes(values: dict) -> None:
 
 
 # What each supported option must be, for the keys we do not turn into fields.
-_FIXED_OPTIONS = {
+FIXED_OPTIONS = {
     "recurrence_type": "transformer",
     "attention_mask_style": "clipped_causal",
     "use_pointwise_layer": True,
@@ -151,7 +151,7 @@ _FIELD_OPTIONS = {f.name for f in dataclasses.fields(PolicyConfig)} - {
     "temperature",
     "cnn_outsize",
 }
-_DEFAULTS_OF_REFERENCE = {"img_statistics": None, "first_conv_norm": False, "obs_processing_width": 256}
+DEFAULTS_OF_REFERENCE = {"img_statistics": None, "first_conv_norm": False, "obs_processing_width": 256}
 
 
 def config_from_kwargs(net_kwargs: dict, pi_head_opts: dict | None = None, goal_dim: int | None = None) -> PolicyConfig:
@@ -161,12 +161,12 @@ def config_from_kwargs(net_kwargs: dict, pi_head_opts: dict | None = None, goal_
     for key, value in net_kwargs.items():
         if key in _FIELD_OPTIONS:
             values[key] = tuple(value) if isinstance(value, list) else value
-        elif key in _FIXED_OPTIONS:
-            if value != _FIXED_OPTIONS[key]:
-                problems.append(f"{key}={value!r} (supported: {_FIXED_OPTIONS[key]!r})")
-        elif key in _DEFAULTS_OF_REFERENCE:
-            if value != _DEFAULTS_OF_REFERENCE[key]:
-                problems.append(f"{key}={value!r} (supported: {_DEFAULTS_OF_REFERENCE[key]!r})")
+        elif key in FIXED_OPTIONS:
+            if value != FIXED_OPTIONS[key]:
+                problems.append(f"{key}={value!r} (supported: {FIXED_OPTIONS[key]!r})")
+        elif key in DEFAULTS_OF_REFERENCE:
+            if value != DEFAULTS_OF_REFERENCE[key]:
+                problems.append(f"{key}={value!r} (supported: {DEFAULTS_OF_REFERENCE[key]!r})")
         elif key == "mineclip_embed_dim":
             goal_dim = goal_dim or int(value)
         elif key not in _IGNORED_OPTIONS:

@@ -51,9 +51,9 @@ def read_state_dict(weights_path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def check_state_dict(policy: VPTPolicy, state: dict[str, torch.Tensor], source: str) -> None:
-    """Raise a KeyError naming every missing, unexpected and mis-shaped key."""
-    expected = policy.state_dict()
+def state_dict_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Lines naming every missing, unexpected and mis-shaped key of `state` for `model` (empty when it fits)."""
+    expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     misshaped = [
@@ -61,14 +61,21 @@ def check_state_dict(policy: VPTPolicy, state: dict[str, torch.Tensor], source: 
         for k in expected
         if k in state and state[k].shape != expected[k].shape
     ]
-    if not (missing or unexpected or misshaped):
-        return
-    lines = [f"{source}: the weights do not fit the architecture of the '.model' file."]
+    lines = []
     for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
         if keys:
             shown = ", ".join(keys[:12]) + (f", ... ({len(keys) - 12} more)" if len(keys) > 12 else "")
             lines.append(f"  {title} ({len(keys)}): {shown}")
-    if any(k.startswith("net.mineclip_embed_linear") for k in unexpected):
+    return lines
+
+
+def check_state_dict(policy: VPTPolicy, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise a KeyError naming every missing, unexpected and mis-shaped key."""
+    problems = state_dict_mismatch(policy, state)
+    if not problems:
+        return
+    lines = [f"{source}: the weights do not fit the architecture of the '.model' file.", *problems]
+    if any(k.startswith("net.mineclip_embed_linear") for k in set(state) - set(policy.state_dict())):
         lines.append("  These are STEVE-1 weights: they need goal_dim=512 (load_policy does this by itself).")
     lines.append("  Check that the '.model' and '.weights' files belong to the same checkpoint.")
     raise KeyError("\n".join(lines))

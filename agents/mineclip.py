@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int64, UInt8
 from torch import Tensor, nn
 
-from vptlens.agents.loading import sha256_file
+from vptlens.agents.loading import sha256_file, state_dict_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -405,22 +405,10 @@ def read_mineclip_state(path: str | Path) -> dict[str, Tensor]:
 
 
 def check_state_dict(model: nn.Module, state: dict[str, Tensor], source: str, what: str) -> None:
-    """Raise a KeyError naming every missing, unexpected and mis-shaped key (the first few of each)."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state and state[k].shape != expected[k].shape
-    ]
-    if not (missing or unexpected or misshaped):
-        return
-    lines = [f"{source}: not {what} of the expected architecture."]
-    for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-        if keys:
-            lines.append(f"  {title} ({len(keys)}): " + ", ".join(keys[:8]) + (", ..." if len(keys) > 8 else ""))
-    raise KeyError("\n".join(lines))
+    """Raise a KeyError naming every missing, unexpected and mis-shaped key."""
+    problems = state_dict_mismatch(model, state)
+    if problems:
+        raise KeyError("\n".join([f"{source}: not {what} of the expected architecture.", *problems]))
 
 
 def load_mineclip(

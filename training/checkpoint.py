@@ -16,26 +16,13 @@ from pathlib import Path
 
 import torch
 
-from vptlens.agents.config import PolicyConfig, load_config
+from vptlens.agents.config import DEFAULTS_OF_REFERENCE, FIXED_OPTIONS, PolicyConfig, load_config
 from vptlens.agents.loading import sha256_file
 from vptlens.agents.policy import VPTPolicy
 
-_FIXED_KWARGS = {
-    "recurrence_type": "transformer",
-    "attention_mask_style": "clipped_causal",
-    "use_pointwise_layer": True,
-    "pointwise_use_activation": False,
-    "recurrence_is_residual": True,
-    "use_pre_lstm_ln": False,
-    "diff_mlp_embedding": False,
-    "impala_kwargs": {"post_pool_groups": 1},
-    "init_norm_kwargs": {"batch_norm": False, "group_norm_groups": 1},
-    "img_statistics": None,
-    "first_conv_norm": False,
-    "only_img_input": True,
-    "single_output": True,
-}
-"""The options every released checkpoint sets this way (and the only ones vpt-lens implements)."""
+_FIXED_KWARGS = {**FIXED_OPTIONS, **DEFAULTS_OF_REFERENCE, "only_img_input": True, "single_output": True}
+"""The options every released checkpoint sets this way (and the only ones vpt-lens implements), as the released
+files spell them."""
 
 
 def policy_kwargs(cfg: PolicyConfig) -> dict:

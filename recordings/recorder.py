@@ -36,9 +36,10 @@ from vptlens.agents.agent import preprocess_frames
 from vptlens.agents.distributions import entropy, log_prob, sample_actions
 from vptlens.agents.goals import Goal, make_goal
 from vptlens.agents.policy import PolicyOutput, VPTPolicy
-from vptlens.envs import EnvConfig, get_env_id, get_env_settings, make
+from vptlens.envs import EnvConfig, get_env_id, get_env_settings
 from vptlens.envs.blockworld import BlockWorldConfig
 from vptlens.envs.scenes import as_scene
+from vptlens.envs.vector import EnvPool
 from vptlens.minerl_spec import MINERL_BUTTONS
 from vptlens.recordings import schema as S
 from vptlens.recordings.schema import (
@@ -92,6 +93,10 @@ class RecordConfig:
     """Steps per episode (an episode also ends when the env terminates it)."""
     n_envs: int = 2
     """Environments stepped in lockstep (one batched policy step per tick)."""
+    env_workers: int = 0
+    """Worker processes that step a wave's envs in parallel (0: in this process). The recorded data is the same
+    for every value. Worth it with several envs at 640x360, where rendering dominates; each wave starts its
+    workers afresh (a second or more), so short episodes gain nothing (benchmarks/env_workers.py)."""
     seed: int = 0
     """Episode i uses seed + i for the env and for the agent's sampling."""
     full_frames: bool = False
@@ -133,6 +138,10 @@ class RecordConfig:
             raise ValueError("--resume keeps the existing run and --overwrite deletes it: pass one of them")
         if min(self.n_episodes, self.n_steps, self.n_envs) < 1:
             raise ValueError("n_episodes, n_steps and n_envs must be at least 1")
+        if self.env_workers < 0:
+            raise ValueError(f"--env-workers {self.env_workers}: give 0 (envs in this process) or a positive number")
+        if self.env_workers and self.scripted is not None:
+            raise ValueError("a scripted agent reads its env's state in this process: record it with --env-workers 0")
         if self.flush_steps < 64 or self.flush_steps % 64:
             raise ValueError(f"--flush-steps {self.flush_steps}: give a positive multiple of 64 (the chunk length)")
         if sum(x is not None for x in (self.prompt, self.goal_video, self.goal)) > 1:
@@ -371,8 +380,8 @@ class Recorder:
     def _check_resumable(self, manifest: RunManifest) -> None:
         """--resume adds episodes to a run only if they would be recorded exactly as its others were: the same agent
         files (sha256), env, scene, hooks, steps, seeds and sampling. Every difference is listed at once."""
-        ignored = {"out", "resume", "overwrite", "device", "n_envs", "flush_steps", "model", "weights", "zoo"}
-        ignored.add("checkpoint_dir")  # the agent is compared by its files' sha256 instead
+        ignored = {"out", "resume", "overwrite", "device", "n_envs", "env_workers", "flush_steps"}
+        ignored |= {"model", "weights", "zoo", "checkpoint_dir"}  # the agent is compared by its files' sha256 instead
         now = to_jsonable(self.cfg)
         problems = [
             f"{key}: the run has {manifest.config.get(key)!r}, now {now[key]!r}"
@@ -504,37 +513,36 @@ class Recorder:
     def _record_wave(self, indices: list[int], bar) -> None:
         cfg = self.cfg
         reason = "interrupted"
-        envs = [make(cfg.env, scene=self.scene) for _ in indices]
+        envs = EnvPool(cfg.env, len(indices), cfg.env_workers, scene=self.scene)
         writers: list[EpisodeWriter | None] = []
-        obs_list, infos = [], []
         try:
-            for env, index in zip(envs, indices):
+            obs_list, infos = envs.reset([cfg.seed + index for index in indices])
+            for info, index in zip(infos, indices):
                 seed = cfg.seed + index
-                obs, info = env.reset(seed=seed)
-                obs_list.append(obs)
-                infos.append(info)
                 writers.append(
                     EpisodeWriter(
                         self.episode_path(index),
                         self.specs,
-                        self._episode_attrs(index, env, info),
+                        self._episode_attrs(index, info),
                         flush_steps=cfg.flush_steps,
                         writer=self._writer,
                     )
                 )
                 self._set_episode(index, path=self.episode_path(index).name, seed=seed, status="recording")
             self._save_manifest()
-            decide = self._policy_decider(indices) if self.actor is None else self._scripted_decider(indices, envs)
-            events = [[] for _ in envs]
+            decide = self._policy_decider(indices) if self.actor is None else self._scripted_decider(indices, envs.envs)
+            events = [[] for _ in indices]
             for _ in range(cfg.n_steps):
                 if all(w is None or w.closed for w in writers):
                     break
                 frames = np.stack([preprocess_frames(o["pov"]) for o in obs_list])
                 actions, batch = decide(frames, infos)
-                for b, (env, writer) in enumerate(zip(envs, writers)):
+                open_envs = [b for b, writer in enumerate(writers) if not writer.closed]
+                results = dict(zip(open_envs, envs.step([actions[b] for b in open_envs], open_envs)))
+                for b, writer in enumerate(writers):
                     if writer.closed:
                         continue
-                    obs_next, reward, terminated, truncated, info = env.step(actions[b])
+                    obs_next, reward, terminated, truncated, info = results[b]
                     truncated = truncated or len(writer) + 1 >= cfg.n_steps
                     step = self._step_values(b, frames, obs_list[b], infos[b], events[b], actions[b], batch)
                     step.update(
@@ -562,8 +570,7 @@ class Recorder:
             try:
                 self._close_partial(writers, indices, reason=reason)
             finally:
-                for env in envs:
-                    env.close()
+                envs.close()
 
     def _policy_decider(self, indices: list[int]) -> Callable:
         """`decide(frames, infos) -> (MineRL actions, stored values)` for a wave: one batched policy step a call,
@@ -655,7 +662,7 @@ class Recorder:
             offset += size
         return batch
 
-    def _episode_attrs(self, index: int, env, info: dict) -> dict:
+    def _episode_attrs(self, index: int, info: dict) -> dict:
         cfg = self.cfg
         scene = None if self.scene is None else self.scene.to_dict()
         meta = EpisodeMeta(

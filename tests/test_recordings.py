@@ -79,12 +79,13 @@ def _wait_for_commit(path: Path, at_least: int, timeout_s: float = 120.0) -> int
     raise TimeoutError(f"{path} never committed {at_least} steps")
 
 
-def _record_in_subprocess(out: Path, n_steps: int) -> subprocess.Popen:
+def _record_in_subprocess(out: Path, n_steps: int, env_workers: int = 0) -> subprocess.Popen:
     script = (
         "from pathlib import Path; from vptlens.recordings import recorder; "
         "from vptlens.envs.blockworld import BlockWorldConfig; "
         f"recorder.main(recorder.RecordConfig(model=Path({str(MODEL)!r}), weights=Path({str(WEIGHTS)!r}), "
-        f"out=Path({str(out)!r}), n_steps={n_steps}, n_episodes=1, n_envs=1, env=BlockWorldConfig(64, 64), seed=5))"
+        f"out=Path({str(out)!r}), n_steps={n_steps}, n_episodes=1, n_envs=1, env=BlockWorldConfig(64, 64), seed=5, "
+        f"env_workers={env_workers}))"
     )
     return subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
@@ -110,6 +111,57 @@ def test_sigkill_loses_only_the_tail_and_resume_completes(tmp_path):
     resumed = Episode(killed_dir / "episode_000000.zarr")
     assert resumed.status == "complete" and len(resumed) == 400
     np.testing.assert_array_equal(resumed["action/buttons"][:], clean["action/buttons"][:])
+
+
+def _assert_same_episodes(a: Path, b: Path, n_episodes: int) -> None:
+    """Every array of every episode equal, bit for bit (NaN where NaN)."""
+    for i in range(n_episodes):
+        ea, eb = Episode(a / f"episode_{i:06d}.zarr"), Episode(b / f"episode_{i:06d}.zarr")
+        assert ea.names() == eb.names() and len(ea) == len(eb) > 0
+        for name in ea.names():
+            np.testing.assert_array_equal(ea[name][:], eb[name][:], err_msg=f"episode {i}: {name}")
+
+
+def test_env_workers_record_the_same_data_per_seed(tmp_path):
+    """3 episodes in waves of 2 and 1, envs in this process or in 2 workers: the same actions, frames (full and
+    agent's), activations and ground truth."""
+    kwargs = {"n_episodes": 3, "n_steps": 70, "full_frames": True, "scene": "villager_under_leaves"}
+    recorder.main(_cfg(tmp_path / "in_process", **kwargs))
+    recorder.main(_cfg(tmp_path / "workers", env_workers=2, **kwargs))
+    _assert_same_episodes(tmp_path / "in_process", tmp_path / "workers", 3)
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_sigkill_with_env_workers_leaves_no_workers_and_resume_completes(tmp_path):
+    kwargs = {"n_episodes": 1, "n_envs": 1, "n_steps": 200}
+    clean_dir, killed_dir = tmp_path / "clean", tmp_path / "killed"
+    recorder.main(_cfg(clean_dir, **kwargs))
+    process = _record_in_subprocess(killed_dir, 200, env_workers=1)
+    try:
+        _wait_for_commit(killed_dir / "episode_000000.zarr", 64)
+        workers = _children(process.pid)  # the env worker and multiprocessing's resource tracker
+        assert workers
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "processes outlived the killed recorder"
+    summary = recorder.main(_cfg(killed_dir, resume=True, env_workers=1, **kwargs))
+    assert summary["complete"] == 1
+    _assert_same_episodes(clean_dir, killed_dir, 1)
+
+
+def test_env_workers_are_checked_before_recording(tmp_path):
+    with pytest.raises(ValueError, match="--env-workers -1"):
+        _cfg(tmp_path / "x", env_workers=-1)
+    with pytest.raises(ValueError, match="--env-workers 0"):
+        recorder.RecordConfig(scripted="chopper", env_workers=2, out=tmp_path / "x")
 
 
 def _decode(path: Path) -> list[np.ndarray]:

@@ -210,7 +210,7 @@ def test_an_experiment_runs_the_expert_beside_a_policy_paired_by_seed(tmp_path):
     ablate = {"name": "ablate", "kind": "head_ablation", "heads": ["0.0"], "mode": "zero"}
     from vptlens.interventions.runner import check_edits
 
-    with pytest.raises(SpecError, match="scripted agent has no activations"):
+    with pytest.raises(SpecError, match="a scripted or blind agent has no activations"):
         check_edits(spec_from_dict({**raw, "edits": [raw["edits"][0], ablate]}))
     out = tmp_path / "exp"
     spec = spec_from_dict(raw)

@@ -1,7 +1,7 @@
 """How fast the viewer is on a long episode: opening it, and frames and attention while scrubbing and playing.
 
     python benchmarks/viewer.py [--run runs/bench_viewer] [--steps 6000] [--browser]
-        [--out benchmarks/results/viewer.json]
+        [--baseline DIR --rounds 4] [--out benchmarks/results/viewer.json]
 
 Records (once, into --run) a BlockWorld episode of --steps steps with the tiny fixture agent (4 heads, memory 32;
 frames are 128x128 whatever the agent), then starts `vptlens serve` on it in its own process and measures over HTTP:
@@ -12,15 +12,23 @@ frames are 128x128 whatever the agent), then starts `vptlens serve` on it in its
 - every chunk cold: sprite and attention chunk latency over the whole episode (what a jump anywhere costs);
   scrubbing keeps up at 20 fps when a cold chunk (sprite + attention) arrives within one frame, 50 ms.
 
-With --browser, headless Chromium (Debian's) also measures the page on a fresh server: time to the first frame
-drawn (from the page's navigation start, and as the driver sees it), playback for 5 s (steps advanced per second,
-frames drawn from a loaded sprite vs placeholders), the time from a jump to a random step until its frame is drawn
-(30 jumps, one at a time), and scrubbing at 20 jumps per second, random or by 24 steps (a drag of the slider): the
-share of jumps whose frame was drawn before the next one.
+With --browser, headless Chromium (Debian's) also measures the page on a fresh server, in this order: time to the
+first frame drawn (from the page's navigation start, and as the driver sees it); random scrubbing at 20 jumps per
+second at once (cold: little is cached in the page or the server yet); playback for 5 s (steps advanced per
+second, frames drawn from a loaded sprite vs placeholders); the time from a jump to a random step until its frame
+is drawn (30 jumps, one at a time); then random scrubbing again, and by 24 steps (a drag of the slider). Scrubbing
+scores the share of jumps whose own frame was drawn before the next one (a nearby frame shown meanwhile does not
+count). Last, for clients that say how much of the episode's frames they hold (`window.__player.cache`): that, and
+random scrubbing once they hold every frame sprite they will fetch (the page fetches them in the background).
+
+With --baseline DIR (another vptlens as DIR/vptlens, e.g. `mkdir -p DIR/vptlens && git archive HEAD | tar -x -C
+DIR/vptlens`), the page of that version and of this one are measured alternately, --rounds times each, back to
+back: on a loaded machine only a comparison made at the same time means anything. Medians and ranges are printed.
 """
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -62,13 +70,15 @@ def record(run: Path, n_steps: int) -> Path:
     return Run.open(run).episodes()[0].path
 
 
-def start_server(path: Path) -> tuple[subprocess.Popen, str]:
-    """`vptlens serve PATH --port 0` in its own process, as a user runs it; returns it and its URL."""
+def start_server(path: Path, source: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """`vptlens serve PATH --port 0` in its own process, as a user runs it (the vptlens in `source`, else this one);
+    returns it and its URL."""
     code = (
         "import sys; from pathlib import Path; from vptlens.viewer.serve import ServeConfig, main; "
         "main(ServeConfig(paths=(Path(sys.argv[1]),), port=0))"
     )
-    process = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": str(source)} if source is not None else None
+    process = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True, env=env)
     line = process.stdout.readline()
     if "open " not in line:
         process.kill()
@@ -150,6 +160,20 @@ const timer = setInterval(() => {
 """Seek 100 times at 20 per second; count the jumps whose frame was drawn before the next jump."""
 
 
+def wait_until_held(driver, timeout: float = 120) -> float | None:
+    """Seconds until the page's background fetching stops (every sprite held, or its byte budget full)."""
+    start = time.perf_counter()
+    last, since = -1, time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        fetched = driver.execute_script("return window.__player.cache().fetched")
+        if fetched != last:
+            last, since = fetched, time.perf_counter()
+        elif time.perf_counter() - since > 2:
+            return since - start
+        time.sleep(0.2)
+    return None
+
+
 def measure_browser(url: str) -> dict:
     from selenium import webdriver
 
@@ -180,6 +204,7 @@ def measure_browser(url: str) -> dict:
         first_frame_ms = 1000 * (time.perf_counter() - start)
         page_first_frame_ms = driver.execute_script("return window.__player.stats.firstFrameAt")
         driver.set_script_timeout(30)
+        cold = driver.execute_async_script(SCRUB, 0)
         play = driver.execute_async_script("""
             const done = arguments[arguments.length - 1];
             const p = window.__player; p.seek(0);
@@ -200,6 +225,11 @@ def measure_browser(url: str) -> dict:
             };
             next();""")
         scrub = {name: driver.execute_async_script(SCRUB, stride) for name, stride in (("random", 0), ("drag", 24))}
+        scrub["cold_random"] = cold
+        held = driver.execute_script("return window.__player.cache ? window.__player.cache() : null")
+        if held is not None:
+            held["more_seconds_to_hold_all"] = wait_until_held(driver)
+            scrub["held_random"] = driver.execute_async_script(SCRUB, 0)
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
@@ -209,10 +239,46 @@ def measure_browser(url: str) -> dict:
         "play": {**play, "steps_per_second": play["steps"] / play["seconds"]},
         "random_jump_to_frame": summary(jump),
         **{
-            f"{name}_scrub_20_per_s": {**r, "share_shown": r["shown_before_next"] / max(1, r["jumps"] - 1)}
+            f"{name}_scrub_20_per_s": {**r, "share_shown": r["shown_before_next"] / r["jumps"]}
             for name, r in scrub.items()
         },
+        "frames_held_at_end": held,
     }
+
+
+COMPARED = {
+    "cold random scrub": lambda r: r["cold_random_scrub_20_per_s"]["share_shown"],
+    "random scrub": lambda r: r["random_scrub_20_per_s"]["share_shown"],
+    "drag scrub": lambda r: r["drag_scrub_20_per_s"]["share_shown"],
+    "jump to frame, median ms": lambda r: r["random_jump_to_frame"]["median_ms"],
+    "jump to frame, p95 ms": lambda r: r["random_jump_to_frame"]["p95_ms"],
+    "first frame ms": lambda r: r["page_first_frame_ms"],
+    "playback steps/s": lambda r: r["play"]["steps_per_second"],
+}
+
+
+def compare(episode: Path, baseline: Path, rounds: int) -> dict:
+    """The baseline's page and this one's, alternately (each on a fresh server), `rounds` times each."""
+    runs: dict[str, list] = {"baseline": [], "this": []}
+    for i in range(rounds):
+        for name in ("baseline", "this") if i % 2 == 0 else ("this", "baseline"):
+            process, url = start_server(episode, baseline if name == "baseline" else None)
+            try:
+                runs[name].append({**measure_browser(url), "load_average": os.getloadavg()[0]})
+            finally:
+                process.terminate()
+                process.wait()
+    table = {}
+    for label, get in COMPARED.items():
+        table[label] = {}
+        for name, results in runs.items():
+            values = [get(r) for r in results]
+            table[label][name] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+        print(
+            f"{label:28s}"
+            + "".join(f"  {n} {t['median']:.3g} [{t['min']:.3g}-{t['max']:.3g}]" for n, t in table[label].items())
+        )
+    return {"baseline": str(baseline), "rounds": rounds, "summary": table, "runs": runs}
 
 
 def main() -> None:
@@ -220,9 +286,18 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=Path("runs/bench_viewer"))
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--browser", action="store_true", help="also measure the page in headless Chromium")
+    parser.add_argument("--baseline", type=Path, help="compare the page with the vptlens in BASELINE/vptlens")
+    parser.add_argument("--rounds", type=int, default=4, help="with --baseline: measurements of each version")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/viewer.json"))
     args = parser.parse_args()
     episode = record(args.run, args.steps)
+    if args.baseline is not None:
+        if not (args.baseline / "vptlens" / "viewer" / "app.py").is_file():
+            raise SystemExit(f"--baseline {args.baseline}: expected another vptlens in {args.baseline / 'vptlens'}")
+        results = compare(episode, args.baseline.resolve(), args.rounds)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+        return
     process, url = start_server(episode)
     try:
         results = {"episode_steps": args.steps, "http": measure_http(url, args.steps)}

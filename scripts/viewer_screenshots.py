@@ -5,9 +5,11 @@
 Serves PATH (default: runs/demo, what `make demo` writes: a run, its SAEs and an experiment) with `vptlens serve`
 in its own process, opens the pages in headless Chromium (Debian's chromium and chromium-driver) at 1440x900, and
 saves runs.png; player.png (an episode at its first hit, the pointer on a past frame of the attention strip);
-saliency.png (that frame with the saliency overlay); steering.png (an open-loop head ablation); features.png (an
-SAE's latents); latent.png (one latent's page); experiment.png. --model/--weights: the agent for runs that do not
-keep their own (recorded before RUN/agent/).
+player_full.png (the same step in full resolution, when the episode stores it); saliency.png (that frame with the
+saliency overlay); steering.png (an open-loop head ablation); snapshot.png (`vptlens serve --export` of the 200
+steps around the hit, opened from disk); features.png (an SAE's latents, filtered by firing rate); latent.png (one
+latent's page); experiment.png. --model/--weights: the agent for runs that do not keep their own (recorded before
+RUN/agent/).
 """
 
 import argparse
@@ -22,6 +24,9 @@ from selenium import webdriver
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from vptlens.viewer.export import StepRange, export_episode
+from vptlens.viewer.registry import Registry
 
 SIZE = (1440, 900)
 
@@ -105,6 +110,13 @@ def main() -> None:
         settle(driver)
         shot("player.png")
         ActionChains(driver).move_by_offset(0, 300).perform()
+        if driver.find_elements(By.CSS_SELECTOR, ".full-toggle"):
+            frame = driver.find_element(By.CSS_SELECTOR, "canvas.frame")
+            driver.find_element(By.CSS_SELECTOR, ".full-toggle").click()
+            wait(driver, lambda d: frame.get_attribute("data-full") == "1")
+            settle(driver)
+            shot("player_full.png")
+            driver.find_element(By.CSS_SELECTOR, ".full-toggle").click()
         driver.find_element(By.CSS_SELECTOR, ".saliency-toggle").click()
         frame = driver.find_element(By.CSS_SELECTOR, "canvas.frame")
         wait(driver, lambda d: frame.get_attribute("data-saliency") == str(step) or "saliency:" in d.page_source)
@@ -123,6 +135,19 @@ def main() -> None:
         settle(driver)
         shot("steering.png")
 
+        with tempfile.TemporaryDirectory() as tmp:
+            snapshot = Path(tmp) / "snapshot.html"
+            steps = StepRange(max(0, step - 100), min(episode["length"], step + 100))
+            export_episode(Registry.from_paths(args.paths), episode["id"], steps, ["mean"], snapshot)  # the same ids
+            driver.get(snapshot.as_uri())
+            shown = lambda d: d.find_element(By.CSS_SELECTOR, "canvas.frame").get_attribute("data-step")
+            wait(driver, shown)
+            driver.execute_script(f"window.__player.seek({step})")
+            wait(driver, lambda d: shown(d) == str(step))
+            settle(driver)
+            shot("snapshot.png")
+        driver.get(url + "/#/")  # back to the server (the snapshot's page answers only from itself)
+
         saes = json.loads(driver.execute_script("return fetch('/api/saes').then(r => r.text())"))["saes"]
         if saes:
             sae = next((s for s in saes if s["architecture"] == "topk"), saes[0])
@@ -130,6 +155,7 @@ def main() -> None:
             wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".vbody .vrow"))
             Select(driver.find_element(By.CSS_SELECTOR, ".add-column")).select_by_value("lift:key:attack")
             wait(driver, lambda d: "lift attack" in d.find_element(By.CSS_SELECTOR, ".vhead").text)
+            driver.find_element(By.CSS_SELECTOR, ".rate-min").send_keys("1")  # latents firing at >= 1% of steps
             settle(driver)
             shot("features.png")
             driver.find_elements(By.CSS_SELECTOR, ".vbody .vrow")[0].click()

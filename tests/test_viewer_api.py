@@ -17,6 +17,7 @@ from vptlens.interventions.metrics import compute_metrics
 from vptlens.recordings.store import Episode, Run
 from vptlens.viewer import serve
 from vptlens.viewer.app import make_app
+from vptlens.viewer.episodes import EpisodeData
 from vptlens.viewer.registry import Registry
 
 
@@ -27,7 +28,7 @@ def data(tiny_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(data, tmp_path_factory):
-    registry = Registry.from_paths([data.run, data.sae, data.broken, data.experiment])
+    registry = Registry.from_paths([data.run, data.sae, data.broken, data.experiment, data.full])
     url, stop = start(make_app(registry, tmp_path_factory.mktemp("work")))
     with httpx.Client(base_url=url, timeout=60) as c:
         yield c
@@ -218,6 +219,35 @@ def test_frames_come_as_sprites_that_hold_the_stored_frames(client, data):
         cell = sprite[(i // 4) * 128 : (i // 4 + 1) * 128, (i % 4) * 128 : (i % 4 + 1) * 128].astype(float)
         assert np.abs(cell - episode.frames[80 + i]).mean() < 6  # JPEG
     assert client.get("/api/episodes/r0e0/sprite/8").status_code == 422  # past the end: says so
+
+
+def decode_jpeg(content: bytes) -> np.ndarray:
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def test_full_resolution_frames_come_as_sprites_of_their_own(client, data):
+    eid = run_ids(client)["full"]["episodes"][0]["id"]
+    episode = Episode(next(data.full.glob("episode_*.zarr")))
+    view = client.get(f"/api/episodes/{eid}").json()
+    assert view["full_frame_size"] == [72, 128] and view["frame_size"] == [128, 128]
+    response = client.get(f"/api/episodes/{eid}/frames_full/1")  # steps 16..31
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.headers["cache-control"] == client.get(f"/api/episodes/{eid}/sprite/1").headers["cache-control"]
+    sprite = decode_jpeg(response.content)
+    assert sprite.shape == (4 * 72, 4 * 128, 3)
+    stored = np.asarray(episode.frames_full[:], float)
+    for i in (0, 5, 15):
+        cell = sprite[(i // 4) * 72 : (i // 4 + 1) * 72, (i % 4) * 128 : (i % 4 + 1) * 128].astype(float)
+        error = np.abs(cell - stored).mean((1, 2, 3))  # against every stored frame: JPEG blurs small sharp frames
+        assert error[16 + i] < 12 and error[16 + i] == error.min()
+    assert decode_jpeg(client.get(f"/api/episodes/{eid}/frames_full/2").content).shape == (2 * 72, 4 * 128, 3)
+    assert client.get(f"/api/episodes/{eid}/frames_full/3").status_code == 422  # past the end (40 steps)
+    assert client.get("/api/episodes/r0e0").json()["full_frame_size"] is None
+    none = client.get("/api/episodes/r0e0/frames_full/0")
+    assert none.status_code == 404 and "--full-frames" in none.json()["error"]
+    cache = EpisodeData()  # cached like the agent's sprites, apart from them
+    assert cache.sprite(episode, 1, full=True) == cache.sprite(episode, 1, full=True) != cache.sprite(episode, 1)
+    assert (cache.sprites.hits, cache.sprites.misses) == (1, 2)
 
 
 def test_attention_chunks_are_the_stored_weights(client, data):

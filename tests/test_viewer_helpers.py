@@ -1,7 +1,8 @@
 """What the viewer's tests serve, built once per test session and shared by the API and browser tests (no tests here).
 
 `served(tiny_run, root)`: the tiny recorded run, an SAE on its `blocks.1.hook_resid_post`, a run of broken episodes
-(half-written, a missing frames chunk, an unreadable zarr.json) and a two-cell experiment. `start(app)`: a live
+(half-written, a missing frames chunk, an unreadable zarr.json), a two-cell experiment and a short run that keeps
+full-resolution frames. `start(app)`: a live
 uvicorn server in a thread, as `vptlens serve` runs it.
 """
 
@@ -29,6 +30,7 @@ class Served:
     sae: Path
     broken: Path
     experiment: Path
+    full: Path
 
 
 def make_sae(path: Path, run: Path) -> Path:
@@ -77,6 +79,29 @@ def make_experiment(path: Path) -> Path:
     return path
 
 
+def make_full_run(path: Path) -> Path:
+    """One 40-step episode that stores full-resolution frames (`--full-frames`), 72x128: not square, unlike the
+    agent's 128x128."""
+    from vptlens.envs.blockworld import BlockWorldConfig
+    from vptlens.recordings import recorder
+
+    model, weights = fixture_paths("vpt_tiny")
+    cfg = recorder.RecordConfig(
+        model=model,
+        weights=weights,
+        out=path,
+        n_episodes=1,
+        n_envs=1,
+        n_steps=40,
+        env=BlockWorldConfig(height=72, width=128),
+        seed=3,
+        full_frames=True,
+        scene="villager_under_leaves",
+    )
+    recorder.main(cfg)
+    return path
+
+
 @functools.cache
 def served(tiny_run: Path, root: Path) -> Served:
     return Served(
@@ -85,6 +110,7 @@ def served(tiny_run: Path, root: Path) -> Served:
         sae=make_sae(root / "sae", tiny_run),
         broken=make_broken_run(root / "broken", tiny_run),
         experiment=make_experiment(root / "experiment"),
+        full=make_full_run(root / "full"),
     )
 
 

@@ -170,6 +170,11 @@ def episode_sprite(request: Request, s: State):
 
 
 @api
+def episode_full_sprite(request: Request, s: State):
+    return _image(s.data.sprite(s.episode(request.path_params["eid"]), request.path_params["block"], full=True))
+
+
+@api
 def episode_attention(request: Request, s: State):
     episode = s.episode(request.path_params["eid"])
     head = request.query_params.get("head", "mean")
@@ -368,6 +373,7 @@ def make_app(
         Route(e, episode_meta),
         Route(e + "/traces", episode_traces),
         Route(e + "/sprite/{block:int}", episode_sprite),
+        Route(e + "/frames_full/{block:int}", episode_full_sprite),
         Route(e + "/attention", episode_attention),
         Route(e + "/keyframes", episode_key_frames),
         Route(e + "/strip", episode_strip),

@@ -3,8 +3,10 @@ key frames and context strips, each cached.
 
 Frames travel as JPEG sprites of SPRITE_STEPS steps: scrubbing within one costs the browser nothing, a jump
 anywhere costs one small image, and the server reads each store chunk of frames once (LRU caches of decoded
-chunks and of sprites). Attention travels per store chunk, one layer and one head (or their mean) at a time, as
-raw float32 in the store's lag layout (column M = now, column M-k = k frames back, masked keys exactly 0).
+chunks and of sprites). The full-resolution frames an episode may store (`frames_full`, the recorder's
+--full-frames) travel the same way, in sprites of their own. Attention travels per store chunk, one layer and one
+head (or their mean) at a time, as raw float32 in the store's lag layout (column M = now, column M-k = k frames
+back, masked keys exactly 0).
 """
 
 import math
@@ -21,8 +23,10 @@ from vptlens.agents.actions import MINERL_BUTTONS, VPT_BUTTONS, class_to_buttons
 from vptlens.interventions.metrics import EpisodeGroundTruth, get_metric
 from vptlens.probes.attention import AttentionConfig
 from vptlens.probes.attention_stats import detect_key_frames, episode_sums, lag_order
+from vptlens.recordings.schema import FRAMES, FRAMES_FULL
 from vptlens.recordings.store import CommittedArray, Episode
 from vptlens.viewer.actions import KEYS
+from vptlens.viewer.registry import NotFound
 
 SPRITE_STEPS = 16
 """Steps per frame sprite: a jump anywhere costs one small image (4 x 4 frames of 128 px, ~100 kB)."""
@@ -102,6 +106,7 @@ class EpisodeData:
         self.sprites = LRU(sprite_cache)
         self.attention_chunks = LRU(attention_cache)
         self.frame_chunks = LRU(32)
+        self.full_chunks = LRU(4)  # 16 full frames a chunk (MineRL's 640x360: 11 MB decoded), read once per sprite
         self.arrays = LRU(1024)
         self.trace_cache = LRU(16)
         self.summaries = LRU(4096)
@@ -145,7 +150,8 @@ class EpisodeData:
 
     def meta(self, episode: Episode) -> dict:
         """What the player needs to show frames and attention at once: shapes and metadata (reads no array data)."""
-        frames = self._array(episode, "frames", lambda: episode.frames)
+        frames = self._array(episode, FRAMES, lambda: episode.frames)
+        full = episode.frames_full
         layers = episode.layers
         heads = memory = 0
         attention_chunk = 64
@@ -159,6 +165,7 @@ class EpisodeData:
             "status": episode.status,
             "length": len(episode),
             "frame_size": list(frames.shape[1:3]),
+            "full_frame_size": None if full is None else list(full.shape[1:3]),
             "sprite_steps": SPRITE_STEPS,
             "sprite_columns": SPRITE_COLUMNS,
             "attention_chunk": attention_chunk,
@@ -211,28 +218,36 @@ class EpisodeData:
         order = [*KEYS, *(k for k in MINERL_BUTTONS if k not in KEYS)]
         return {k: "".join("1" if x else "0" for x in columns[k]) for k in order if k in columns and columns[k].any()}
 
-    def _frames(self, episode: Episode, start: int, stop: int) -> np.ndarray:
-        """Frames start..stop-1, read a whole store chunk at a time (each chunk once: an LRU of decoded chunks)."""
-        frames = self._array(episode, "frames", lambda: episode.frames)
+    def _full_frames(self, episode: Episode) -> CommittedArray:
+        if episode.frames_full is None:
+            raise NotFound(
+                f"{episode.path.name} stores no full-resolution frames; record with `vptlens record --full-frames`"
+            )
+        return self._array(episode, FRAMES_FULL, lambda: episode.frames_full)
+
+    def _frames(self, episode: Episode, start: int, stop: int, full: bool = False) -> np.ndarray:
+        """Frames start..stop-1 (the agent's, or the full-resolution ones), read a whole store chunk at a time (each
+        chunk once: an LRU of decoded chunks)."""
+        frames = self._full_frames(episode) if full else self._array(episode, FRAMES, lambda: episode.frames)
+        chunks = self.full_chunks if full else self.frame_chunks
         if not 0 <= start < stop <= len(episode):
             raise IndexError(f"steps {start}..{stop - 1} out of range: {episode.path.name} has {len(episode)} steps")
         size = int(frames.array.chunks[0])
         parts = []
         for c in range(start // size, (stop - 1) // size + 1):
-            chunk = self.frame_chunks.get(
-                (*self._key(episode), c), lambda c=c: np.asarray(frames[c * size : (c + 1) * size])
-            )
+            chunk = chunks.get((*self._key(episode), c), lambda c=c: np.asarray(frames[c * size : (c + 1) * size]))
             parts.append(chunk[max(start - c * size, 0) : stop - c * size])
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
-    def sprite(self, episode: Episode, block: int) -> bytes:
-        """The JPEG of steps block*SPRITE_STEPS.. in a grid of SPRITE_COLUMNS columns (step start + i at cell i)."""
+    def sprite(self, episode: Episode, block: int, full: bool = False) -> bytes:
+        """The JPEG of steps block*SPRITE_STEPS.. in a grid of SPRITE_COLUMNS columns (step start + i at cell i), of
+        the agent's frames or (`full`) the full-resolution ones."""
 
         def make() -> bytes:
             start = block * SPRITE_STEPS
             if not 0 <= start < len(episode):
                 raise IndexError(f"sprite {block} out of range: {episode.path.name} has {len(episode)} steps")
-            frames = self._frames(episode, start, min(len(episode), start + SPRITE_STEPS))
+            frames = self._frames(episode, start, min(len(episode), start + SPRITE_STEPS), full)
             n, h, w, c = frames.shape
             rows = math.ceil(n / SPRITE_COLUMNS)
             grid = np.zeros((rows * h, SPRITE_COLUMNS * w, c), np.uint8)
@@ -241,7 +256,7 @@ class EpisodeData:
                 grid[y * h : (y + 1) * h, x * w : (x + 1) * w] = frame
             return encode_jpeg(grid)
 
-        return self.sprites.get((*self._key(episode), block), make)
+        return self.sprites.get((*self._key(episode), block, full), make)
 
     def attention(self, episode: Episode, layer: int, head: str, chunk: int) -> bytes:
         """Chunk `chunk` (the attention array's store chunk) of block `layer`'s attention for one head ("0", "1", ...)

@@ -1,7 +1,8 @@
 """`vptlens serve PATH...`: the local web viewer of runs, episodes, SAEs and experiments (`viewer.app`), on uvicorn.
 
 It binds 127.0.0.1 by default. Another address makes the server reachable from other machines, so it then
-needs a token (`--token`), which every request must carry: the printed URL has it.
+needs a token (`--token`), which every request must carry: the printed URL has it. With `--export OUT.html` it
+serves nothing and writes one episode's player as a self-contained page instead (`viewer.export`).
 """
 
 import ipaddress
@@ -15,6 +16,7 @@ import tyro
 import uvicorn
 
 from vptlens.viewer.app import make_app
+from vptlens.viewer.export import StepRange, export_episode, parse_heads
 from vptlens.viewer.policies import Policies
 from vptlens.viewer.registry import Registry
 
@@ -35,7 +37,8 @@ def is_loopback(host: str) -> bool:
 @dataclass(frozen=True)
 class ServeConfig:
     """Serve runs, SAEs and experiments in a local web app: episode player with attention, SAE feature browser,
-    steering, experiment reports. Prints the URL to open."""
+    steering, experiment reports. Prints the URL to open. With --export, writes one episode's player as a
+    self-contained HTML file that works offline instead."""
 
     paths: tyro.conf.Positional[tuple[Path, ...]]
     """Run directories, episodes (episode_*.zarr), SAE directories, experiment directories, or folders holding them
@@ -57,6 +60,18 @@ class ServeConfig:
     its sha256 must match each recording's."""
     weights: Path | None = None
     """The agent's .weights file, with --model."""
+    export: Path | None = None
+    """Serve nothing: write the player of one episode (--episode, --steps) to this .html file, which works opened
+    from disk with no server or network (frames, attention, traces, events and key frames embedded; no steering
+    or saliency). About 4 MB for 600 BlockWorld steps with the mean attention."""
+    episode: str | None = None
+    """With --export: the episode, by its directory, its name (episode_000003.zarr) or its viewer id (r0e3); not
+    needed when the paths hold a single episode."""
+    steps: str | None = None
+    """With --export: the steps START:STOP (STOP excluded, either may be left out), e.g. 100:700 (default: all)."""
+    export_heads: str | None = None
+    """With --export: the attention embedded for each layer: mean (default), all (the mean and every head: VPT's 16
+    heads multiply its share ~17-fold), or a comma list such as mean,0,5."""
 
     def __post_init__(self):
         if not self.paths:
@@ -70,6 +85,15 @@ class ServeConfig:
                 f"--token is too short to guard anything: give at least {MIN_TOKEN_CHARS} characters, "
                 'e.g. from python -c "import secrets; print(secrets.token_urlsafe())"'
             )
+        if self.export is None and (self.episode, self.steps, self.export_heads) != (None, None, None):
+            raise ValueError(
+                "--episode, --steps and --export-heads choose what --export writes: pass --export OUT.html too"
+            )
+        if self.export is not None:
+            if self.export.suffix.lower() not in (".html", ".htm"):
+                raise ValueError(f"--export {self.export}: give the .html file to write, e.g. --export snapshot.html")
+            StepRange.parse(self.steps)
+            parse_heads(self.export_heads)
         if not is_loopback(self.host) and self.token is None:
             raise ValueError(
                 f"--host {self.host} lets other machines connect: pass --token SECRET too (e.g. --token "
@@ -114,7 +138,15 @@ def make_server(cfg: ServeConfig) -> tuple[uvicorn.Server, socket.socket, str]:
 
 
 def main(cfg: ServeConfig) -> None:
-    """Serve until Ctrl-C."""
+    """Serve until Ctrl-C; or, with --export, write the snapshot and return."""
+    if cfg.export is not None:
+        registry = Registry.from_paths(list(cfg.paths))
+        done = export_episode(
+            registry, cfg.episode, StepRange.parse(cfg.steps), parse_heads(cfg.export_heads), cfg.export, cfg
+        )
+        start, stop = done["steps"]
+        print(f"vptlens serve: wrote {cfg.export} ({done['bytes']['total'] / 1e6:.1f} MB, steps {start}..{stop - 1})")
+        return
     server, sock, url = make_server(cfg)
     print(f"vptlens serve: open {url}  (Ctrl-C stops)", flush=True)
     server.run(sockets=[sock])

@@ -2,7 +2,7 @@
 // of the last RASTER_ROWS steps on the same lag axis, a fixed log colour scale with its legend, masked lags
 // hatched, hover on any cell showing the frame it points at with its weight, and the most attended past frames.
 
-import {MASKED_RGB, WEIGHT_MIN, el, fmt, hiDpiCanvas, maskedPattern, weightColour, weightRGB} from "./util.js";
+import {MASKED_RGB, SNAPSHOT, WEIGHT_MIN, el, fmt, hiDpiCanvas, maskedPattern, weightColour, weightRGB} from "./util.js";
 
 const WIDTH = 520;
 const STRIP_H = 34;
@@ -15,7 +15,9 @@ export class AttentionPanel {
     this.player = player;
     this.view = player.view;
     this.layer = this.view.layers.includes(layer) ? layer : this.view.layers[this.view.layers.length - 1];
-    this.head = head === "mean" || Number(head) < this.view.heads ? head : "mean";
+    // a snapshot holds the heads it was exported with
+    const heads = SNAPSHOT ? SNAPSHOT.heads : ["mean", ...Array.from({length: this.view.heads}, (_, i) => String(i))];
+    this.head = heads.includes(String(head)) ? String(head) : heads[0];
     this.onChange = onChange;
     this.seek = seek;
     this.T = this.view.memory + 1;
@@ -29,7 +31,6 @@ export class AttentionPanel {
     const layerSelect = el("select", {"aria-label": "layer", class: "layer-select", onchange: () => {
       this.layer = Number(layerSelect.value); layerSelect.blur(); this.onChange();  // keys go back to the player
     }}, this.view.layers.map((l) => el("option", {value: l, selected: l === this.layer}, `layer ${l}`)));
-    const heads = ["mean", ...Array.from({length: this.view.heads}, (_, i) => String(i))];
     const headSelect = el("select", {"aria-label": "head", class: "head-select", onchange: () => {
       this.head = headSelect.value; headSelect.blur(); this.onChange();
     }}, heads.map((h) => el("option", {value: h, selected: h === String(this.head)}, h === "mean" ? "mean of heads" : `head ${h}`)));
@@ -66,9 +67,9 @@ export class AttentionPanel {
   lagOf(j) { return this.T - 1 - j; }
   masked(step, k) { return k > step || k === this.T - 1; }
 
-  rowAt(step) {
+  rowAt(step, fetch = true) {
     if (step < 0) return null;
-    return this.player.cache.row(step, this.layer, this.head);
+    return this.player.cache.row(step, this.layer, this.head, fetch);
   }
 
   drawRow(ctx, step, row, y, h) {
@@ -80,10 +81,11 @@ export class AttentionPanel {
     }
   }
 
-  render(t) {
+  // Draw step t; with `fetch` false (its frame is not drawn yet) rows not loaded are not asked for: the frame first.
+  render(t, fetch = true) {
     let row;
     try {
-      row = this.rowAt(t);
+      row = this.rowAt(t, fetch);
       this.status.textContent = row ? "" : "loading attention…";
     } catch (e) {
       this.status.textContent = `attention could not be read: ${e.message}`;
@@ -112,8 +114,7 @@ export class AttentionPanel {
   }
 
   drawTop(t, row) {
-    const sprite = this.player.cache.sprite(this.player.cache.blockOf(t));
-    if (!row || !sprite || !sprite.ready) { this.top.replaceChildren(); return; }  // this step's frame first
+    if (!row || !this.player.cache.frameReady(t)) { this.top.replaceChildren(); return; }  // this step's frame first
     const past = [];
     for (let j = 0; j < this.T; j++) {
       const k = this.lagOf(j);

@@ -47,7 +47,7 @@ export async function saeView(root, [sid]) {
   const n = data.d_sae;
   const query = hashQuery();
   const state = {q: query.get("q") || "", filter: query.get("filter") || "all", sort: query.get("sort") || "firing_rate",
-    desc: query.get("desc") !== "0", extra: []};
+    desc: query.get("desc") !== "0", extra: [], rateMin: query.get("rmin") || "", rateMax: query.get("rmax") || ""};
   const extraValues = new Map();
   const isDense = (i) => cols.firing_rate[i] > data.dense_rate;
   const filters = {
@@ -60,6 +60,14 @@ export async function saeView(root, [sid]) {
   const filter = el("select", {"aria-label": "filter", class: "latent-filter", onchange: () => { state.filter = filter.value; update(); }},
     Object.keys(filters).map((f) => el("option", {value: f, selected: f === state.filter},
       f === "dense" ? `dense (fires > ${pct(data.dense_rate)} of steps)` : f)));
+  // the firing-rate range, in % of steps (an empty box: no bound)
+  const rateBox = (key, name, placeholder) => {
+    const box = el("input", {type: "number", min: 0, max: 100, step: "any", value: state[key], class: `rate-${name}`,
+      "aria-label": `${name} firing rate, %`, placeholder, oninput: () => { state[key] = box.value; update(); }});
+    return box;
+  };
+  const rateRange = el("span", {class: "rate-range"}, "firing rate ", rateBox("rateMin", "min", "0"), " to ",
+    rateBox("rateMax", "max", "100"), " %");
   const addColumn = el("select", {"aria-label": "add a column", class: "add-column", onchange: () => add(addColumn.value)},
     el("option", {value: ""}, "add a column…"),
     el("optgroup", {label: "lift of a key (P(key | fires) / P(key))"}, data.keys.map((k) => el("option", {value: `lift:key:${k}`}, `lift: ${k}`))),
@@ -73,7 +81,7 @@ export async function saeView(root, [sid]) {
   const scroller = el("div", {class: "vscroll", style: `height:${ROW_H * VISIBLE_ROWS}px`}, spacer, body);
   root.append(el("p", {class: "small"}, `${n} latents on run ${data.run} (${data.n_steps} steps). A latent fires at a step when its code is > 0. `
     + "Click a column to sort; lift and correlation columns are computed over every step."),
-  el("div", {class: "toolbar"}, search, filter, addColumn, count), status, el("div", {class: "vtable"}, header, scroller));
+  el("div", {class: "toolbar"}, search, filter, rateRange, addColumn, count), status, el("div", {class: "vtable"}, header, scroller));
 
   const base = [["id", "latent"], ["firing_rate", "firing rate"], ["max_act", "max"], ["mean_act", "mean if fires"]];
   const adding = new Set();
@@ -113,9 +121,11 @@ export async function saeView(root, [sid]) {
     const q = state.q.trim().toLowerCase();
     const keep = filters[state.filter] || filters.all;
     const byId = /^\d+$/.test(q);
+    const bound = (text, otherwise) => (text.trim() === "" || !Number.isFinite(Number(text)) ? otherwise : Number(text) / 100);
+    const lo = bound(state.rateMin, -Infinity), hi = bound(state.rateMax, Infinity);
     order = [];
     for (let i = 0; i < n; i++) {
-      if (!keep(i)) continue;
+      if (!keep(i) || cols.firing_rate[i] < lo || cols.firing_rate[i] > hi) continue;
       if (q && !(byId ? String(i).startsWith(q) : cols.top[i].toLowerCase().includes(q))) continue;
       order.push(i);
     }
@@ -137,7 +147,8 @@ export async function saeView(root, [sid]) {
       label, k === state.sort ? (state.desc ? " ▼" : " ▲") : "",
       state.extra.includes(k) ? el("span", {class: "drop", title: "remove this column"}, "×") : "")));
     spacer.style.height = `${order.length * ROW_H}px`;
-    setHashQuery({q: state.q, filter: state.filter, sort: state.sort, desc: state.desc ? 1 : 0});
+    setHashQuery({q: state.q, filter: state.filter, sort: state.sort, desc: state.desc ? 1 : 0, rmin: state.rateMin,
+      rmax: state.rateMax});
     drawRows();
   }
 

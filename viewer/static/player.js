@@ -1,120 +1,18 @@
 // The episode player: the frame, scrubbing (slider, keyboard), play/pause at 20 fps, the timeline with event and
-// key-frame markers, traces (value, entropy, keys, camera), the action at the current step, the attention panel
-// (attention.js) and steering (steer.js).
+// key-frame markers, traces (value, entropy, keys, camera), the action at the current step (traces.js), the
+// attention panel (attention.js) and steering (steer.js). In an offline snapshot it plays the exported steps only,
+// without steering or saliency (they need the server's agent).
 
 import {AttentionPanel} from "./attention.js";
+import {EpisodeCache} from "./frames.js";
 import {steeringPanel} from "./steer.js";
-import {api, apiBinary, drawLines, el, errorBox, fmt, hashQuery, hiDpiCanvas, setHashQuery} from "./util.js";
+import {EVENT_COLOURS, KEY_FRAME_COLOUR, TRACE_W, drawActionNow, drawTimeline, drawTraceBackground, drawTraces,
+  xStep} from "./traces.js";
+import {SNAPSHOT, api, el, errorBox, fmt, hashQuery, hiDpiCanvas, setHashQuery, sizeCanvas} from "./util.js";
 
 const FPS = 20;
 const FRAME_PX = 384;
-const TRACE_W = 620;
-const EVENT_COLOURS = {
-  entity_attacked: "#d62728", entity_killed: "#111", block_broken: "#8c564b", player_hurt: "#ff7f0e",
-  item_collected: "#2ca02c", block_placed: "#1f77b4", item_dropped: "#7f7f7f",
-};
-const KEY_FRAME_COLOUR = "#9b30d9";
-const ARROWS = {left: "←", right: "→", up: "↑", down: "↓"};
-
-// Frames (JPEG sprites of view.sprite_steps steps) and attention rows (per store chunk, layer and head), each
-// fetched once.
-class EpisodeCache {
-  constructor(eid, view, onLoad) {
-    this.eid = eid;
-    this.view = view;
-    this.onLoad = onLoad;
-    this.sprites = new Map();
-    this.overlays = new Map();
-    this.rows = new Map();
-  }
-
-  blockOf(t) { return Math.floor(t / this.view.sprite_steps); }
-
-  sprite(b) { return this.load(this.sprites, b, "sprite"); }
-
-  saliency(b) { return this.load(this.overlays, b, "saliency"); }
-
-  // A sprite of block b (frames or saliency), fetched once: fetch, not an <img>, so the request leaves at once, can
-  // be cancelled, and decodes off the main thread.
-  load(map, b, kind) {
-    if (b < 0 || b * this.view.sprite_steps >= this.view.length) return null;
-    let entry = map.get(b);
-    if (!entry) {
-      entry = {img: null, ready: false, error: null, abort: new AbortController()};
-      fetch(`/api/episodes/${this.eid}/${kind}/${b}?n=${this.view.length}`, {signal: entry.abort.signal})
-        .then(async (response) => {
-          if (!response.ok) throw new Error((await response.json()).error);
-          entry.img = await createImageBitmap(await response.blob());
-          entry.ready = true;
-          this.onLoad();
-        })
-        .catch((e) => {
-          if (e.name === "AbortError") return;
-          entry.error = `${kind} of steps ${b * this.view.sprite_steps}..: ${e.message}`;
-          this.onLoad();
-        });
-      map.set(b, entry);
-    }
-    return entry;
-  }
-
-  // Cancel the sprites still loading other than block `keep` (a jump elsewhere made them stale).
-  dropPending(keep) {
-    for (const [b, entry] of this.sprites) {
-      if (b !== keep && !entry.ready && !entry.error) {
-        entry.abort.abort();
-        this.sprites.delete(b);
-      }
-    }
-  }
-
-  // Draw step t's frame into ctx at (x, y, size); false (and a grey square) while its sprite loads.
-  drawFrame(ctx, t, x, y, size) {
-    const entry = this.sprite(this.blockOf(t));
-    if (!entry || !entry.ready) {
-      ctx.fillStyle = "#444";
-      ctx.fillRect(x, y, size, size);
-      return false;
-    }
-    const [h, w] = this.view.frame_size;
-    const i = t - this.blockOf(t) * this.view.sprite_steps;
-    const cols = this.view.sprite_columns;
-    ctx.imageSmoothingEnabled = size < w;
-    ctx.drawImage(entry.img, (i % cols) * w, Math.floor(i / cols) * h, w, h, x, y, size, size);
-    return true;
-  }
-
-  // Draw step t's saliency over its frame; false while it is computed.
-  drawSaliency(ctx, t, x, y, size) {
-    const entry = this.saliency(this.blockOf(t));
-    if (!entry || !entry.ready) return false;
-    const [h, w] = this.view.frame_size;
-    const i = t - this.blockOf(t) * this.view.sprite_steps;
-    const cols = this.view.sprite_columns;
-    ctx.imageSmoothingEnabled = true;
-    ctx.drawImage(entry.img, (i % cols) * w, Math.floor(i / cols) * h, w, h, x, y, size, size);
-    return true;
-  }
-
-  // Step t's attention over its memory (Float32Array of M+1, column M = now), or null while it loads.
-  row(t, layer, head) {
-    const c = Math.floor(t / this.view.attention_chunk);
-    const key = `${layer}|${head}|${c}`;
-    let entry = this.rows.get(key);
-    if (!entry) {
-      entry = {data: null, error: null};
-      this.rows.set(key, entry);
-      apiBinary(`/api/episodes/${this.eid}/attention?layer=${layer}&head=${head}&chunk=${c}&n=${this.view.length}`)
-        .then((buf) => { entry.data = new Float32Array(buf); this.onLoad(); },
-          (e) => { entry.error = e.message; this.onLoad(); });
-    }
-    if (entry.error) throw new Error(entry.error);
-    if (!entry.data) return null;
-    const T = this.view.memory + 1;
-    const i = t - c * this.view.attention_chunk;
-    return entry.data.subarray(i * T, (i + 1) * T);
-  }
-}
+const FULL_BOX = [640, 384];  // full-resolution frames are shown at their aspect within this (w, h)
 
 export async function playerView(root, [eid]) {
   const query = hashQuery();
@@ -127,7 +25,9 @@ export async function playerView(root, [eid]) {
     return () => {};
   }
   const n = view.length;
-  const player = {eid, view, t: Math.min(n - 1, Math.max(0, Number(query.get("t") || 0))), playing: false};
+  const span = SNAPSHOT ? {lo: SNAPSHOT.steps[0], hi: SNAPSHOT.steps[1]} : {lo: 0, hi: n};  // the steps it plays
+  const clamp = (t) => Math.min(span.hi - 1, Math.max(span.lo, Math.round(t)));
+  const player = {eid, view, t: clamp(Number(query.get("t") || 0)), playing: false};
   const header = el("div", {class: "episode-head"},
     el("h1", {}, view.name, " ", el("span", {class: `badge ${view.status}`}, view.status)),
     el("p", {class: "small summary-line"}, summaryLine(view)));
@@ -143,14 +43,14 @@ export async function playerView(root, [eid]) {
     scheduled = true;
     requestAnimationFrame(() => { scheduled = false; draw(); });
   };
-  const cache = new EpisodeCache(eid, view, render);
+  const cache = new EpisodeCache(eid, view, render, span);
   player.cache = cache;
 
   // ---- frame and controls
   const frame = hiDpiCanvas(FRAME_PX, FRAME_PX, {class: "frame", "data-step": "", "aria-label": "frame"});
-  const slider = el("input", {type: "range", min: 0, max: n - 1, value: player.t, class: "slider",
+  const slider = el("input", {type: "range", min: span.lo, max: span.hi - 1, value: player.t, class: "slider",
     "aria-label": "step", oninput: () => seek(Number(slider.value))});
-  const stepBox = el("input", {type: "number", min: 0, max: n - 1, value: player.t, class: "step-box",
+  const stepBox = el("input", {type: "number", min: span.lo, max: span.hi - 1, value: player.t, class: "step-box",
     onchange: () => seek(Number(stepBox.value))});
   const playButton = el("button", {class: "play", onclick: () => setPlaying(!player.playing)}, "▶ play");
   const frameError = el("div", {class: "frame-error"});
@@ -163,9 +63,28 @@ export async function playerView(root, [eid]) {
   const controls = el("div", {class: "controls"},
     el("button", {onclick: () => seek(player.t - 1), title: "previous step (←)"}, "◀"), playButton,
     el("button", {onclick: () => seek(player.t + 1), title: "next step (→)"}, "▶"),
-    el("label", {}, "step ", stepBox, ` of ${n - 1}`),
+    el("label", {}, "step ", stepBox, SNAPSHOT ? ` (steps ${span.lo}..${span.hi - 1} of ${n})` : ` of ${n - 1}`),
     el("span", {class: "small"}, "← → step, shift ×10, space plays"));
-  const saliencyRow = el("div", {class: "controls"}, el("label", {}, saliencyBox, " saliency overlay"), saliencyNote);
+  // full-resolution frames, when the episode stores them (the server's: a snapshot holds the agent's frames only)
+  const fullSize = SNAPSHOT ? null : view.full_frame_size;
+  const fullBox = el("input", {type: "checkbox", class: "full-toggle", checked: fullSize && query.get("full") === "1",
+    onchange: () => { fullBox.blur(); sizeFrame(); updateUrl(); focus(); render(); }});
+  const saliencyRow = el("div", {class: "controls"},
+    fullSize ? el("label", {}, fullBox, ` full resolution (${fullSize[1]}×${fullSize[0]})`) : null,
+    el("label", {}, saliencyBox, " saliency overlay"), saliencyNote);
+  const frameWrap = el("div", {class: "frame-wrap"}, frame, frameError);
+  const showFull = () => Boolean(fullSize) && fullBox.checked;
+  function frameBox() {  // the frame's [width, height] in CSS pixels
+    if (!showFull()) return [FRAME_PX, FRAME_PX];
+    const scale = Math.min(FULL_BOX[0] / fullSize[1], FULL_BOX[1] / fullSize[0]);
+    return [Math.round(fullSize[1] * scale), Math.round(fullSize[0] * scale)];
+  }
+  function sizeFrame() {
+    const [w, h] = frameBox();
+    sizeCanvas(frame, w, h);
+    frameWrap.style.width = `${w}px`;
+  }
+  sizeFrame();
 
   async function loadSaliencyScale() {
     saliencyNote.textContent = "computing the episode's saliency scale…";
@@ -184,7 +103,7 @@ export async function playerView(root, [eid]) {
   // ---- timeline: events and key frames (the traces and events come in a second answer: the frame does not wait)
   const timeline = hiDpiCanvas(TRACE_W, 30, {class: "timeline", title: "click to jump"});
   const markers = {events: [], keyFrames: []};
-  timeline.addEventListener("click", (ev) => seek(Math.round((ev.offsetX / TRACE_W) * (n - 1))));
+  timeline.addEventListener("click", (ev) => seek(xStep(span, ev.offsetX)));
   const timelineLegend = el("div", {class: "legend"},
     el("span", {}, el("b", {style: `background:${KEY_FRAME_COLOUR}`}), "key frame (attention)"));
 
@@ -205,10 +124,10 @@ export async function playerView(root, [eid]) {
       el("span", {}, el("b", {style: `background:${EVENT_COLOURS[type] || "#555"}`}), type)));
     const rows = [["value", 44], ["entropy", 44], ...Object.keys(view.traces.keys).map((k) => [k, 9]), ["camera", 44]];
     const height = rows.reduce((a, [, h]) => a + h + 4, 0);
-    traceBackground = drawTraceBackground(view, rows, height);
+    traceBackground = drawTraceBackground(view, rows, height, span);
     traces = hiDpiCanvas(TRACE_W + 80, height, {class: "traces", title: "click to jump"});
     traces.addEventListener("click", (ev) => {
-      if (ev.offsetX >= 80) seek(Math.round(((ev.offsetX - 80) / TRACE_W) * (n - 1)));
+      if (ev.offsetX >= 80) seek(xStep(span, ev.offsetX - 80));
     });
     traceBox.replaceChildren(traces);
     loadKeyFrames();
@@ -225,30 +144,36 @@ export async function playerView(root, [eid]) {
     seek: (t) => seek(t),
   });
 
-  const steer = steeringPanel({eid, view, step: () => player.t, seek: (t) => seek(t)});
+  const steer = SNAPSHOT ? null : steeringPanel({eid, view, step: () => player.t, seek: (t) => seek(t)});
 
   root.append(el("div", {class: "player"},
-    el("div", {class: "player-left"}, el("div", {class: "frame-wrap"}, frame, frameError), slider, controls, saliencyRow,
+    el("div", {class: "player-left"}, frameWrap, slider, controls, SNAPSHOT ? null : saliencyRow,
       el("h3", {}, "Timeline"), timeline, timelineLegend, el("h3", {}, "Traces"), traceBox),
-    el("div", {class: "player-right"}, el("h3", {}, "Action at this step"), actionBox, attention.element)),
-  steer);
+    el("div", {class: "player-right"}, el("h3", {}, "Action at this step"), actionBox, attention.element)));
+  if (steer) root.append(steer);
 
   let urlTimer = null;
   function updateUrl() {
     clearTimeout(urlTimer);
-    urlTimer = setTimeout(() => setHashQuery({t: player.t, layer: attention.layer, head: attention.head}), 250);
+    const state = {t: player.t, layer: attention.layer, head: attention.head, ...(showFull() ? {full: 1} : {})};
+    urlTimer = setTimeout(() => setHashQuery(state), 250);
   }
 
+  // fetch what step player.t needs, and what is likely next
+  const focus = () => cache.focus(player.t, {playing: player.playing, full: showFull()});
+
   function seek(t) {
-    player.t = Math.min(n - 1, Math.max(0, Math.round(t)));
-    if (player.t === n - 1 && player.playing) setPlaying(false);
+    player.t = clamp(t);
+    if (player.t === span.hi - 1 && player.playing) setPlaying(false);
     updateUrl();
+    focus();
     draw();
   }
 
   function setPlaying(on) {
-    player.playing = on && player.t < n - 1;
+    player.playing = on && player.t < span.hi - 1;
     playButton.textContent = player.playing ? "❚❚ pause" : "▶ play";
+    focus();
     if (player.playing) {
       const start = performance.now(), from = player.t;
       const tick = (now) => {
@@ -273,43 +198,43 @@ export async function playerView(root, [eid]) {
   }
 
   const stats = {drawn: 0, placeholders: 0, firstFrameAt: null};  // firstFrameAt: ms since the page's navigation
-  window.__player = {stats, seek, setPlaying, get step() { return player.t; }, view};
+  window.__player = {stats, seek, setPlaying, get step() { return player.t; }, view, cache: () => cache.stats()};
 
   function draw() {
     const t = player.t;
     slider.value = t;
     if (document.activeElement !== stepBox) stepBox.value = t;
-    const b = cache.blockOf(t);
-    if (player.playing) for (let ahead = 1; ahead <= 3; ahead++) cache.sprite(b + ahead);  // prefetch
-    else cache.dropPending(b);  // scrubbing: only the frame asked for now is worth waiting for
+    const full = showFull();
     if (player.playing && view.layers.length) {
       const next = (Math.floor(t / view.attention_chunk) + 1) * view.attention_chunk;
       try { if (next < n) cache.row(next, attention.layer, attention.head); } catch { /* shown by the panel */ }
     }
     const ctx = frame.getContext("2d");
-    const ok = cache.drawFrame(ctx, t, 0, 0, FRAME_PX);
-    const sprite = cache.sprite(b);
-    frameError.textContent = sprite && sprite.error ? sprite.error : "";
+    const [w, h] = frameBox();
+    const ok = cache.drawFrame(ctx, t, 0, 0, w, h, full);
+    const instead = ok ? null : cache.drawNearest(ctx, t, 0, 0, w, h, full);  // while t's own sprite loads
+    frameError.textContent = cache.frameError(t, full);
     frame.dataset.step = ok ? String(t) : "";
+    frame.dataset.full = ok && full ? "1" : "";
     frame.dataset.saliency = "";
     if (ok && saliencyBox.checked && player.saliencyScale) {
-      const shown = cache.drawSaliency(ctx, t, 0, 0, FRAME_PX);
+      const shown = cache.drawSaliency(ctx, t, 0, 0, w, h);
       frame.dataset.saliency = shown ? String(t) : "";
-      const overlay = cache.saliency(b);
-      if (overlay && overlay.error) saliencyNote.textContent = overlay.error;
-      if (player.playing) cache.saliency(b + 1);
+      if (cache.saliencyError(t)) saliencyNote.textContent = cache.saliencyError(t);
+      if (player.playing) cache.prefetchSaliency(t);
     }
     if (ok) stats.drawn += 1; else stats.placeholders += 1;
     if (ok && stats.firstFrameAt === null) stats.firstFrameAt = performance.now();
-    ctx.fillStyle = "rgba(0,0,0,0.55)";
-    ctx.fillRect(0, 0, 92, 20);
-    ctx.fillStyle = "#fff";
+    const label = ok ? `step ${t}` : `step ${t}: loading${instead === null ? "" : `, showing step ${instead}`}`;
     ctx.font = "12px system-ui, sans-serif";
-    ctx.fillText(`step ${t}`, 6, 14);
-    drawTimeline(timeline, markers, n, t);
-    if (traces) drawTraces(traces, traceBackground, n, t);
+    ctx.fillStyle = "rgba(0,0,0,0.55)";
+    ctx.fillRect(0, 0, ctx.measureText(label).width + 12, 20);
+    ctx.fillStyle = "#fff";
+    ctx.fillText(label, 6, 14);
+    drawTimeline(timeline, markers, span, t);
+    if (traces) drawTraces(traces, traceBackground, span, t);
     drawActionNow(actionBox, view, t);
-    attention.render(t);
+    attention.render(t, ok || player.playing);
   }
 
   const onKey = (ev) => {
@@ -318,21 +243,24 @@ export async function playerView(root, [eid]) {
     const jump = ev.shiftKey ? 10 : 1;
     if (ev.key === "ArrowRight") seek(player.t + jump);
     else if (ev.key === "ArrowLeft") seek(player.t - jump);
-    else if (ev.key === "Home") seek(0);
-    else if (ev.key === "End") seek(n - 1);
+    else if (ev.key === "Home") seek(span.lo);
+    else if (ev.key === "End") seek(span.hi - 1);
     else if (ev.key === " ") setPlaying(!player.playing);
     else return;
     ev.preventDefault();
   };
   document.addEventListener("keydown", onKey);
+  focus();
   draw();
   loadTraces();
   return () => {
     player.playing = false;
+    cache.close();
     document.removeEventListener("keydown", onKey);
     delete window.__player;
   };
 }
+
 
 function summaryLine(view) {
   const s = view.summary;
@@ -341,104 +269,4 @@ function summaryLine(view) {
   if (s && s.hits !== null) parts.push(`hits ${s.hits} (target ${s.target_hits})`, `kills ${s.kills}`, `logs ${s.logs}`);
   if (view.intervention) parts.push(`recorded with the edit ${view.intervention.kind}`);
   return parts.join(" · ");
-}
-
-function drawTimeline(canvas, markers, n, t) {
-  const ctx = canvas.getContext("2d");
-  ctx.clearRect(0, 0, TRACE_W, 30);
-  ctx.fillStyle = "#f1f1f1";
-  ctx.fillRect(0, 0, TRACE_W, 30);
-  const x = (s) => (s / Math.max(1, n - 1)) * (TRACE_W - 1);
-  for (const e of markers.events) {
-    ctx.fillStyle = EVENT_COLOURS[e.type] || "#555";
-    ctx.fillRect(x(e.step) - 1, 2, 2, 12);
-  }
-  ctx.fillStyle = KEY_FRAME_COLOUR;
-  for (const k of markers.keyFrames) ctx.fillRect(x(k.step) - 1, 16, 2, 12);
-  ctx.fillStyle = "#000";
-  ctx.fillRect(x(t) - 1, 0, 2, 30);
-}
-
-function drawTraceBackground(view, rows, height) {
-  const canvas = document.createElement("canvas");
-  const ratio = window.devicePixelRatio || 1;
-  canvas.width = (TRACE_W + 80) * ratio;
-  canvas.height = height * ratio;
-  const ctx = canvas.getContext("2d");
-  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-  const n = view.length;
-  let y = 0;
-  ctx.font = "11px system-ui, sans-serif";
-  for (const [name, h] of rows) {
-    ctx.fillStyle = "#f6f6f6";
-    ctx.fillRect(80, y, TRACE_W, h);
-    ctx.fillStyle = "#333";
-    const box = {x: 80, y: y + 2, w: TRACE_W, h: h - 4};
-    if (name === "value") {
-      const r = drawLines(ctx, [{values: view.traces.value, colour: "#1f77b4"}], box);
-      ctx.fillText(`value ${fmt(r.lo, 2)}..${fmt(r.hi, 2)}`, 2, y + 12);
-    } else if (name === "entropy") {
-      const r = drawLines(ctx, [{values: view.traces.entropy_buttons, colour: "#ff7f0e"},
-        {values: view.traces.entropy_camera, colour: "#2ca02c"}], box);
-      ctx.fillText("entropy (nats)", 2, y + 12);
-      ctx.fillStyle = "#ff7f0e"; ctx.fillText("buttons", 2, y + 24);
-      ctx.fillStyle = "#2ca02c"; ctx.fillText(`camera ≤${fmt(r.hi, 2)}`, 2, y + 36);
-    } else if (name === "camera") {
-      drawLines(ctx, [{values: view.traces.camera[1], colour: "#d62728"}, {values: view.traces.camera[0], colour: "#9467bd"}],
-        box, {yMin: -10, yMax: 10});
-      ctx.fillText("camera (°)", 2, y + 12);
-      ctx.fillStyle = "#d62728"; ctx.fillText("yaw → +", 2, y + 24);
-      ctx.fillStyle = "#9467bd"; ctx.fillText("pitch ↓ +", 2, y + 36);
-    } else {
-      const bits = view.traces.keys[name];
-      ctx.fillText(name, 2, y + h - 1);
-      ctx.fillStyle = "#222";
-      const perPixel = n / TRACE_W;  // one rectangle per pixel column that holds a press, not one per step
-      for (let x = 0; x < TRACE_W; x++) {
-        const lo = Math.floor(x * perPixel), hi = Math.max(lo + 1, Math.floor((x + 1) * perPixel));
-        const at = bits.indexOf("1", lo);
-        if (at >= 0 && at < hi) ctx.fillRect(80 + x, y + 1, Math.max(1, 1 / perPixel), h - 2);
-      }
-    }
-    y += h + 4;
-  }
-  return canvas;
-}
-
-function drawTraces(canvas, background, n, t) {
-  const ctx = canvas.getContext("2d");
-  ctx.save();
-  ctx.setTransform(1, 0, 0, 1, 0, 0);
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
-  ctx.drawImage(background, 0, 0);
-  ctx.restore();
-  ctx.fillStyle = "rgba(0,0,0,0.8)";
-  ctx.fillRect(80 + (t / Math.max(1, n - 1)) * (TRACE_W - 1) - 0.5, 0, 1, canvas.height);
-}
-
-function cameraArrow(pitch, yaw) {
-  const parts = [];
-  if (yaw < -0.05) parts.push(`${ARROWS.left} ${fmt(-yaw, 2)}°`);
-  if (yaw > 0.05) parts.push(`${ARROWS.right} ${fmt(yaw, 2)}°`);
-  if (pitch < -0.05) parts.push(`${ARROWS.up} ${fmt(-pitch, 2)}°`);
-  if (pitch > 0.05) parts.push(`${ARROWS.down} ${fmt(pitch, 2)}°`);
-  return parts.length ? parts.join("  ") : "still";
-}
-
-function drawActionNow(box, view, t) {
-  if (!view.traces) {
-    box.replaceChildren(el("span", {class: "small"}, "loading…"));
-    return;
-  }
-  const keys = Object.entries(view.traces.keys);
-  const pitch = view.traces.camera[0][t], yaw = view.traces.camera[1][t];
-  const events = view.events.filter((e) => e.step === t);
-  box.replaceChildren(
-    el("div", {class: "chips"}, keys.length ? keys.map(([k, bits]) =>
-      el("span", {class: bits[t] === "1" ? "chip on" : "chip"}, k)) : el("span", {class: "small"}, "no key pressed in this episode")),
-    el("div", {class: "camera-now"}, "camera ", el("b", {}, cameraArrow(pitch, yaw))),
-    el("div", {class: "small"}, `value ${fmt(view.traces.value[t])} · entropy buttons ${fmt(view.traces.entropy_buttons[t])}, `
-      + `camera ${fmt(view.traces.entropy_camera[t])} nats · reward ${fmt(view.traces.reward[t])}`),
-    el("div", {class: "events-now"}, events.map((e) => el("span", {class: "event", style: `border-color:${EVENT_COLOURS[e.type] || "#555"}`}, e.label))),
-  );
 }

@@ -1,5 +1,9 @@
 // Shared helpers: the API client, DOM building, number formats, the colour scale, small canvas plots.
 
+// What an offline snapshot's page holds (`vptlens serve --export`; set by snapshot.js): the episode, the steps
+// exported, the attention heads embedded. null when the server serves the page.
+export const SNAPSHOT = window.VPTLENS_SNAPSHOT || null;
+
 class ApiError extends Error {
   constructor(message, status, body) {
     super(message);
@@ -158,7 +162,8 @@ export function hiDpiCanvas(width, height, attrs = {}) {
   return canvas;
 }
 
-function sizeCanvas(canvas, width, height) {
+// (Re)size a canvas for the screen's pixel ratio (its content is cleared).
+export function sizeCanvas(canvas, width, height) {
   const ratio = window.devicePixelRatio || 1;
   canvas.width = Math.round(width * ratio);
   canvas.height = Math.round(height * ratio);

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import httpx
 
+from vptlens.viewer.browser import headless_chromium
+
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "vpt_tiny"
 
 
@@ -175,24 +177,8 @@ def wait_until_held(driver, timeout: float = 120) -> float | None:
 
 
 def measure_browser(url: str) -> dict:
-    from selenium import webdriver
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
     profile = tempfile.mkdtemp(prefix="vptlens-bench-")
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1440,1000",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=webdriver.ChromeService("/usr/bin/chromedriver"), options=options)
+    driver = headless_chromium(profile, 1440, 1000)
     try:
         start = time.perf_counter()
         driver.get(url + "/#/episode/r0e0?t=3000")

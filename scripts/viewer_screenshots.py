@@ -25,6 +25,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from vptlens.viewer.browser import headless_chromium
 from vptlens.viewer.export import StepRange, export_episode
 from vptlens.viewer.registry import Registry
 
@@ -49,22 +50,7 @@ def start_server(paths: list[Path], model: Path | None, weights: Path | None) ->
 
 
 def browser() -> webdriver.Chrome:
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--hide-scrollbars",
-        f"--window-size={SIZE[0]},{SIZE[1]}",
-        f"--user-data-dir={tempfile.mkdtemp(prefix='vptlens-shots-')}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=webdriver.ChromeService("/usr/bin/chromedriver"), options=options)
+    driver = headless_chromium(tempfile.mkdtemp(prefix="vptlens-shots-"), *SIZE, "--hide-scrollbars")
     driver.set_window_size(*SIZE)
     return driver
 

@@ -13,6 +13,7 @@ import pytest
 from test_viewer_helpers import served, start
 
 from vptlens.viewer.app import make_app
+from vptlens.viewer.browser import chromium_available, headless_chromium
 from vptlens.viewer.export import StepRange, export_episode
 from vptlens.viewer.registry import Registry
 
@@ -22,31 +23,14 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1440,1100",
-)
-
 
 def make_driver(profile_dir: str):
-    """Headless Chromium with a fresh profile, driven by Debian's chromedriver (nothing is downloaded)."""
-    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
+    """Headless Chromium (Debian's, nothing downloaded); the test is skipped where it is not installed."""
+    if not chromium_available():
         pytest.skip(
             "browser tests need Debian's chromium and chromium-driver: apt-get install chromium chromium-driver"
         )
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*FLAGS, f"--user-data-dir={profile_dir}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    return headless_chromium(profile_dir, 1440, 1100)
 
 
 @pytest.fixture(scope="module")

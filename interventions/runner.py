@@ -26,7 +26,7 @@ from vptlens.envs.workers import WORKER_ENV, init_worker, worker_environment
 from vptlens.interventions.controls import ReplayActions
 from vptlens.interventions.spec import Cell, ExperimentSpec, SpecError, spec_from_dict
 from vptlens.probes.report import write_json
-from vptlens.recordings.recorder import agent_files
+from vptlens.recordings.run_agent import agent_files
 from vptlens.recordings.schema import provenance
 
 logger = logging.getLogger(__name__)

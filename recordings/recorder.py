@@ -9,20 +9,18 @@ episodes and records the others again.
 
 Longer than ~500 lines on purpose: the config, the stepping loop, the manifest and the resume
 rules are one state machine (what is on disk after any kill), easier to check read together.
+What an episode stores is in `episode_arrays.py`, the agent's files and goal in `run_agent.py`.
 """
 
 import contextlib
-import dataclasses
 import json
 import logging
-import os
 import shutil
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -42,8 +40,9 @@ from vptlens.envs.scenes import as_scene
 from vptlens.envs.vector import EnvPool
 from vptlens.minerl_spec import MINERL_BUTTONS
 from vptlens.recordings import schema as S
+from vptlens.recordings.episode_arrays import episode_specs, nearest_log_array
+from vptlens.recordings.run_agent import Actor, agent_files, check_goal, keep_agent_in_run
 from vptlens.recordings.schema import (
-    AGENT_DIR,
     AgentRecord,
     EnvRecord,
     EpisodeMeta,
@@ -52,18 +51,12 @@ from vptlens.recordings.schema import (
     now_iso,
     to_jsonable,
 )
-from vptlens.recordings.store import Episode
-from vptlens.recordings.writer import TEXT, ArraySpec, BlockWriter, EpisodeWriter
+from vptlens.recordings.store import Episode, committed_length, interrupted_at_creation, is_complete
+from vptlens.recordings.writer import BlockWriter, EpisodeWriter
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_HOOKS = ("img.hook_out", "blocks.*.hook_resid_post")
-
-
-class Actor(Protocol):
-    """A scripted agent (e.g. `vptlens.training.expert.ChopperExpert`): the MineRL action for an env's state."""
-
-    def act(self, env, info: dict) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -148,134 +141,6 @@ class RecordConfig:
             raise ValueError("give one STEVE-1 goal: --prompt, --goal-video or --goal (not several)")
 
 
-def _check_goal(policy: VPTPolicy, goal: Goal | None) -> None:
-    """A STEVE-1 policy needs a goal of its width; a plain VPT policy takes none."""
-    if not policy.cfg.is_goal_conditioned:
-        if goal is not None:
-            raise ValueError("this is a VPT policy without goal conditioning: drop --prompt, --goal-video and --goal")
-        return
-    if goal is None:
-        raise ValueError(
-            "a STEVE-1 policy needs a goal: --prompt 'chop a tree', --goal-video clip.mp4 (20 fps) or --goal goal.npy"
-        )
-    if goal.embedding.shape != (policy.cfg.goal_dim,):
-        raise ValueError(f"the goal has {goal.embedding.size} values; this policy takes {policy.cfg.goal_dim}")
-
-
-def episode_specs(policy: VPTPolicy | None, cfg: RecordConfig, hook_names: list[str]) -> dict[str, ArraySpec]:
-    """Every per-step array an episode stores (documented in PROTOCOL.md); a scripted agent (`policy` None) has
-    no log-probabilities, entropies, value, attention or activations."""
-    specs = {
-        S.FRAMES: ArraySpec((128, 128, 3), "uint8", 64, "the agent-resolution frame the policy saw", "RGB"),
-        S.action_array("buttons"): ArraySpec((), "int32", 64, "joint button class taken (0..8640)", "class"),
-        S.action_array("camera"): ArraySpec(
-            (), "int32", 64, "camera class taken (0..120) = pitch_bin * 11 + yaw_bin", "class"
-        ),
-        S.minerl_action_array("camera"): ArraySpec(
-            (2,), "float32", 64, "camera action sent to the env", "degrees [pitch, yaw]"
-        ),
-        S.LOG_PROB: ArraySpec((), "float32", 64, "log-probability of the action taken (both heads)", "nats"),
-        S.entropy_array("buttons"): ArraySpec((), "float32", 64, "entropy of the button head", "nats"),
-        S.entropy_array("camera"): ArraySpec((), "float32", 64, "entropy of the camera head", "nats"),
-        S.VALUE: ArraySpec((), "float32", 64, "value head output (denormalised)", ""),
-        S.REWARD: ArraySpec((), "float32", 64, "env reward after the action", ""),
-        S.TERMINATED: ArraySpec((), "bool", 64, "the env ended the episode after this step", ""),
-        S.TRUNCATED: ArraySpec((), "bool", 64, "the episode was cut after this step", ""),
-        S.ground_truth_array("pose"): ArraySpec(
-            (5,), "float32", 64, "player pose when the frame was seen", "x, y, z, pitch, yaw"
-        ),
-        S.ground_truth_array("crosshair"): ArraySpec(
-            (), TEXT, 64, "what the crosshair was on (JSON)", "env's info['crosshair']"
-        ),
-        S.ground_truth_array("nearest_log"): ArraySpec(
-            (4,), "float32", 64, "tree trunk (log block) nearest the eyes; NaN if none or unknown", "x, y, z, distance"
-        ),
-        S.ground_truth_array("visible_entities"): ArraySpec(
-            (), TEXT, 64, "mobs on screen with pixel boxes (JSON)", "x0, y0, x1, y1"
-        ),
-        S.ground_truth_array("events"): ArraySpec(
-            (), TEXT, 64, "events of the step that produced the frame (JSON)", ""
-        ),
-    }
-    for key in MINERL_BUTTONS:
-        specs[S.minerl_action_array(key)] = ArraySpec((), "uint8", 64, f"MineRL '{key}' sent to the env", "0/1")
-    if cfg.full_frames:
-        specs[S.FRAMES_FULL] = ArraySpec((cfg.env.height, cfg.env.width, 3), "uint8", 16, "the env's full frame", "RGB")
-    if policy is None:
-        return {k: v for k, v in specs.items() if k not in _POLICY_OUTPUTS}
-    pc = policy.cfg
-    T = pc.memory_len + 1
-    for layer in range(pc.n_recurrence_layers):
-        specs[S.attention_array(layer)] = ArraySpec(
-            (pc.attention_heads, T),
-            "float16",
-            64,
-            f"block {layer}'s attention of the current frame over its memory",
-            f"lag: column {T - 1} is the current frame, column {T - 1}-k is k steps back",
-        )
-    dims = {
-        "d": pc.hidsize,
-        "f": pc.hidsize * pc.pointwise_ratio,
-        "n": pc.attention_heads,
-        "k": pc.head_dim,
-        "T": T,
-        "a": 8641,
-        "c": 121,
-    }
-    for name in hook_names:
-        shape = tuple(dims[c] for c in policy.hook_dims(step=True)[name].split() if c != "b")
-        specs[S.activation_array(name)] = ArraySpec(shape, "float16", 64, f"hook {name} at each step", "")
-    return specs
-
-
-_POLICY_OUTPUTS = {S.LOG_PROB, S.entropy_array("buttons"), S.entropy_array("camera"), S.VALUE}
-
-
-def keep_agent_in_run(run_dir: Path, record: AgentRecord) -> AgentRecord:
-    """Hard-link (or, across file systems, copy) the agent's files into `RUN/agent/`, and return the record with
-    those run-relative paths: a run replays from itself, and its recorded paths are never followed outside it
-    (`load_recording_policy`). A hard link costs no space; a copy of a 2x checkpoint is ~1 GB, said in the log."""
-    if record.model_path is None or record.weights_path is None:
-        return record  # a policy built in memory: nothing to keep
-    folder = run_dir / AGENT_DIR
-    folder.mkdir(exist_ok=True)
-    relative = {}
-    for kind in ("model", "weights"):
-        source = Path(getattr(record, f"{kind}_path"))
-        target = folder / source.name
-        relative[f"{kind}_path"] = f"{AGENT_DIR}/{source.name}"
-        if target.exists():
-            continue  # a resume: the run's copy, whose sha256 was compared already
-        try:
-            os.link(source, target)
-        except OSError:
-            logger.info("copying %s into %s (a hard link was not possible)", source, folder)
-            partial = target.with_name(target.name + ".part")
-            shutil.copyfile(source, partial)
-            partial.replace(target)
-    return dataclasses.replace(record, **relative)
-
-
-def agent_files(agent) -> tuple[Path, Path]:
-    """The .model and .weights files of an agent given as `model`/`weights` or as a `zoo` name downloaded into
-    `checkpoint_dir` (a `RecordConfig`, or an experiment's agent)."""
-    if agent.zoo is None:
-        return agent.model, agent.weights
-    from vptlens.agents.zoo import get_zoo_entry, shipped_files
-
-    entry = get_zoo_entry(agent.zoo)
-    if entry.shipped:
-        files = shipped_files(entry)
-        return files["model"], files["weights"]
-    paths = agent.checkpoint_dir / entry.model_file, agent.checkpoint_dir / entry.weights_file
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: not downloaded; run `vptlens download {agent.zoo} --dir {agent.checkpoint_dir}`"
-            )
-    return paths
-
-
 class Recorder:
     """Records a run; `main(cfg)` is the command, this is the machinery (usable from Python)."""
 
@@ -328,7 +193,7 @@ class Recorder:
             self.policy = policy if policy is not None else load_policy(*self.agent_files(), device=cfg.device)
             self.patterns = self.policy.select_hooks("blocks.*.attn.hook_pattern")
             self.hooks = [h for h in self.policy.select_hooks(list(cfg.hooks)) if h not in self.patterns]
-            _check_goal(self.policy, self.goal)
+            check_goal(self.policy, self.goal)
             self.agent_record = AgentRecord.from_dict(self.policy.provenance, "the policy's provenance")
         self.specs = episode_specs(self.policy, cfg, self.hooks)
         self.run_dir = Path(cfg.out)
@@ -441,7 +306,7 @@ class Recorder:
             try:
                 episode = Episode(path)
             except (ValueError, FileNotFoundError, KeyError) as e:
-                if _interrupted_at_creation(path):
+                if interrupted_at_creation(path):
                     redo.append(path)
                     pending.append(i)
                 else:
@@ -628,8 +493,8 @@ class Recorder:
         if self._writer.failed:
             # nothing more reaches the episodes; the manifest must not claim more than they hold
             for index in indices:
-                if index in self.manifest.episodes and not _is_complete(self.episode_path(index)):
-                    self._set_episode(index, status="partial", length=_committed_length(self.episode_path(index)))
+                if index in self.manifest.episodes and not is_complete(self.episode_path(index)):
+                    self._set_episode(index, status="partial", length=committed_length(self.episode_path(index)))
             try:
                 self.manifest.dump(self.run_dir)
             except OSError as e:  # the disk is full: run.json keeps its last state, which --resume repairs
@@ -697,7 +562,7 @@ class Recorder:
                     [pose.get(k, np.nan) for k in ("x", "y", "z", "pitch", "yaw")], np.float32
                 ),
                 S.ground_truth_array("crosshair"): json.dumps(info.get("crosshair")),
-                S.ground_truth_array("nearest_log"): _nearest_log(info.get("nearest_log")),
+                S.ground_truth_array("nearest_log"): nearest_log_array(info.get("nearest_log")),
                 S.ground_truth_array("visible_entities"): json.dumps(info.get("visible_entities", [])),
                 S.ground_truth_array("events"): json.dumps(events),
             }
@@ -726,13 +591,6 @@ def _sampling(cfg: RecordConfig) -> str:
     return "argmax" if cfg.deterministic else "sampled, temperature in logits"
 
 
-def _nearest_log(log: dict | None) -> np.ndarray:
-    """info['nearest_log'] as [x, y, z, distance] (NaN where the env reports none, e.g. MineRL)."""
-    if not log:
-        return np.full(4, np.nan, np.float32)
-    return np.array([*log["pos"], log["distance"]], np.float32)
-
-
 def _caused_by_interrupt(e: BaseException) -> bool:
     """Whether a KeyboardInterrupt is in the exception's chain of causes."""
     seen = set()
@@ -742,34 +600,6 @@ def _caused_by_interrupt(e: BaseException) -> bool:
         seen.add(id(e))
         e = e.__cause__ or e.__context__
     return False
-
-
-def _interrupted_at_creation(path: Path) -> bool:
-    """Whether an episode directory is one the writer was killed while creating (no zarr.json yet, or a zarr.json
-    without the schema attributes, which are written last): nothing of it was committed."""
-    meta = path / "zarr.json"
-    if not meta.exists():
-        return not any(path.rglob("c/*"))  # no chunk data anywhere
-    try:
-        attrs = json.loads(meta.read_text()).get("attributes", {})
-    except (json.JSONDecodeError, OSError, AttributeError):
-        return False
-    return "schema" not in attrs
-
-
-def _committed_length(path: Path) -> int:
-    """The steps an episode on disk holds for sure (0 if it cannot be read)."""
-    try:
-        return len(Episode(path))
-    except (ValueError, FileNotFoundError, KeyError):
-        return 0
-
-
-def _is_complete(path: Path) -> bool:
-    try:
-        return Episode(path).status == "complete"
-    except (ValueError, FileNotFoundError, KeyError):
-        return False
 
 
 def main(cfg: RecordConfig) -> dict:

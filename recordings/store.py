@@ -361,3 +361,32 @@ class Run:
             "agent": None if manifest is None else manifest.agent.to_dict(),
             "record_config": None if manifest is None else manifest.config,
         }
+
+
+def interrupted_at_creation(path: Path) -> bool:
+    """Whether an episode directory is one the writer was killed while creating (no zarr.json yet, or a zarr.json
+    without the schema attributes, which are written last): nothing of it was committed."""
+    meta = path / "zarr.json"
+    if not meta.exists():
+        return not any(path.rglob("c/*"))  # no chunk data anywhere
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+    except (json.JSONDecodeError, OSError, AttributeError):
+        return False
+    return "schema" not in attrs
+
+
+def committed_length(path: Path) -> int:
+    """The steps an episode on disk holds for sure (0 if it cannot be read)."""
+    try:
+        return len(Episode(path))
+    except (ValueError, FileNotFoundError, KeyError):
+        return 0
+
+
+def is_complete(path: Path) -> bool:
+    """Whether an episode on disk was closed complete (False if it cannot be read)."""
+    try:
+        return Episode(path).status == "complete"
+    except (ValueError, FileNotFoundError, KeyError):
+        return False

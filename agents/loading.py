@@ -24,6 +24,19 @@ def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def load_torch_file(path: Path, what: str):
+    """`torch.load(path, weights_only=True)` on the CPU: tensors and plain containers only, never code; any failure
+    a ValueError saying what the file should have been."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"{path}: could not be read with torch.load(weights_only=True) ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}). It is not {what}, is corrupt, or holds pickled objects "
+            "other than tensors, which vpt-lens refuses to execute."
+        ) from e
+
+
 def read_state_dict(weights_path: str | Path) -> dict[str, torch.Tensor]:
     """Read a `.weights` (torch, loaded with weights_only) or `.safetensors` file, prefixes stripped."""
     path = Path(weights_path)
@@ -34,14 +47,7 @@ def read_state_dict(weights_path: str | Path) -> dict[str, torch.Tensor]:
 
         state = load_file(str(path), device="cpu")
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ValueError(
-                f"{path}: could not be read as a torch state dict with weights_only=True "
-                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). The file is corrupt, "
-                "not a weights file, or holds code objects we refuse to load."
-            ) from e
+        state = load_torch_file(path, "a VPT weights file")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a dict of tensor names to tensors, got {type(state).__name__}")
     for prefix in _PREFIXES:

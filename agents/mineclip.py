@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int64, UInt8
 from torch import Tensor, nn
 
-from vptlens.agents.loading import sha256_file, state_dict_mismatch
+from vptlens.agents.loading import load_torch_file, sha256_file, state_dict_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -385,14 +385,7 @@ def read_mineclip_state(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file. Pass MineCLIP's attn.pth (`vptlens download mineclip-attn`).")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(
-            f"{path}: could not be read with torch.load(weights_only=True) ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}). It is not a MineCLIP checkpoint, is corrupt, or holds "
-            "pickled objects other than tensors, which vpt-lens refuses to execute."
-        ) from e
+    obj = load_torch_file(path, "a MineCLIP checkpoint")
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     if not isinstance(state, dict) or not state:
         raise ValueError(f"{path}: expected a state dict (or {{'state_dict': ...}}), got {type(state).__name__}")

@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from vptlens.agents.loading import sha256_file
+from vptlens.agents.loading import load_torch_file, sha256_file
 from vptlens.agents.mineclip import check_state_dict
 
 logger = logging.getLogger(__name__)
@@ -105,13 +105,7 @@ def load_prior(path: str | Path, device: str | torch.device = "cpu") -> Steve1Pr
         raise FileNotFoundError(
             f"{path}: no such file. Pass STEVE-1's steve1_prior.pt (`vptlens download steve1-prior`)."
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(
-            f"{path}: could not be read with torch.load(weights_only=True) ({type(e).__name__}); it is not "
-            "STEVE-1's prior, is corrupt, or holds pickled objects vpt-lens refuses to execute."
-        ) from e
+    state = load_torch_file(path, "STEVE-1's prior (steve1_prior.pt)")
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a state dict of tensors (STEVE-1's steve1_prior.pt)")
     prior = Steve1Prior(config_from_state(state, str(path)))

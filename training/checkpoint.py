@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from vptlens.agents.config import DEFAULTS_OF_REFERENCE, FIXED_OPTIONS, PolicyConfig, load_config
-from vptlens.agents.loading import sha256_file
+from vptlens.agents.loading import load_torch_file, sha256_file
 from vptlens.agents.policy import VPTPolicy
 
 _FIXED_KWARGS = {**FIXED_OPTIONS, **DEFAULTS_OF_REFERENCE, "only_img_input": True, "single_output": True}
@@ -88,12 +88,10 @@ def save_train_state(path: Path, state: dict) -> None:
 
 def load_train_state(path: Path) -> dict:
     """Read `save_train_state`'s file with `weights_only=True` (no code is run whatever the file holds)."""
+    fix = "delete it to start the training again, or pass another --out"
+    payload = load_torch_file(path, f"a readable training state ({fix})")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
         meta = json.loads(payload.pop("meta_json"))
-    except Exception as e:
-        raise ValueError(
-            f"{path}: not a readable training state ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-            "delete it to start the training again, or pass another --out"
-        ) from e
+    except (AttributeError, KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable training state ({type(e).__name__}); {fix}") from e
     return {**payload, "meta": meta}

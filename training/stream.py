@@ -17,7 +17,7 @@ import torch
 
 from vptlens.agents.actions import factored_to_minerl, minerl_to_factored
 from vptlens.agents.distributions import sample_actions
-from vptlens.agents.policy import VPTPolicy
+from vptlens.agents.policy import PolicyState, VPTPolicy
 from vptlens.envs.blockworld import BlockWorldConfig, BlockWorldEnv
 from vptlens.training.expert import ChopperExpert
 
@@ -64,6 +64,7 @@ class DemoStream:
         self.learner_drives = np.zeros(rows, bool)
         self._beta = 1.0
         self._started = False  # episodes start at the first chunk, whose beta decides who drives them
+        self._state: PolicyState | None = None  # the learner's memory over the rows, from its first DAgger step
 
     @property
     def rows(self) -> int:
@@ -119,7 +120,7 @@ class DemoStream:
 
     def _learner_actions(self, learner: VPTPolicy, frames: np.ndarray, generator, labels: list[dict]) -> list[dict]:
         """The learner steps every row (its memory must follow each row's frames), and acts on its own rows."""
-        if not hasattr(self, "_state") or self._state.batch_size != self.rows:
+        if self._state is None:
             self._state = learner.initial_state(self.rows)
         device = learner.device
         out, self._state = learner.step(

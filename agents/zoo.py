@@ -103,7 +103,8 @@ class ZooEntry:
     name: str
     """Zoo name, as given to `vptlens download`."""
     kind: str
-    """foundation, bc (fine-tuned by behavioural cloning), rl (diamond-pickaxe reward), steve1, mineclip or prior."""
+    """foundation, bc (fine-tuned by behavioural cloning), rl (diamond-pickaxe reward), steve1, mineclip, prior or
+    organism (trained by vpt-lens, shipped)."""
     description: str
     """One line for `vptlens download --list`."""
     weights: ZooFile
@@ -157,6 +158,11 @@ def _vpt(name: str, kind: str, width: str, description: str, parent: str | None 
 
 
 _STEVE1 = "STEVE-1 download_weights.sh"
+_ORGANISM_SHA256 = {  # printed by scripts/ship_organism.py
+    "model": "37d717b77016c10eca317cb53350f6b79123050d7b1469984c267dbb0ad07c2d",
+    "weights": "12f667b3b5741de8347e1531829421dde5842bb48787aa4875f2aef71badca1f",
+    "untrained": "05e02778413eaf8ebcca9ff70d3bc062ad716a03b57c6e1fae32cbc1e49a5e4c",
+}
 ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in (
@@ -201,6 +207,25 @@ ZOO: dict[str, ZooEntry] = {
             ),
             source=_STEVE1,
         ),
+        ZooEntry(
+            name="blockworld-chopper",
+            kind="organism",
+            description="the model organism: VPT's architecture (d=128, 3.1M params) trained by BC + DAgger to chop "
+            "trees in BlockWorld (agents/organism/blockworld-chopper.json)",
+            model=ZooFile("blockworld-chopper.model", "", sha256=_ORGANISM_SHA256["model"]),
+            weights=ZooFile("blockworld-chopper.weights", "", sha256=_ORGANISM_SHA256["weights"]),
+            source="vpt-lens (scripts/ship_organism.py)",
+            shipped=True,
+        ),
+        ZooEntry(
+            name="blockworld-chopper-untrained",
+            kind="organism",
+            description="the model organism's architecture at its initialisation, before any training (a control)",
+            model=ZooFile("blockworld-chopper.model", "", sha256=_ORGANISM_SHA256["model"]),
+            weights=ZooFile("blockworld-chopper-untrained.weights", "", sha256=_ORGANISM_SHA256["untrained"]),
+            source="vpt-lens (scripts/ship_organism.py)",
+            shipped=True,
+        ),
     )
 }
 
@@ -218,7 +243,8 @@ def shipped_files(entry: ZooEntry) -> dict[str, Path]:
         path = SHIPPED_DIR / f.file_name
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing from the installed package; reinstall vpt-lens")
-        _check_digests(path, str(path), f.sha256, f.md5)
+        if f.sha256 and get_file_digests(path)[0] != f.sha256:  # never deleted: it is the installed package's own file
+            raise ValueError(f"{path}: its sha256 is not the one shipped; the install is damaged: reinstall vpt-lens")
         paths[role] = path
     return paths
 

@@ -273,6 +273,12 @@ def logs_broken(gt: EpisodeGroundTruth) -> int:
     )
 
 
+@register_metric("mobs_attacked", kind="count")
+def mobs_attacked(gt: EpisodeGroundTruth) -> int:
+    """Hits on any mob (`entity_attacked` events, whatever the target): a chopper should make none."""
+    return sum(e.get("type") == "entity_attacked" for row in gt.events for e in row)
+
+
 @register_metric("leaves_punched", kind="count")
 def leaves_punched(gt: EpisodeGroundTruth) -> int:
     """Steps with attack pressed while the crosshair was on a `*_leaves` block within reach (4.5 blocks)."""

@@ -28,6 +28,9 @@ are in `attention_stats.py`, the figures and the index page in `attention_plots.
 Head kinds are decided by documented rules on features of the profile and the detections; see
 `classify_head`. Beside them, heads are clustered without rules by the shape of their lag
 profiles (`cluster_heads`), and each cluster lists the rule kinds of its members.
+
+Around events (`--event`, default logs broken): whether key frames fall near them and whether later queries keep
+looking back at the event frame; see `attention_events.py`.
 """
 
 import logging
@@ -38,8 +41,8 @@ import numpy as np
 import tyro
 from tqdm import tqdm
 
+from vptlens.probes import attention_events, report
 from vptlens.probes import attention_plots as plots
-from vptlens.probes import report
 from vptlens.probes.attention_stats import (
     KINDS,
     bootstrap_ratio,
@@ -110,6 +113,13 @@ class AttentionConfig:
     n_clusters: int = 4
     """Clusters of heads by the shape of their lag profiles (average linkage on Hellinger distance), beside the
     rule-based kinds; capped at the number of heads."""
+    event: str = "block_broken:*_log"
+    """Events to look at attention around: TYPE or TYPE:PATTERN (fnmatch on the block, entity, item or cause name),
+    e.g. block_broken:*_log, entity_attacked:villager; '' leaves the events section out."""
+    event_window: int = 10
+    """A key frame is near an event when their steps differ by at most this many steps."""
+    n_permutations: int = 1000
+    """Circular shifts of each episode's event times for the chance level of key frames near events."""
 
     def __post_init__(self):
         for name in ("recent_lags", "key_min_lag"):
@@ -130,6 +140,10 @@ class AttentionConfig:
             raise ValueError("--layers needs at least one layer (leave it out for every recorded layer)")
         if self.periodic_max_period is not None and self.periodic_max_period < 2:
             raise ValueError(f"periodic_max_period must be >= 2, got {self.periodic_max_period}")
+        attention_events.parse_event(self.event)
+        if self.event_window < 0 or self.n_permutations < 1:
+            raise ValueError(f"event_window must be >= 0 and n_permutations >= 1; got {self.event_window}, "
+                             f"{self.n_permutations}")  # fmt: skip
 
 
 @dataclass
@@ -154,6 +168,8 @@ class AttentionResult:
     key_frames: list[dict]
     """Every key frame, most detected first."""
     n_detections: int
+    events: attention_events.EventsResult | None = None
+    """Attention around `cfg.event` (None: the section is off)."""
     head_kinds: dict[str, int] = field(init=False)
 
     def __post_init__(self):
@@ -355,7 +371,7 @@ def compute(cfg: AttentionConfig, run: Run | None = None) -> AttentionResult:
             "mean_recent_share": float(np.mean([h["features"]["recent_share"] for h in members])),
             "mean_shape": _nanmean(shapes[labels == c]),
         })  # fmt: skip
-    return AttentionResult(
+    result = AttentionResult(
         episodes=episodes,
         layers=layers,
         n_heads=int(n_heads),
@@ -370,6 +386,9 @@ def compute(cfg: AttentionConfig, run: Run | None = None) -> AttentionResult:
         key_frames=key_frames,
         n_detections=n_detections,
     )
+    if cfg.event:
+        result.events = attention_events.compute_events(result, cfg)
+    return result
 
 
 def _nanmean(rows: np.ndarray) -> np.ndarray:
@@ -437,6 +456,7 @@ def to_json(result: AttentionResult, cfg: AttentionConfig, run: Run, figures: di
             "n_listed": min(len(result.key_frames), cfg.max_key_frames),
             "items": result.key_frames[: cfg.max_key_frames],
         },
+        "events": report.Null("off (--event '')") if result.events is None else attention_events.to_json(result.events),
         "figures": figures,
     }
 

@@ -204,6 +204,48 @@ def plot_gallery(result, cfg, path: Path) -> Path:
     return report.save_figure(fig, path, dpi=100)
 
 
+def plot_events(ev, path: Path) -> Path:
+    """Left: the head-mean event-triggered ratio per layer with its band; right: key frames near events against
+    the circular-shift null. `ev` is an `attention_events.EventsResult`."""
+    fig = report.new_figure(figsize=(12, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
+    fig.suptitle(f"Attention around {ev.event}", fontsize=11)
+    if ev.reason is not None:  # the same panels, empty, so that every run's report has the figure
+        for ax, text in ((left, ev.reason.replace(" in the ", "\nin the ")), (right, "no key-frame test")):
+            ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        return report.save_figure(fig, path, dpi=100)
+    for i, (layer, c) in enumerate(ev.triggered.items()):
+        left.fill_between(ev.lags, _positive(c["mean_ratio_ci_low"]), _positive(c["mean_ratio_ci_high"]),
+                          color=f"C{i % 10}", alpha=0.25, lw=0)  # fmt: skip
+        left.plot(ev.lags, _positive(c["mean_ratio"]), color=f"C{i % 10}", lw=1.4, label=f"layer {layer}")
+    left.axhline(1.0, color="grey", ls="--", lw=0.8)
+    left.set_yscale("log")
+    left.set_xlabel("lag d (query at event step + d)")
+    left.set_ylabel("weight on the event frame / lag profile")
+    left.set_title(f"{ev.n_events} event steps: mean over heads (band: {ev.confidence:.0%} CI, bootstrap over "
+                   "event steps)", fontsize=9)  # fmt: skip
+    left.legend(fontsize=8)
+    en = ev.enrichment
+    n_key = en["n_key_frames"]
+    if n_key:
+        dist = en["null_distribution"]
+        right.bar(dist["n_near"] / n_key, dist["count"] / dist["count"].sum(), width=0.8 / n_key, color="0.6",
+                  label=f"{en['n_permutations']} circular shifts")  # fmt: skip
+        right.axvline(en["observed_fraction"], color="C3", lw=2, label="observed")
+        ratio = en["enrichment"]
+        ratio = "n/a" if isinstance(ratio, report.Null) else f"{ratio:.2f}x"
+        right.set_title(f"{en['n_near']} of {n_key} key frames within {en['window']} steps of an event\n(chance "
+                        f"{en['expected_fraction']:.3f}; {ratio}; p = {en['p_value']:.3g})", fontsize=9)  # fmt: skip
+        right.legend(fontsize=8)
+    else:
+        right.text(0.5, 0.5, "no key frames", ha="center", va="center", transform=right.transAxes)
+    right.set_xlabel("fraction of key frames near an event")
+    right.set_ylabel("share of shifts")
+    return report.save_figure(fig, path, dpi=100)
+
+
 def render_figures(result, cfg, out_dir: Path) -> dict[str, str]:
     """Every figure into `out_dir`: {title: file name}."""
     figures = {}
@@ -217,7 +259,19 @@ def render_figures(result, cfg, out_dir: Path) -> dict[str, str]:
     raster_path = out_dir / f"raster_episode{pos}.png"
     figures["raster"] = plot_raster(result, result.episodes[pos], pos, cfg, raster_path).name
     figures["key-frame gallery"] = plot_gallery(result, cfg, out_dir / "key_frames.png").name
+    if result.events is not None:
+        figures["attention around events"] = plot_events(result.events, out_dir / "attention_events.png").name
     return figures
+
+
+def _near(ev) -> str:
+    if ev.reason is not None:
+        return ev.reason
+    en = ev.enrichment
+    if not en["n_key_frames"]:
+        return f"no key frames ({ev.n_events} event steps)"
+    return (f"{en['n_near']} of {en['n_key_frames']} within {en['window']} steps (chance "
+            f"{en['expected_fraction']:.3f}, p = {en['p_value']:.3g}; {ev.n_events} event steps)")  # fmt: skip
 
 
 def write_index(out_dir: Path, result, cfg, figures: dict[str, str], summary: dict) -> Path:
@@ -232,6 +286,7 @@ def write_index(out_dir: Path, result, cfg, figures: dict[str, str], summary: di
             ["memory length M", result.memory_length],
             ["head kinds", ", ".join(f"{k} {n}" for k, n in result.head_kinds.items())],
             ["key frames (detections)", f"{len(result.key_frames)} ({result.n_detections})"],
+            *([] if result.events is None else [[f"key frames near {result.events.event}", _near(result.events)]]),
         ],
     )
     head_rows = []

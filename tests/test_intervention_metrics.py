@@ -21,6 +21,7 @@ BUILT_INS = (
     "hits",
     "crosshair_on_target_steps",
     "logs_broken",
+    "mobs_attacked",
     "leaves_punched",
     "closest_approach",
 )
@@ -68,6 +69,7 @@ EXPECTED = {
     "hits": 3,
     "crosshair_on_target_steps": 2,
     "logs_broken": 2,
+    "mobs_attacked": 4,  # the target's 3 hits and the other mob's one
     "leaves_punched": 2,
     "closest_approach": 2.25,
 }
@@ -122,6 +124,7 @@ def test_an_episode_without_its_target_is_censored_and_zero(tmp_path):
         "hits": 0,
         "crosshair_on_target_steps": 0,
         "logs_broken": 2,  # not about the target
+        "mobs_attacked": 4,
         "leaves_punched": 2,
         "closest_approach": None,  # never seen: undefined, not a made-up distance
     }
@@ -206,6 +209,7 @@ def test_metrics_of_a_recorded_run_match_its_raw_ground_truth(tiny_run):
             "logs_broken": sum(
                 e["type"] == "block_broken" and e["block"] in ("oak_log", "birch_log") for r in events for e in r
             ),  # fmt: skip
+            "mobs_attacked": sum(e["type"] == "entity_attacked" for r in events for e in r),
             "leaves_punched": sum(
                 bool(a)
                 and c["kind"] == "block"

@@ -115,10 +115,14 @@ def _manifest(dir_path) -> dict:
 
 def test_table_is_consistent():
     for name, e in ZOO.items():
-        assert e.name == name and e.weights.url.startswith("https://")
+        assert e.name == name
+        if e.shipped:  # nothing to fetch: every file is checked against its digest instead
+            assert all(f.url == "" and len(f.sha256) == 64 for f in e.files.values())
+        else:
+            assert e.weights.url.startswith("https://")
         if e.is_agent:
             assert e.model_file.endswith(".model") and e.weights_file.endswith(".weights")
-            assert e.architecture.width == e.width
+            assert e.shipped or e.architecture.width == e.width
         if e.parent is not None:
             assert get_zoo_entry(e.parent).width == e.width
     assert get_zoo_entry("steve1").model == get_zoo_entry("rl-from-foundation-2x").model  # VPT's 2x.model
@@ -288,7 +292,33 @@ def test_a_shipped_entry_resolves_to_the_package_checked_against_its_digests(tmp
     assert "ships with vpt-lens" in capsys.readouterr().out and not (tmp_path / "dl").exists()
     assert "(shipped)" in list_zoo()
     (tmp_path / "tiny.weights").write_bytes(b"corrupt")
-    with pytest.raises(ValueError, match="sha256"):
+    with pytest.raises(ValueError, match="sha256.*reinstall"):
         shipped_files(entry)
+    assert (tmp_path / "tiny.weights").read_bytes() == b"corrupt"  # the package's file is reported, not deleted
     with pytest.raises(ValueError, match="not shipped"):
         shipped_files(get_zoo_entry("foundation-model-2x"))
+
+
+def test_the_shipped_organism_loads_as_a_vpt_policy_with_its_provenance():
+    """The package's own checkpoints: digests match, the released layout loads, and the provenance says how they
+    were made (a damaged or half-updated ship fails here, not in a user's experiment)."""
+    import json
+
+    from vptlens.agents.loading import load_policy
+    from vptlens.agents.zoo import SHIPPED_DIR, shipped_files
+
+    trained = shipped_files(get_zoo_entry("blockworld-chopper"))
+    untrained = shipped_files(get_zoo_entry("blockworld-chopper-untrained"))
+    assert trained["model"] == untrained["model"]
+    a, b = load_policy(*trained.values()), load_policy(*untrained.values())
+    assert a.cfg == b.cfg and a.cfg.img_shape == (128, 128, 3) and a.n_params() == 3_078_011
+    assert not torch.equal(
+        a.state_dict()["pi_head.buttons.linear_layer.bias"], b.state_dict()["pi_head.buttons.linear_layer.bias"]
+    )
+    provenance = json.loads((SHIPPED_DIR / "blockworld-chopper.json").read_text())
+    assert provenance["files"] == {
+        p.name: get_zoo_entry(n).files[r].sha256
+        for n in ("blockworld-chopper", "blockworld-chopper-untrained")
+        for r, p in shipped_files(get_zoo_entry(n)).items()
+    }
+    assert provenance["training"]["config"]["hidsize"] == 128 and provenance["frames"] > 0

@@ -1,0 +1,85 @@
+"""Put a trained model organism into the package (`agents/organism/`), with its untrained twin and its provenance.
+
+    python scripts/ship_organism.py runs/organism/rounds/policy-500224 --train-dir runs/organism \
+        [--competence runs/competence/results.json]
+
+Writes `blockworld-chopper.{model,weights}`, `blockworld-chopper-untrained.weights` (the same architecture at
+the trainer's own initialisation, `make_random_policy(seed)`, before any update) and `blockworld-chopper.json`
+(the training run's provenance and log summary, the checkpoint's digests, the competence results when given),
+then prints the zoo entries' sha256 to paste into `agents/zoo.py`. Training directories are not in git: this
+is how a checkpoint leaves one.
+"""
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from vptlens.agents.loading import load_policy, make_random_policy, sha256_file
+from vptlens.agents.zoo import SHIPPED_DIR
+from vptlens.training.checkpoint import save_policy
+
+NAME = "blockworld-chopper"
+
+
+def _log_summary(log_path: Path, frames: int) -> dict:
+    """Mean loss and agreement with the expert over the last 50 updates before `frames`, and per round."""
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["frames"] <= frames]
+    last = rows[-50:]
+    keys = ("loss", "buttons_acc", "camera_acc", "fps", "learner_driven")
+    return {
+        "n_updates_logged": len(rows),
+        "last_50_updates": {k: sum(r[k] for r in last) / len(last) for k in keys},
+        "rounds": sorted({r["round"] for r in rows}),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stem", type=Path, help="checkpoint stem: STEM.model + STEM.weights")
+    parser.add_argument("--train-dir", type=Path, required=True, help="the `vptlens train bc --out` directory")
+    parser.add_argument("--competence", type=Path, help="results.json of `vptlens experiment run organism_competence`")
+    args = parser.parse_args()
+    model, weights = args.stem.with_suffix(".model"), args.stem.with_suffix(".weights")
+    for path in (model, weights, args.train_dir / "provenance.json", args.train_dir / "log.jsonl"):
+        if not path.is_file():
+            parser.error(f"{path} does not exist")
+    train = json.loads((args.train_dir / "provenance.json").read_text())
+    frames = int(args.stem.name.rsplit("-", 1)[1]) if args.stem.parent.name == "rounds" else train["frames"]
+
+    SHIPPED_DIR.mkdir(exist_ok=True)
+    shutil.copyfile(model, SHIPPED_DIR / f"{NAME}.model")
+    shutil.copyfile(weights, SHIPPED_DIR / f"{NAME}.weights")
+    policy = load_policy(SHIPPED_DIR / f"{NAME}.model", SHIPPED_DIR / f"{NAME}.weights")
+    seed = train["config"]["seed"]
+    _, untrained = save_policy(make_random_policy(policy.cfg, seed=seed), SHIPPED_DIR / f"{NAME}-untrained")
+    (SHIPPED_DIR / f"{NAME}-untrained.model").unlink()  # the same architecture file as the trained one
+
+    provenance = {
+        "name": NAME,
+        "checkpoint": str(args.stem),
+        "frames": frames,
+        "architecture": policy.cfg.to_dict(),
+        "n_params": policy.n_params(),
+        "training": {k: train[k] for k in ("config", "data", "package_version", "git_commit")},
+        "training_log": _log_summary(args.train_dir / "log.jsonl", frames),
+        "untrained": f"make_random_policy(config, seed={seed}): the trainer's initialisation before any update",
+        "reproduce": (
+            "vptlens train bc --out runs/organism --frames-per-round "
+            + " ".join(map(str, train["config"]["frames_per_round"]))
+            + " --betas "
+            + " ".join(map(str, train["config"]["betas"]))
+            + f" --threads 1; the shipped checkpoint is rounds/policy-{frames}"
+        ),
+        "files": {p.name: sha256_file(p) for p in sorted(SHIPPED_DIR.glob(f"{NAME}*.*")) if p.suffix != ".json"},
+    }
+    if args.competence:
+        provenance["evaluation"] = json.loads(args.competence.read_text())
+    (SHIPPED_DIR / f"{NAME}.json").write_text(json.dumps(provenance, indent=1) + "\n")
+    for name, digest in provenance["files"].items():
+        print(f"{name}  sha256 {digest}")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-FIXTURE := tests/fixtures/vpt_tiny
 
 .PHONY: setup demo test lint bench clean
 
@@ -19,26 +18,30 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed
 
-# The main job: record BlockWorld episodes of the misgeneralization scene, replay one with attention,
-# then look inside: attention over time, linear probes, an SAE with its evaluation and feature dashboards;
-# then the villager study at a small size (six scenes x three seeds, statistics against the villager in the open).
+# The main job, on the model organism (a tree-chopper with VPT's architecture, trained in BlockWorld and shipped in
+# the package): record it in front of a tree, replay it with its attention, then look inside (attention over time,
+# linear probes, an SAE sweep with its evaluation and feature dashboards); then the villager study at a small size
+# (six scenes x four seeds, its input-blind control, statistics against the villager in the open).
+ORGANISM := agents/organism/blockworld-chopper
+AT_128 := env:blockworld --env.height 128 --env.width 128
 SAE := runs/demo/sae/topk-k_8
 demo: setup
-	$(BIN)/vptlens info $(FIXTURE)/agent.model $(FIXTURE)/agent.weights --no-hooks
+	$(BIN)/vptlens info $(ORGANISM).model $(ORGANISM).weights --no-hooks
 	rm -rf runs/demo
-	$(BIN)/vptlens record --model $(FIXTURE)/agent.model --weights $(FIXTURE)/agent.weights --out runs/demo \
-		--scene villager_under_leaves --n-episodes 4 --n-envs 2 --n-steps 200 --full-frames
+	$(BIN)/vptlens record --zoo blockworld-chopper --out runs/demo --scene tree_at_spot --n-episodes 8 --n-envs 4 \
+		--n-steps 250 $(AT_128)
 	$(BIN)/vptlens replay runs/demo/episode_000000.zarr --out runs/demo/replay.mp4
 	$(BIN)/vptlens summary runs/demo/episode_000000.zarr --out runs/demo/summary.png
 	$(BIN)/vptlens attention runs/demo --out runs/demo/attention
-	$(BIN)/vptlens probe runs/demo --out runs/demo/probe --hooks 'blocks.*.hook_resid_post'
-	$(BIN)/vptlens sae train runs/demo --hook blocks.1.hook_resid_post --out runs/demo/sae \
-		--architectures topk:k=8 batchtopk:k=8 relu:l1=0.5 jumprelu:l0=2 --expansion-factor 4 --batch-size 256 \
+	$(BIN)/vptlens probe runs/demo --out runs/demo/probe --hooks 'blocks.*.hook_resid_post' \
+		--labels crosshair_on_log crosshair_on_leaves attacking nearest_tree_distance pitch
+	$(BIN)/vptlens sae train runs/demo --hook blocks.2.hook_resid_post --out runs/demo/sae \
+		--architectures topk:k=8 batchtopk:k=8 relu:l1=0.5 jumprelu:l0=2 --expansion-factor 8 --batch-size 256 \
 		--buffer-rows 4096 --total-activations 200000 --warmup-steps 50 --val-fraction 0.25 --dead-window 20000
 	$(BIN)/vptlens sae eval $(SAE)
 	$(BIN)/vptlens sae dashboard $(SAE) runs/demo --out runs/demo/dashboard --n-latents 16
-	$(BIN)/vptlens experiment run villager_study --model $(FIXTURE)/agent.model --weights $(FIXTURE)/agent.weights \
-		--n-seeds 3 --n-steps 80 --workers 2 --out runs/demo/villager_study
+	$(BIN)/vptlens experiment run organism_villager_study --n-seeds 4 --n-steps 120 --workers 2 \
+		--out runs/demo/villager_study
 	@echo "demo done: open runs/demo/replay.mp4, runs/demo/attention/index.html, runs/demo/dashboard/index.html, runs/demo/villager_study/report.html; or browse it all: $(BIN)/vptlens serve runs/demo"
 
 lint: setup

@@ -1,0 +1,349 @@
+"""The model organism's study, end to end: its competence, the villager study, what the harness finds inside it,
+and activation interventions on its villager attacks. Every stage is a `vptlens` command a user could type (they
+are printed); the glue here picks the layer, the latents and the direction from the previous stage's output.
+
+    python scripts/organism_study.py --out runs/organism_study                # the README's numbers (~1 h, 2 cores)
+    python scripts/organism_study.py --out /tmp/s --n-seeds 4 --quick         # a smoke run of every stage
+
+Stages (`--stages`, in this order; each reads what the earlier ones wrote under --out):
+- competence:   `organism_competence`: logs per episode, organism vs its teacher vs its untrained self;
+- villagers:    `organism_villager_study`: six scenes, paired seeds, the input-blind control;
+- inside:       on the organism's tree_at_spot episodes of the villager study: `vptlens attention` (key frames
+                around log breaks), `vptlens probe` (crosshair_on_log, ...), `vptlens sae train` on the probe's
+                best layer; then ranks SAE latents by how well they pick out crosshair-on-log steps, and measures
+                those latents on the villager (crosshair on it) under leaves against in the open;
+- intervention: a spec with three edits at that layer (none; the crosshair_on_log direction projected out; the
+                trunk latents clamped to 0) on the villager under leaves and in the open, paired by seed.
+Writes OUT/findings.json, and the figures to --docs (docs/organism by default).
+"""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+
+from vptlens.probes.labels import compute_label
+from vptlens.probes.sae.model import SAE
+from vptlens.recordings.store import Run
+
+VPTLENS = str(Path(sys.executable).parent / "vptlens")
+ENV = ["env:blockworld", "--env.height", "128", "--env.width", "128"]
+STAGES = ("competence", "villagers", "inside", "intervention")
+N_TRUNK_LATENTS = 3
+
+
+def run(*args: str) -> None:
+    print("$ vptlens " + " ".join(args), flush=True)
+    subprocess.run([VPTLENS, *args], check=True)
+
+
+def cell_dir(experiment: Path, **levels: str) -> Path:
+    cells = json.loads((experiment / "experiment.json").read_text())["cells"]
+    (cell,) = [c for c in cells if all(c[k] == v for k, v in levels.items())]
+    return experiment / cell["dir"]
+
+
+# --------------------------------------------------------------------------------------------- the latents
+
+
+def codes_and_label(run_dir: Path, sae: SAE, hook: str, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes (N, s), label values (N,), episode index (N,)) over the steps where `label` is defined."""
+    codes, values, episode_of = [], [], []
+    for i, episode in enumerate(Run.open(run_dir).episodes()):
+        y, ok = compute_label(label, episode)
+        x = torch.from_numpy(np.asarray(episode.activation(hook)[:], np.float32))
+        with torch.no_grad():
+            z = sae.encode(x).numpy()
+        codes.append(z[ok])
+        values.append(y[ok])
+        episode_of.append(np.full(int(ok.sum()), i))
+    return np.concatenate(codes), np.concatenate(values), np.concatenate(episode_of)
+
+
+def rank_latents(codes: np.ndarray, y: np.ndarray, min_rate: float = 0.005) -> list[dict]:
+    """Latents that fire on at least `min_rate` of steps, by AUROC of their code for the binary label y."""
+    rows = []
+    for j in np.flatnonzero((codes > 0).mean(0) >= min_rate):
+        z = codes[:, j]
+        rows.append({
+            "latent": int(j),
+            "auroc": float(roc_auc_score(y, z)),
+            "rate_when_true": float((z[y == 1] > 0).mean()),
+            "rate_when_false": float((z[y == 0] > 0).mean()),
+            "mean_when_true": float(z[y == 1].mean()),
+            "mean_when_false": float(z[y == 0].mean()),
+        })  # fmt: skip
+    return sorted(rows, key=lambda r: -r["auroc"])
+
+
+def per_episode_mean(values: np.ndarray, episode_of: np.ndarray) -> np.ndarray:
+    return np.array([values[episode_of == e].mean() for e in np.unique(episode_of)])
+
+
+def inside(out: Path, args, docs: Path) -> dict:
+    """Attention, probes and an SAE on the organism's tree_at_spot episodes of the villager study (a trunk ahead,
+    natural forest around: its log breaks and crosshair-on-log steps), then the SAE's trunk latents on the villager."""
+    villagers = out / "villagers"
+    trees = cell_dir(villagers, agent="organism", scene="tree_at_spot")
+    run("attention", str(trees), "--out", str(out / "attention"), "--overwrite")
+    labels = ["crosshair_on_log", "crosshair_on_leaves", "attacking", "nearest_tree_distance"]
+    run("probe", str(trees), "--out", str(out / "probe"), "--overwrite", "--labels", *labels,
+        "--hooks", "blocks.*.hook_resid_post")  # fmt: skip
+    probe = json.loads((out / "probe" / "probe.json").read_text())
+    if "crosshair_on_log" not in probe["labels"]:
+        raise SystemExit(f"crosshair_on_log could not be probed ({probe['skipped_labels']}): record more seeds/steps")
+    log = probe["labels"]["crosshair_on_log"]
+    hook = log["best_hook"]
+    run("sae", "train", str(trees), "--hook", hook, "--out", str(out / "sae"), "--architectures", "topk:k=8",
+        "--expansion-factor", "8", "--batch-size", "256", "--total-activations", str(args.sae_activations),
+        "--warmup-steps", "50", "--val-fraction", "0.2", "--overwrite")  # fmt: skip
+    sae_dir = out / "sae" / "topk-k_8"
+    run("sae", "eval", str(sae_dir))
+    run("sae", "dashboard", str(sae_dir), str(trees), "--out", str(out / "dashboard"), "--n-latents", "16",
+        "--overwrite")  # fmt: skip
+    sae = SAE.load(sae_dir)
+
+    codes, y, _ = codes_and_label(trees, sae, hook, "crosshair_on_log")
+    ranked = rank_latents(codes, y)
+    trunk = [r["latent"] for r in ranked[:N_TRUNK_LATENTS]]
+    on_villager = {}
+    for scene in ("villager_under_leaves", "villager_in_open"):
+        cell = cell_dir(villagers, agent="organism", scene=scene)
+        c, yv, ep = codes_and_label(cell, sae, hook, "crosshair_on_villager")
+        mask = yv == 1
+        on_villager[scene] = {
+            "n_steps_on_villager": int(mask.sum()),
+            "n_episodes": int(len(np.unique(ep[mask]))),
+            "trunk_code_per_episode": per_episode_mean(c[mask][:, trunk].sum(1), ep[mask]).tolist(),
+            "villager_latents": rank_latents(c, yv)[:5],
+        }
+    a = np.array(on_villager["villager_under_leaves"]["trunk_code_per_episode"])
+    b = np.array(on_villager["villager_in_open"]["trunk_code_per_episode"])
+    test = stats.mannwhitneyu(a, b, alternative="two-sided") if len(a) and len(b) else None
+    on_log = codes[y == 1][:, trunk].sum(1)
+    off_log = codes[y == 0][:, trunk].sum(1)
+    _plot_latents(on_log, off_log, a, b, trunk, docs / "trunk_latents.png")
+
+    attention = json.loads((out / "attention" / "attention.json").read_text())
+    for name in ("attention_events.png",):
+        if (out / "attention" / name).exists():
+            shutil.copyfile(out / "attention" / name, docs / name)
+    return {
+        "hook": hook,
+        "probe": {
+            name: {
+                "best_hook": probe["labels"][name]["best_hook"],
+                "best": probe["labels"][name]["probes"][probe["labels"][name]["best_hook"]]["summary"],
+                "baseline": probe["labels"][name]["baseline"],
+            }
+            for name in labels
+            if name in probe["labels"]
+        },
+        "attention": {
+            "head_kinds": _count_kinds(attention["head_kinds"]),
+            "n_key_frames": attention["key_frames"]["n_key_frames"],
+            "events": attention.get("events"),
+        },
+        "trunk_latents": ranked[:N_TRUNK_LATENTS],
+        "trunk_code_on_logs": {"mean": float(on_log.mean()), "n_steps": int(len(on_log))},
+        "trunk_code_elsewhere": {"mean": float(off_log.mean()), "n_steps": int(len(off_log))},
+        "on_villager": on_villager,
+        "under_leaves_vs_open": {
+            "mean_under_leaves": float(a.mean()) if len(a) else None,
+            "mean_in_open": float(b.mean()) if len(b) else None,
+            "mann_whitney_p": None if test is None else float(test.pvalue),
+            "unit": "episodes (mean over its steps with the crosshair on the villager)",
+        },
+        "sae_dir": str(sae_dir),
+        "direction": str(out / "probe" / log["probes"][hook]["direction_file"]),
+    }
+
+
+def _count_kinds(heads: list[dict]) -> dict[str, int]:
+    kinds = [h["kind"] for h in heads]
+    return {k: kinds.count(k) for k in sorted(set(kinds))}
+
+
+def _plot_latents(on_log, off_log, under_leaves, in_open, trunk, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = {
+        "tree ahead:\ncrosshair on a log": on_log,
+        "tree ahead:\nelsewhere": off_log,
+        "villager under leaves:\ncrosshair on it": under_leaves,
+        "villager in the open:\ncrosshair on it": in_open,
+    }
+    fig, ax = plt.subplots(figsize=(8, 4))
+    means = [float(np.mean(v)) if len(v) else np.nan for v in groups.values()]
+    errs = [1.96 * float(np.std(v) / np.sqrt(len(v))) if len(v) > 1 else 0.0 for v in groups.values()]
+    ax.bar(range(len(groups)), means, yerr=errs, color=["#8B5A2B", "#999999", "#C08040", "#6080C0"], capsize=4)
+    ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
+    ax.set_ylabel("summed code of the trunk latents")
+    ax.set_title(f"SAE latents {trunk}: the best at picking out crosshair-on-log steps", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ the intervention
+
+
+def intervention_spec(found: dict, args) -> dict:
+    return {
+        "name": "organism_villager_edits",
+        "description": "Activation edits on the organism at the layer where crosshair_on_log is best decoded.",
+        "agents": [{"name": "organism", "zoo": "blockworld-chopper"}],
+        "env": {"kind": "blockworld", "height": 128, "width": 128},
+        "scenes": ["villager_under_leaves", "villager_in_open"],
+        "edits": [
+            {"name": "none", "kind": "none"},
+            {
+                "name": "log_direction_out",
+                "kind": "steering",
+                "hook": found["hook"],
+                "mode": "project_out",
+                "strength": 1.0,
+                "vector_path": found["direction"],
+            },  # fmt: skip
+            {
+                "name": "trunk_latents_off",
+                "kind": "latent_clamp",
+                "sae_dir": found["sae_dir"],
+                "latents": [r["latent"] for r in found["trunk_latents"]],
+                "value": 0.0,
+            },  # fmt: skip
+        ],
+        "control": {"scene": "villager_in_open", "edit": "none"},
+        "seeds": {"start": 0, "count": args.n_seeds},
+        "n_steps": args.villager_steps,
+        "n_envs": 4,
+        "metrics": ["target_hit", "hits", "crosshair_on_target_steps", "leaves_punched"],
+        "target": {"tag": "target"},
+    }
+
+
+def _fmt(x, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _estimate(result: dict) -> str:
+    """'0.54 [0.40, 0.67]' from a summary's result: a proportion (Wilson) or a mean (BCa)."""
+    if "successes" in result:
+        return f"{result['successes']}/{result['n']} [{_fmt(result['low'])}, {_fmt(result['high'])}]"
+    return f"{_fmt(result.get('mean'))} [{_fmt(result.get('low'))}, {_fmt(result.get('high'))}]"
+
+
+def summary_tables(results_path: Path, rows_by: str, metrics: list[str], where: dict) -> str:
+    """A markdown table of one experiment: a row per level of `rows_by` (cells matching `where`), a column per
+    metric with its estimate and 95% interval."""
+    r = json.loads(results_path.read_text())
+    cells: dict[str, dict] = {}
+    for s in r["summaries"]:
+        if all(s[k] == v for k, v in where.items()) and s["metric"] in metrics:
+            cells.setdefault(s[rows_by], {})[s["metric"]] = _estimate(s["result"]) + f" (n={s['n']})"
+    lines = [f"| {rows_by} | " + " | ".join(metrics) + " |", "| --- " * (len(metrics) + 1) + "|"]
+    lines += [f"| {k} | " + " | ".join(v.get(m, "") for m in metrics) + " |" for k, v in cells.items()]
+    return "\n".join(lines)
+
+
+def comparison_lines(results_path: Path, metrics: list[str], key: str = "comparisons") -> str:
+    """One line per comparison against the control (or beyond the blind control): effect [95%], p, Holm p, n."""
+    r = json.loads(results_path.read_text())
+    out = []
+    for c in r[key] or []:
+        if c["metric"] not in metrics or "blind" in (c.get("treatment"), c.get("agent")):
+            continue
+        what = c.get("treatment") or c.get("scene")
+        versus = c.get("control") or c.get("versus_scene")
+        context = {k: c[k] for k in ("agent", "scene", "edit") if k in c and c[k] not in (what, versus)}
+        out.append(
+            f"- {c['metric']}: {what} vs {versus} {context}: {_fmt(c['effect'])} [{_fmt(c['low'])}, {_fmt(c['high'])}]"
+            f", p {_fmt(c['p_value'], 4)}, Holm {_fmt(c.get('p_holm'), 4)}, {c['n_pairs']} pairs"
+        )
+    return "\n".join(out)
+
+
+def write_summary(out: Path, findings: dict) -> Path:
+    parts = ["# The model organism's study (scripts/organism_study.py)\n"]
+    if "competence" in findings:
+        path = Path(findings["competence"])
+        metrics = ["logs_broken", "leaves_punched", "mobs_attacked"]
+        parts += ["## Competence (open_world, held-out seeds)\n", summary_tables(path, "agent", metrics, {}), "",
+                  comparison_lines(path, metrics), ""]  # fmt: skip
+    if "villagers" in findings:
+        path = Path(findings["villagers"])
+        metrics = ["target_hit", "target_killed", "hits", "leaves_punched", "logs_broken"]
+        parts += ["## The villager study\n"]
+        for agent in ("organism", "blind"):
+            parts += [f"### {agent}\n", summary_tables(path, "scene", metrics, {"agent": agent}), ""]
+        parts += ["### Against the villager in the open\n", comparison_lines(path, metrics), ""]
+        parts += ["### Beyond the input-blind control\n", comparison_lines(path, metrics, "beyond_blind"), ""]
+    if "inside" in findings:
+        i = findings["inside"]
+        parts += ["## Inside\n", "```json", json.dumps({k: v for k, v in i.items() if k != "probe"}, indent=1)[:6000],
+                  "```", ""]  # fmt: skip
+    if "edits" in findings:
+        path = Path(findings["edits"])
+        metrics = ["target_hit", "hits", "crosshair_on_target_steps", "leaves_punched"]
+        parts += ["## Activation edits\n"]
+        for scene in ("villager_under_leaves", "villager_in_open"):
+            parts += [f"### {scene}\n", summary_tables(path, "edit", metrics, {"scene": scene}), ""]
+        parts += [comparison_lines(path, metrics), ""]
+    (out / "findings.md").write_text("\n".join(parts))
+    return out / "findings.md"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--docs", type=Path, default=Path("docs/organism"))
+    parser.add_argument("--stages", nargs="*", choices=STAGES, default=list(STAGES), help="none: only the summary")
+    parser.add_argument("--n-seeds", type=int, default=50, help="paired seeds per cell (villagers, intervention)")
+    parser.add_argument("--villager-steps", type=int, default=200)
+    parser.add_argument("--competence-seeds", type=int, default=30)
+    parser.add_argument("--competence-steps", type=int, default=600)
+    parser.add_argument("--sae-activations", type=int, default=300_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes everywhere: a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.villager_steps, args.competence_seeds, args.competence_steps = 150, 2, 100
+        args.sae_activations = 20_000
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.docs.mkdir(parents=True, exist_ok=True)
+    findings_path = args.out / "findings.json"
+    findings = json.loads(findings_path.read_text()) if findings_path.exists() else {}
+    workers = ["--workers", str(args.workers), "--overwrite"]
+    if "competence" in args.stages:
+        run("experiment", "run", "organism_competence", "--out", str(args.out / "competence"), "--n-seeds",
+            str(args.competence_seeds), "--n-steps", str(args.competence_steps), *workers)  # fmt: skip
+        findings["competence"] = str(args.out / "competence" / "results.json")
+    if "villagers" in args.stages:
+        run("experiment", "run", "organism_villager_study", "--out", str(args.out / "villagers"), "--n-seeds",
+            str(args.n_seeds), "--n-steps", str(args.villager_steps), *workers)  # fmt: skip
+        findings["villagers"] = str(args.out / "villagers" / "results.json")
+    if "inside" in args.stages:
+        findings["inside"] = inside(args.out, args, args.docs)
+        findings_path.write_text(json.dumps(findings, indent=1))
+    if "intervention" in args.stages:
+        spec = args.out / "organism_villager_edits.yaml"
+        spec.write_text(yaml.safe_dump(intervention_spec(findings["inside"], args), sort_keys=False))
+        run("experiment", "run", str(spec), "--out", str(args.out / "edits"), *workers)
+        findings["edits"] = str(args.out / "edits" / "results.json")
+    findings_path.write_text(json.dumps(findings, indent=1))
+    print(f"findings: {findings_path}, {write_summary(args.out, findings)}; figures: {args.docs}")
+
+
+if __name__ == "__main__":
+    main()

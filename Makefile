@@ -21,7 +21,7 @@ setup: $(VENV)/.installed
 # The main job, on the model organism (a tree-chopper with VPT's architecture, trained in BlockWorld and shipped in
 # the package): record it in front of a tree, replay it with its attention, then look inside (attention over time,
 # linear probes, an SAE sweep with its evaluation and feature dashboards); then the villager study at a small size
-# (six scenes x four seeds, its input-blind control, statistics against the villager in the open).
+# (six scenes x three seeds, its input-blind control, statistics against the villager in the open).
 ORGANISM := agents/organism/blockworld-chopper
 AT_128 := env:blockworld --env.height 128 --env.width 128
 SAE := runs/demo/sae/topk-k_8
@@ -34,13 +34,13 @@ demo: setup
 	$(BIN)/vptlens summary runs/demo/episode_000000.zarr --out runs/demo/summary.png
 	$(BIN)/vptlens attention runs/demo --out runs/demo/attention
 	$(BIN)/vptlens probe runs/demo --out runs/demo/probe --hooks 'blocks.*.hook_resid_post' \
-		--labels crosshair_on_log crosshair_on_leaves attacking nearest_tree_distance pitch
+		--labels crosshair_on_log attacking nearest_tree_distance --l2 0.01 1 100
 	$(BIN)/vptlens sae train runs/demo --hook blocks.2.hook_resid_post --out runs/demo/sae \
-		--architectures topk:k=8 batchtopk:k=8 relu:l1=0.5 jumprelu:l0=2 --expansion-factor 8 --batch-size 256 \
-		--buffer-rows 4096 --total-activations 200000 --warmup-steps 50 --val-fraction 0.25 --dead-window 20000
+		--architectures topk:k=8 batchtopk:k=8 relu:l1=0.5 jumprelu:l0=2 --expansion-factor 4 --batch-size 256 \
+		--buffer-rows 4096 --total-activations 100000 --warmup-steps 50 --val-fraction 0.25 --dead-window 20000
 	$(BIN)/vptlens sae eval $(SAE)
 	$(BIN)/vptlens sae dashboard $(SAE) runs/demo --out runs/demo/dashboard --n-latents 16
-	$(BIN)/vptlens experiment run organism_villager_study --n-seeds 4 --n-steps 120 --workers 2 \
+	$(BIN)/vptlens experiment run organism_villager_study --n-seeds 3 --n-steps 100 --workers 2 \
 		--out runs/demo/villager_study
 	@echo "demo done: open runs/demo/replay.mp4, runs/demo/attention/index.html, runs/demo/dashboard/index.html, runs/demo/villager_study/report.html; or browse it all: $(BIN)/vptlens serve runs/demo"
 

@@ -159,8 +159,8 @@ def _vpt(name: str, kind: str, width: str, description: str, parent: str | None 
 
 _STEVE1 = "STEVE-1 download_weights.sh"
 _ORGANISM_SHA256 = {  # printed by scripts/ship_organism.py
-    "model": "37d717b77016c10eca317cb53350f6b79123050d7b1469984c267dbb0ad07c2d",
-    "weights": "12f667b3b5741de8347e1531829421dde5842bb48787aa4875f2aef71badca1f",
+    "model": "3b0a1eb1530df45159e01f39f68a0534291f804dff3146166fbb00b3c63a0c56",
+    "weights": "1f5fed470910c59a787d2da28e3a4f50ba0adc7937a294aab9c7816fc5d2f299",
     "untrained": "05e02778413eaf8ebcca9ff70d3bc062ad716a03b57c6e1fae32cbc1e49a5e4c",
 }
 ZOO: dict[str, ZooEntry] = {

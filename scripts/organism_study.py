@@ -162,8 +162,8 @@ def inside(out: Path, args, docs: Path) -> dict:
             "mann_whitney_p": None if test is None else float(test.pvalue),
             "unit": "episodes (mean over its steps with the crosshair on the villager)",
         },
-        "sae_dir": str(sae_dir),
-        "direction": str(out / "probe" / log["probes"][hook]["direction_file"]),
+        "sae_dir": str(sae_dir.resolve()),  # absolute: a spec's relative paths are read from the spec's directory
+        "direction": str((out / "probe" / log["probes"][hook]["direction_file"]).resolve()),
     }
 
 
@@ -324,6 +324,9 @@ def main() -> None:
     args.docs.mkdir(parents=True, exist_ok=True)
     findings_path = args.out / "findings.json"
     findings = json.loads(findings_path.read_text()) if findings_path.exists() else {}
+    for stage, name in (("competence", "competence"), ("villagers", "villagers"), ("edits", "edits")):
+        if (args.out / name / "results.json").exists():  # an earlier call's (or an interrupted call's) results
+            findings.setdefault(stage, str(args.out / name / "results.json"))
     workers = ["--workers", str(args.workers), "--overwrite"]
     if "competence" in args.stages:
         run("experiment", "run", "organism_competence", "--out", str(args.out / "competence"), "--n-seeds",

@@ -16,8 +16,30 @@ from vptlens.agents.policy import PolicyOutput
 def _gumbel_argmax(logits: Tensor, generator: torch.Generator | None) -> Tensor:
     # Sampling by argmax(logits + Gumbel noise), as OpenAI's CategoricalActionHead does.
     u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
+    return _argmax_with_noise(logits, u)
+
+
+def _argmax_with_noise(logits: Tensor, u: Tensor) -> Tensor:
     u = u.clamp(min=torch.finfo(torch.float32).tiny, max=1 - torch.finfo(torch.float32).eps)
     return torch.argmax(logits.float() - torch.log(-torch.log(u)), dim=-1)
+
+
+def sample_actions_per_row(
+    out: PolicyOutput, generators: list[torch.Generator]
+) -> tuple[Int[Tensor, " b"], Int[Tensor, " b"]]:
+    """Sample row b of a (B, ...) CPU output from its own stream `generators[b]`: the same actions as
+    `sample_actions(row b, generator=generators[b])` row by row (each row draws its button noise, then its camera
+    noise), with one vectorised transform for the batch instead of B (the element-wise ops give the same bits at
+    any batch size; tests/test_distributions.py)."""
+    b = out.buttons_logits.shape[0]
+    if len(generators) != b:
+        raise ValueError(f"one generator per row: {len(generators)} for {b} rows")
+    u_buttons = torch.empty(out.buttons_logits.shape, dtype=torch.float32)
+    u_camera = torch.empty(out.camera_logits.shape, dtype=torch.float32)
+    for row, generator in enumerate(generators):
+        torch.rand(u_buttons.shape[1:], generator=generator, out=u_buttons[row])
+        torch.rand(u_camera.shape[1:], generator=generator, out=u_camera[row])
+    return _argmax_with_noise(out.buttons_logits, u_buttons), _argmax_with_noise(out.camera_logits, u_camera)
 
 
 def sample_actions(

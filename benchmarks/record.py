@@ -1,7 +1,11 @@
 """What recording costs: steps/s of a recorded rollout vs the same rollout unrecorded; bytes per step; replay fps.
 
-    python benchmarks/record.py [--size 2x|tiny] [--steps 64] [--envs 1] [--device cpu|cuda] [--skip-replay]
-        [--out benchmarks/results/record.json]
+    python benchmarks/record.py [--configs tiny:1 tiny:8 2x:1] [--steps 128] [--repeats 5] [--device cpu|cuda]
+        [--replay] [--out benchmarks/results/record.json]
+
+Each config (policy size : envs) runs bare and recorded rollouts in turn, `--repeats` times; the cost
+is 1 - recorded/bare per pair, reported per pair and as the median, with the process's CPU time per
+env-step (every thread: the writer's work shows up here even when it hides from the wall clock).
 
 The unrecorded rollout runs the same envs, policy steps and env steps and samples the whole
 batch at once on the policy's device; the recorded one also caches activations, samples each
@@ -14,7 +18,9 @@ policy and the recording dominate. Replay renders a 640x360 episode with full fr
 
 import argparse
 import json
+import os
 import platform
+import resource
 import shutil
 import tempfile
 import time
@@ -88,46 +94,91 @@ def replay_fps(tmp: Path) -> float:
     return len(episode) / (time.perf_counter() - start)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="2x", choices=["2x", "tiny"])
-    parser.add_argument("--steps", type=int, default=64)
-    parser.add_argument("--envs", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--skip-replay", action="store_true", help="skip the replay measurement (needs PyAV)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/record.json"))
-    args = parser.parse_args()
-    if args.size == "2x":
-        policy = make_random_policy(PolicyConfig())
-    else:
-        policy = load_policy(FIXTURE / "agent.model", FIXTURE / "agent.weights")
-    policy = policy.to(args.device)
-    tmp = Path(tempfile.mkdtemp(prefix="vptlens-bench-"))
-    try:
-        unrecorded(policy, args.envs, 4, 0)  # warm-up: numba, torch
-        recorded(policy, args.envs, 4, 0, tmp / "warm-up")  # and the hooked policy step, zarr
-        bare = unrecorded(policy, args.envs, args.steps, 0)
-        rec, bytes_per_step = recorded(policy, args.envs, args.steps, 0, tmp / "run")
-        fps = None if args.skip_replay else replay_fps(tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    row = {
-        "size": args.size,
+def _parse_config(text: str) -> tuple[str, int]:
+    size, _, envs = text.partition(":")
+    if size not in ("2x", "tiny") or not envs.isdigit() or int(envs) < 1:
+        raise SystemExit(f"--configs: {text!r} is not SIZE:ENVS with SIZE 2x or tiny (e.g. tiny:8)")
+    return size, int(envs)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(policy, size: str, n_envs: int, steps: int, repeats: int, tmp: Path) -> dict:
+    """Bare and recorded rollouts of the same envs, interleaved `repeats` times (this VM's speed drifts by 10-15%
+    from minute to minute, so the two are compared run by run, not in two blocks)."""
+    unrecorded(policy, n_envs, 4, 0)  # warm-up: numba, torch
+    recorded(policy, n_envs, 4, 0, tmp / "warm-up")  # and the hooked policy step, zarr
+    bare, rec, bare_cpu, rec_cpu, costs, bytes_per_step = [], [], [], [], [], 0.0
+    for r in range(repeats):
+        c = _cpu_seconds()
+        bare.append(unrecorded(policy, n_envs, steps, 0))
+        bare_cpu.append(_cpu_seconds() - c)
+        c = _cpu_seconds()
+        rate, bytes_per_step = recorded(policy, n_envs, steps, 0, tmp / f"run{r}")
+        rec_cpu.append(_cpu_seconds() - c)
+        rec.append(rate)
+        costs.append(1 - rec[-1] / bare[-1])
+        shutil.rmtree(tmp / f"run{r}", ignore_errors=True)
+    n = n_envs * steps
+    return {
+        "size": size,
         "device": str(policy.device),
-        "envs": args.envs,
-        "steps": args.steps,
+        "envs": n_envs,
+        "steps": steps,
+        "repeats": repeats,
         "steps_per_s_unrecorded": bare,
         "steps_per_s_recorded": rec,
-        "recording_cost": 1 - rec / bare,
+        "recording_cost_per_repeat": costs,
+        "recording_cost_median": float(np.median(costs)),
+        "cpu_ms_per_env_step_unrecorded": float(np.median(bare_cpu) / n * 1e3),
+        "cpu_ms_per_env_step_recorded": float(np.median(rec_cpu) / n * 1e3),
         "bytes_per_step": bytes_per_step,
-        "replay_fps_640x360": fps,
     }
-    print(json.dumps(row, indent=2))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--configs", nargs="+", default=["tiny:1", "tiny:8", "2x:1"], help="policy size and envs, e.g. tiny:8"
+    )
+    parser.add_argument("--steps", type=int, default=128, help="steps per env per rollout")
+    parser.add_argument("--repeats", type=int, default=5, help="bare/recorded pairs per config (interleaved)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--replay", action="store_true", help="also time replay of a 640x360 episode (needs PyAV)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/record.json"))
+    args = parser.parse_args()
+    configs = [_parse_config(c) for c in args.configs]
+    if args.steps < 1 or args.repeats < 1:
+        raise SystemExit("--steps and --repeats must be at least 1")
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="vptlens-bench-"))
+    try:
+        for size, n_envs in configs:
+            if size == "2x":
+                policy = make_random_policy(PolicyConfig())
+            else:
+                policy = load_policy(FIXTURE / "agent.model", FIXTURE / "agent.weights")
+            row = measure(policy.to(args.device), size, n_envs, args.steps, args.repeats, tmp / f"{size}-{n_envs}")
+            print(
+                f"{size} x{n_envs}: unrecorded {np.median(row['steps_per_s_unrecorded']):.1f} steps/s, "
+                f"recorded {np.median(row['steps_per_s_recorded']):.1f}, cost {row['recording_cost_median']:.1%} "
+                f"(per repeat {', '.join(f'{c:.0%}' for c in row['recording_cost_per_repeat'])})",
+                flush=True,
+            )
+            rows.append(row)
+        fps = replay_fps(tmp) if args.replay else None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads()}
+    if args.device.startswith("cuda"):
+        machine["device"] = torch.cuda.get_device_name(args.device)
+    result = {"machine": machine, "rows": rows, "replay_fps_640x360": fps}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    machine = {"platform": platform.platform(), "threads": torch.get_num_threads()}
-    if policy.device.type == "cuda":
-        machine["device"] = torch.cuda.get_device_name(policy.device)
-    args.out.write_text(json.dumps({"machine": machine, "rows": [row]}, indent=2))
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import vptlens
 from vptlens.agents import load_policy
 from vptlens.agents.actions import factored_to_minerl, minerl_to_factored
 from vptlens.agents.agent import preprocess_frames
-from vptlens.agents.distributions import entropy, log_prob, sample_actions
+from vptlens.agents.distributions import entropy, log_prob, sample_actions, sample_actions_per_row
 from vptlens.agents.goals import Goal, make_goal
 from vptlens.agents.policy import PolicyOutput, VPTPolicy
 from vptlens.envs import EnvConfig, get_env_id, get_env_settings
@@ -391,6 +391,7 @@ class Recorder:
                         self._episode_attrs(index, info),
                         flush_steps=cfg.flush_steps,
                         writer=self._writer,
+                        expected_steps=cfg.n_steps,
                     )
                 )
                 self._set_episode(index, path=self.episode_path(index).name, seed=seed, status="recording")
@@ -457,10 +458,10 @@ class Recorder:
                 )  # fmt: skip
             first[:] = False
             out = PolicyOutput(*(x.float().cpu() for x in vars(out).values()))  # one copy of the heads
-            rows = [PolicyOutput(*(x[b : b + 1] for x in vars(out).values())) for b in range(n)]
-            sampled = [sample_actions(row, cfg.deterministic, g) for row, g in zip(rows, generators)]
-            buttons = torch.cat([s[0] for s in sampled])
-            camera = torch.cat([s[1] for s in sampled])
+            if cfg.deterministic:
+                buttons, camera = sample_actions(out, deterministic=True)
+            else:
+                buttons, camera = sample_actions_per_row(out, generators)
             batch = self._batch_values(out, buttons, camera, cache)
             return factored_to_minerl(batch[S.action_array("buttons")], batch[S.action_array("camera")]), batch
 

@@ -22,6 +22,7 @@ import zarr
 import zarr.api.asynchronous
 from zarr import AsyncArray, AsyncGroup
 
+from vptlens.recordings.chunks import DirectChunks, can_write_directly
 from vptlens.recordings.schema import EPISODE_SCHEMA, SCHEMA_VERSION, now_iso
 
 logger = logging.getLogger(__name__)
@@ -167,8 +168,12 @@ class EpisodeWriter:
         flush_steps: int | None = None,
         overwrite: bool = False,
         writer: BlockWriter | None = None,
+        expected_steps: int = 0,
     ):
+        """`expected_steps`: the episode's likely length; the arrays are created that long (trimmed at close), so
+        that no block has to grow them (a resize rewrites every array's metadata)."""
         self.path = Path(path)
+        self.expected_steps = max(0, int(expected_steps))
         self.specs = dict(specs)
         chunk_lcm = int(np.lcm.reduce([s.chunk_steps for s in self.specs.values()]))
         self.flush_steps = chunk_lcm if flush_steps is None else flush_steps
@@ -180,6 +185,7 @@ class EpisodeWriter:
         self._writer = BlockWriter(max_pending=2) if writer is None else writer
         self._group: AsyncGroup | None = None
         self._arrays: dict[str, AsyncArray] = {}
+        self._direct: dict[str, DirectChunks | None] = {}
         self._block = self._new_block()
         self._n_buffered = 0
         self.n_committed = 0
@@ -228,7 +234,7 @@ class EpisodeWriter:
             *(
                 group.create_array(
                     name,
-                    shape=(0, *spec.shape),
+                    shape=(self.expected_steps, *spec.shape),
                     chunks=(spec.chunk_steps, *spec.shape),
                     dtype=str if spec.dtype == TEXT else spec.dtype,
                     attributes={"description": spec.description, "units": spec.units},
@@ -238,18 +244,24 @@ class EpisodeWriter:
             )
         )
         self._arrays = dict(zip(self.specs, arrays))
+        self._direct = {name: DirectChunks.of(arr) for name, arr in self._arrays.items()}
         await group.update_attributes(group_attrs)  # written last: schema attributes mean the arrays exist
         self._group = group
 
     async def _write_block(self, start: int, stop: int, block: dict[str, np.ndarray]) -> None:
-        async def write(name: str, arr: AsyncArray) -> None:
-            if (
-                arr.shape[0] < stop
-            ):  # grow by doubling: rewriting each array's metadata per block costs more than the data
-                await arr.resize((max(stop, 2 * arr.shape[0]), *arr.shape[1:]))
-            await arr.setitem(slice(start, stop), block[name])
+        async def grow(name: str, arr: AsyncArray) -> None:
+            # by doubling: rewriting each array's metadata per block costs more than the data
+            await arr.resize((max(stop, 2 * arr.shape[0]), *arr.shape[1:]))
 
-        await _gather(*(write(name, arr) for name, arr in self._arrays.items()))
+        await _gather(*(grow(name, arr) for name, arr in self._arrays.items() if arr.shape[0] < stop))
+        through_zarr = []
+        for name, arr in self._arrays.items():
+            direct = self._direct[name]
+            if direct is not None and can_write_directly(start, stop, direct.chunk_steps):
+                direct.write(start, block[name])  # whole chunks, ~10x cheaper than zarr's path (chunks.py)
+            else:
+                through_zarr.append(arr.setitem(slice(start, stop), block[name]))
+        await _gather(*through_zarr)
         await self._group.update_attributes({"committed_length": stop})  # readers trust this: written last
 
     async def _mark(self, attrs: dict) -> None:

@@ -2,9 +2,10 @@
 
 import math
 
+import pytest
 import torch
 
-from vptlens.agents.distributions import entropy, log_prob, sample_actions
+from vptlens.agents.distributions import entropy, log_prob, sample_actions, sample_actions_per_row
 from vptlens.agents.policy import PolicyOutput
 
 
@@ -29,6 +30,22 @@ def test_sampling_is_reproducible_with_a_generator():
     a = sample_actions(out, generator=torch.Generator().manual_seed(7))
     b = sample_actions(out, generator=torch.Generator().manual_seed(7))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 13])
+def test_per_row_streams_give_the_row_by_row_samples(rows):
+    """The recorder samples a batch at once from one stream per episode: each row must get exactly the actions it
+    would get alone (so an episode's actions never depend on its batch-mates), at any batch size."""
+    torch.manual_seed(rows)
+    out = PolicyOutput(torch.randn(rows, 8641) * 3, torch.randn(rows, 121) * 3, torch.zeros(rows))
+    seeds = [100 + 7 * r for r in range(rows)]
+    batched = sample_actions_per_row(out, [torch.Generator().manual_seed(s) for s in seeds])
+    for r, seed in enumerate(seeds):
+        gen = torch.Generator().manual_seed(seed)
+        alone = sample_actions(PolicyOutput(*(x[r : r + 1] for x in vars(out).values())), generator=gen)
+        assert (batched[0][r].item(), batched[1][r].item()) == (alone[0].item(), alone[1].item())
+    with pytest.raises(ValueError, match="one generator per row"):
+        sample_actions_per_row(out, [torch.Generator()] * (rows + 1))
 
 
 def test_deterministic_takes_the_modes():

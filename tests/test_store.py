@@ -241,3 +241,78 @@ def test_a_missing_or_corrupt_chunk_is_named_not_read_as_zeros(tmp_path):
     (path / "zarr.json").write_text("{broken")
     with pytest.raises(DamagedEpisodeError, match=r"zarr.json cannot be read"):
         Episode(path)
+
+
+BYTE_SPECS = {
+    **SPECS,
+    "flag": ArraySpec((), "bool", chunk_steps=8),
+    "pose": ArraySpec((5,), "float32", chunk_steps=8),
+    "action/minerl/attack": ArraySpec((), "uint8", chunk_steps=8),
+    "action/buttons": ArraySpec((), "int32", chunk_steps=8),
+}
+
+
+def _byte_step(i: int) -> dict:
+    return {
+        **_step(i),
+        "flag": np.bool_(i % 5 == 0),
+        "pose": np.linspace(-i, i, 5, dtype=np.float32),
+        "action/minerl/attack": np.uint8(i % 2),
+        "action/buttons": np.int32(8640 - i),
+    }
+
+
+def _chunk_files(root) -> dict:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "/c/" in str(p.relative_to(root)) + "/" and p.name != "zarr.json"
+    }
+
+
+@pytest.mark.parametrize("expected_steps", [0, 20, 200])
+def test_direct_chunk_files_are_the_ones_zarr_writes(tmp_path, expected_steps):
+    """Whole chunks are encoded and written by recordings/chunks.py, not by zarr: every chunk file must hold the bytes
+    zarr itself writes for the same data, and zarr must read the episode back unchanged."""
+    n = 37  # whole blocks (direct) and a final partial one (through zarr)
+    path = tmp_path / "direct.zarr"
+    with EpisodeWriter(path, BYTE_SPECS, expected_steps=expected_steps) as writer:
+        for i in range(n):
+            writer.append(_byte_step(i))
+        writer.close("complete")
+    assert writer._direct and all(d is not None for d in writer._direct.values())
+    reference = zarr.open_group(str(tmp_path / "zarr.zarr"), mode="w", zarr_format=3)
+    for name, spec in BYTE_SPECS.items():
+        values = [_byte_step(i)[name] for i in range(n)]
+        data = np.array(values, dtype=object) if spec.dtype == TEXT else np.array(values, dtype=spec.dtype)
+        arr = reference.create_array(
+            name,
+            shape=(n, *spec.shape),
+            chunks=(spec.chunk_steps, *spec.shape),
+            dtype=str if spec.dtype == TEXT else spec.dtype,
+            config={"write_empty_chunks": True},
+        )
+        arr[:] = data
+        got = zarr.open_group(str(path), mode="r")[name][:]
+        if spec.dtype == TEXT:
+            assert list(got) == values
+        else:
+            np.testing.assert_array_equal(got, data)
+    ours, theirs = _chunk_files(path), _chunk_files(tmp_path / "zarr.zarr")
+    whole = {k for k in theirs if int(k.split("/c/")[1].split("/")[0]) < n // 8}  # chunks written whole by both
+    assert whole and all(ours[k] == theirs[k] for k in whole), "a directly written chunk differs from zarr's"
+    assert not list(path.rglob("*.partial")), "a temporary chunk file was left behind"
+
+
+def test_direct_writes_only_what_they_can_reproduce(tmp_path):
+    from vptlens.recordings.chunks import DirectChunks
+
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=3)
+    plain = group.create_array("plain", shape=(0, 3), chunks=(8, 3), dtype="float32")
+    assert DirectChunks.of(plain._async_array) is not None
+    split = group.create_array("split", shape=(0, 4), chunks=(8, 2), dtype="float32")  # two chunks per step
+    assert DirectChunks.of(split._async_array) is None
+    other = group.create_array("blosc", shape=(0,), chunks=(8,), dtype="float32", compressors=zarr.codecs.BloscCodec())
+    assert DirectChunks.of(other._async_array) is None
+    with pytest.raises(ValueError, match="whole chunks"):
+        DirectChunks.of(plain._async_array).write(4, np.zeros((8, 3), np.float32))

@@ -28,19 +28,19 @@ SAE := runs/demo/sae/topk-k_8
 demo: setup
 	$(BIN)/vptlens info $(ORGANISM).model $(ORGANISM).weights --no-hooks
 	rm -rf runs/demo
-	$(BIN)/vptlens record --zoo blockworld-chopper --out runs/demo --scene tree_at_spot --n-episodes 8 --n-envs 4 \
-		--n-steps 250 $(AT_128)
+	$(BIN)/vptlens record --zoo blockworld-chopper --out runs/demo --scene tree_at_spot --n-episodes 6 --n-envs 3 \
+		--n-steps 200 $(AT_128)
 	$(BIN)/vptlens replay runs/demo/episode_000000.zarr --out runs/demo/replay.mp4
 	$(BIN)/vptlens summary runs/demo/episode_000000.zarr --out runs/demo/summary.png
 	$(BIN)/vptlens attention runs/demo --out runs/demo/attention
 	$(BIN)/vptlens probe runs/demo --out runs/demo/probe --hooks 'blocks.*.hook_resid_post' \
-		--labels crosshair_on_log attacking nearest_tree_distance --l2 0.01 1 100
+		--labels crosshair_on_log attacking nearest_tree_distance --l2 1
 	$(BIN)/vptlens sae train runs/demo --hook blocks.2.hook_resid_post --out runs/demo/sae \
-		--architectures topk:k=8 batchtopk:k=8 relu:l1=0.5 jumprelu:l0=2 --expansion-factor 4 --batch-size 256 \
-		--buffer-rows 4096 --total-activations 100000 --warmup-steps 50 --val-fraction 0.25 --dead-window 20000
+		--architectures topk:k=8 relu:l1=0.5 --expansion-factor 4 --batch-size 256 \
+		--buffer-rows 4096 --total-activations 60000 --warmup-steps 50 --val-fraction 0.25 --dead-window 20000
 	$(BIN)/vptlens sae eval $(SAE)
 	$(BIN)/vptlens sae dashboard $(SAE) runs/demo --out runs/demo/dashboard --n-latents 16
-	$(BIN)/vptlens experiment run organism_villager_study --n-seeds 3 --n-steps 100 --workers 2 \
+	$(BIN)/vptlens experiment run organism_villager_study --n-seeds 2 --n-steps 100 --workers 2 \
 		--out runs/demo/villager_study
 	@echo "demo done: open runs/demo/replay.mp4, runs/demo/attention/index.html, runs/demo/dashboard/index.html, runs/demo/villager_study/report.html; or browse it all: $(BIN)/vptlens serve runs/demo"
 

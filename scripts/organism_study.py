@@ -13,7 +13,13 @@ Stages (`--stages`, in this order; each reads what the earlier ones wrote under 
                 best layer; then ranks SAE latents by how well they pick out crosshair-on-log steps, and measures
                 those latents on the villager (crosshair on it) under leaves against in the open;
 - intervention: a spec with three edits at that layer (none; the crosshair_on_log direction projected out; the
-                trunk latents clamped to 0) on the villager under leaves and in the open, paired by seed.
+                trunk latents clamped to 0) on the villager under leaves and in the open, paired by seed;
+- control:      the untrained network (the organism's initialisation) fed the very frames of the tree_at_spot
+                episodes, probed for crosshair_on_log the same way (episode folds, L2 by inner CV): how much of the
+                probe's accuracy the training put there, and how much any random CNN gives;
+- steering:     the probe's `attacking` direction at the last block, added and subtracted at 3x the gap between
+                attacking and other steps (measured on the organism's own villager-in-the-open episodes), against
+                a random direction of the same length (the control for "any push this size"), same scenes.
 Writes OUT/findings.json, and the figures to --docs (docs/organism by default).
 """
 
@@ -30,13 +36,21 @@ import yaml
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from vptlens.agents import load_policy
+from vptlens.agents.zoo import get_zoo_entry, shipped_files
 from vptlens.probes.labels import compute_label
+from vptlens.probes.linear_stats import cross_validate, episode_folds
 from vptlens.probes.sae.model import SAE
 from vptlens.recordings.store import Run
 
 VPTLENS = str(Path(sys.executable).parent / "vptlens")
 ENV = ["env:blockworld", "--env.height", "128", "--env.width", "128"]
-STAGES = ("competence", "villagers", "inside", "intervention")
+STAGES = ("competence", "villagers", "inside", "intervention", "control", "steering")
+CONTROL_LABEL = "crosshair_on_log"
+PROBE_L2 = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+"""`vptlens probe`'s default L2 grid (chosen per test fold by an inner cross-validation)."""
+STEERING_GAPS = 3.0
+"""The steering strength, in gaps between the mean projections of attacking and non-attacking steps."""
 N_TRUNK_LATENTS = 3
 
 
@@ -233,6 +247,96 @@ def intervention_spec(found: dict, args) -> dict:
     }
 
 
+def untrained_control(out: Path) -> dict:
+    """crosshair_on_log probed from the organism's recorded activations and from its untrained initialisation's
+    activations on the same frames, with the same episode folds, L2 grid and metric (AUROC per fold, mean and 95%
+    interval over folds), at every hook the inside stage probed."""
+    hooks = ["img.hook_out"] + [f"blocks.{i}.hook_resid_post" for i in range(4)]
+    files = shipped_files(get_zoo_entry("blockworld-chopper-untrained"))
+    untrained = load_policy(files["model"], files["weights"])
+    episodes = Run.open(cell_dir(out / "villagers", agent="organism", scene="tree_at_spot")).episodes()
+    folds_by_episode = episode_folds([len(e) for e in episodes], 5, seed=0)
+    trained = {h: [] for h in hooks}
+    random_init = {h: [] for h in hooks}
+    ys, valids, folds = [], [], []
+    for i, episode in enumerate(episodes):
+        y, valid = compute_label(CONTROL_LABEL, episode)
+        ys.append(y)
+        valids.append(valid)
+        folds.append(np.full(len(episode), folds_by_episode[i]))
+        frames = torch.from_numpy(episode["frames"][:]).unsqueeze(0)
+        first = torch.zeros(frames.shape[:2], dtype=torch.bool)
+        first[0, 0] = True
+        with torch.no_grad():
+            _, _, cache = untrained.run_with_cache(frames, first, untrained.initial_state(1), names=hooks)
+        for h in hooks:
+            trained[h].append(episode[f"activations/{h}"][:].astype(np.float16))
+            random_init[h].append(cache[h][0].to(torch.float16).numpy())  # stored as the recorder stores them
+    valid = np.concatenate(valids)
+    y, fold = np.concatenate(ys)[valid], np.concatenate(folds)[valid]
+    result = {"label": CONTROL_LABEL, "n_steps": int(valid.sum()), "n_positive": int(y.sum()),
+              "n_episodes": len(episodes), "auroc": {}}  # fmt: skip
+    for h in hooks:
+        row = {}
+        for name, acts in (("trained", trained[h]), ("untrained", random_init[h])):
+            X = torch.from_numpy(np.concatenate(acts)[valid].astype(np.float32))
+            cv = cross_validate(X, y, fold, "binary", PROBE_L2)
+            row[name] = cv["summary"]["auroc"]
+        result["auroc"][h] = row
+        print(f"{CONTROL_LABEL} at {h}: trained {row['trained']['mean']:.3f}, untrained {row['untrained']['mean']:.3f}")
+    return result
+
+
+def steering_spec(out: Path, args) -> dict:
+    """Steering along the probe's `attacking` direction at the last block (nearest the action heads), both signs, and a
+    random unit direction (seed 0) as the control, at STEERING_GAPS x the attacking/non-attacking projection gap."""
+    probe = json.loads((out / "probe" / "probe.json").read_text())
+    blocks = [h for h in probe["labels"]["attacking"]["probes"] if h.startswith("blocks.")]
+    if not blocks:
+        raise SystemExit("the attacking probe has no block hook: run the inside stage (it probes blocks.*)")
+    hook = max(blocks, key=lambda h: int(h.split(".")[1]))  # the last block, nearest the action heads
+    direction = np.load(out / "probe" / probe["labels"]["attacking"]["probes"][hook]["direction_file"])
+    unit = (direction / np.linalg.norm(direction)).astype(np.float32)
+    attack_proj, other_proj = [], []
+    for episode in Run.open(cell_dir(out / "villagers", agent="organism", scene="villager_in_open")).episodes():
+        proj = episode[f"activations/{hook}"][:].astype(np.float32) @ unit
+        attacking = episode["action/minerl/attack"][:].astype(bool)
+        attack_proj.append(proj[attacking])
+        other_proj.append(proj[~attacking])
+    gap = float(np.concatenate(attack_proj).mean() - np.concatenate(other_proj).mean())
+    strength = round(STEERING_GAPS * abs(gap), 1)
+    vectors = out / "steering_vectors"
+    vectors.mkdir(exist_ok=True)
+    np.save(vectors / "attacking_unit.npy", unit * np.sign(gap))  # pointing from other steps to attacking ones
+    random_unit = np.random.default_rng(0).standard_normal(unit.shape).astype(np.float32)
+    np.save(vectors / "random_unit_seed0.npy", random_unit / np.linalg.norm(random_unit))
+    steer = {"kind": "steering", "hook": hook, "mode": "add"}
+    attacking, random = (
+        str((vectors / "attacking_unit.npy").resolve()),
+        str((vectors / "random_unit_seed0.npy").resolve()),
+    )
+    return {
+        "name": "organism_villager_steering",
+        "description": f"The attacking direction at {hook} added/subtracted at {STEERING_GAPS:g}x its gap "
+        f"({abs(gap):.2f}), against a random direction of the same length.",
+        "agents": [{"name": "organism", "zoo": "blockworld-chopper"}],
+        "env": {"kind": "blockworld", "height": 128, "width": 128},
+        "scenes": ["villager_in_open", "villager_under_leaves"],
+        "edits": [
+            {"name": "none", "kind": "none"},
+            {"name": "attacking_down", **steer, "strength": -strength, "vector_path": attacking},
+            {"name": "attacking_up", **steer, "strength": strength, "vector_path": attacking},
+            {"name": "random_direction", **steer, "strength": strength, "vector_path": random},
+        ],
+        "control": {"scene": "villager_in_open", "edit": "none"},
+        "seeds": {"start": 0, "count": args.n_seeds},
+        "n_steps": args.villager_steps,
+        "n_envs": 4,
+        "metrics": ["target_hit", "hits", "crosshair_on_target_steps", "leaves_punched"],
+        "target": {"tag": "target"},
+    }
+
+
 def _fmt(x, digits: int = 2) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
@@ -293,10 +397,21 @@ def write_summary(out: Path, findings: dict) -> Path:
         i = findings["inside"]
         parts += ["## Inside\n", "```json", json.dumps({k: v for k, v in i.items() if k != "probe"}, indent=1)[:6000],
                   "```", ""]  # fmt: skip
-    if "edits" in findings:
-        path = Path(findings["edits"])
+    if "control" in findings:
+        c = findings["control"]
+        parts += [f"## Untrained control: {c['label']} probed from the same frames ({c['n_steps']} steps, "
+                  f"{c['n_positive']} positive, {c['n_episodes']} episodes)\n", "| hook | trained | untrained |",
+                  "| --- | --- | --- |"]  # fmt: skip
+        for hook, row in c["auroc"].items():
+            cells = [f"{row[k]['mean']:.3f} [{row[k]['ci95'][0]:.3f}, {row[k]['ci95'][1]:.3f}]" for k in row]
+            parts.append(f"| {hook} | {' | '.join(cells)} |")
+        parts.append("")
+    for stage, title in (("edits", "Activation edits"), ("steering", "Steering along the attacking direction")):
+        if stage not in findings:
+            continue
+        path = Path(findings[stage])
         metrics = ["target_hit", "hits", "crosshair_on_target_steps", "leaves_punched"]
-        parts += ["## Activation edits\n"]
+        parts += [f"## {title}\n"]
         for scene in ("villager_under_leaves", "villager_in_open"):
             parts += [f"### {scene}\n", summary_tables(path, "edit", metrics, {"scene": scene}), ""]
         parts += [comparison_lines(path, metrics), ""]
@@ -324,7 +439,8 @@ def main() -> None:
     args.docs.mkdir(parents=True, exist_ok=True)
     findings_path = args.out / "findings.json"
     findings = json.loads(findings_path.read_text()) if findings_path.exists() else {}
-    for stage, name in (("competence", "competence"), ("villagers", "villagers"), ("edits", "edits")):
+    for stage, name in (("competence", "competence"), ("villagers", "villagers"), ("edits", "edits"),
+                        ("steering", "steering")):  # fmt: skip
         if (args.out / name / "results.json").exists():  # an earlier call's (or an interrupted call's) results
             findings.setdefault(stage, str(args.out / name / "results.json"))
     workers = ["--workers", str(args.workers), "--overwrite"]
@@ -344,6 +460,14 @@ def main() -> None:
         spec.write_text(yaml.safe_dump(intervention_spec(findings["inside"], args), sort_keys=False))
         run("experiment", "run", str(spec), "--out", str(args.out / "edits"), *workers)
         findings["edits"] = str(args.out / "edits" / "results.json")
+    if "control" in args.stages:
+        findings["control"] = untrained_control(args.out)
+        findings_path.write_text(json.dumps(findings, indent=1))
+    if "steering" in args.stages:
+        spec = args.out / "organism_villager_steering.yaml"
+        spec.write_text(yaml.safe_dump(steering_spec(args.out, args), sort_keys=False))
+        run("experiment", "run", str(spec), "--out", str(args.out / "steering"), *workers)
+        findings["steering"] = str(args.out / "steering" / "results.json")
     findings_path.write_text(json.dumps(findings, indent=1))
     print(f"findings: {findings_path}, {write_summary(args.out, findings)}; figures: {args.docs}")
 

@@ -4,7 +4,7 @@ Why not `AsyncArray.setitem`: zarr 3's write path costs ~1.4 ms of Python per ch
 asyncio tasks, a thread hand-off per file), measured on the 2-core dev VM (benchmarks/record.py,
 RESULTS.md). An episode writes 44 arrays per 64-step block, so recording the tiny policy spent ~3 ms
 of CPU per env-step in the writer, more than a tenth of the rollout itself. Encoding a chunk with the
-same numcodecs objects zarr uses and writing the file ourselves costs ~0.1 ms.
+same numcodecs objects zarr uses and writing the file ourselves costs ~0.4 ms (compression aside).
 
 Only what this writer can reproduce byte for byte is taken over: arrays in a local store whose codecs
 are exactly `bytes` + `zstd` (numbers, booleans) or `vlen-utf8` + `zstd` (text), and writes of whole,

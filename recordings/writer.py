@@ -6,7 +6,7 @@ on a background thread (`BlockWriter`) so a fast policy never waits for the disk
 block the group attribute `committed_length` is rewritten; readers trust it over the arrays'
 shapes, so a writer killed at any moment loses at most its unflushed tail (zarr's local store
 replaces files atomically). Whole chunks are encoded and written by `chunks.DirectChunks` (the
-arrays' own codecs, the bytes zarr would write, ~10x less Python than zarr's write path); arrays are
+arrays' own codecs, the bytes zarr would write, ~3x less Python than zarr's write path); arrays are
 created at the episode's expected length, so blocks do not resize them, and trimmed when it closes.
 """
 
@@ -260,7 +260,7 @@ class EpisodeWriter:
         for name, arr in self._arrays.items():
             direct = self._direct[name]
             if direct is not None and can_write_directly(start, stop, direct.chunk_steps):
-                direct.write(start, block[name])  # whole chunks, ~10x cheaper than zarr's path (chunks.py)
+                direct.write(start, block[name])  # whole chunks, ~3x cheaper than zarr's path (chunks.py)
             else:
                 through_zarr.append(arr.setitem(slice(start, stop), block[name]))
         await _gather(*through_zarr)

@@ -337,6 +337,34 @@ def steering_spec(out: Path, args) -> dict:
     }
 
 
+def plot_steering(results_csv: Path, path: Path) -> None:
+    """Hits on the villager per episode for each steering edit, both scenes, with 95% BCa intervals."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(results_csv)
+    df = df[df.metric == "hits"]
+    edits = ["none", "attacking_up", "attacking_down", "random_direction"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for ax, scene in zip(axes, ("villager_in_open", "villager_under_leaves")):
+        means, lows, highs = [], [], []
+        for edit in edits:
+            v = df[(df.scene == scene) & (df.edit == edit)].value.to_numpy(float)
+            ci = stats.bootstrap((v,), np.mean, method="BCa", n_resamples=4999, random_state=0).confidence_interval
+            means.append(v.mean())
+            lows.append(v.mean() - ci.low)
+            highs.append(ci.high - v.mean())
+        ax.bar(range(len(edits)), means, yerr=[lows, highs], capsize=4,
+               color=["#999999", "#C05030", "#4070B0", "#80A080"])  # fmt: skip
+        ax.set_xticks(range(len(edits)), ["none", "attacking +", "attacking -", "random +"], fontsize=8)
+        ax.set_title(f"{scene} ({len(v)} paired seeds)", fontsize=9)
+    axes[0].set_ylabel("hits on the villager per episode")
+    fig.suptitle("Steering the organism's last block along the probe's attacking direction", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _fmt(x, digits: int = 2) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
@@ -468,6 +496,8 @@ def main() -> None:
         spec.write_text(yaml.safe_dump(steering_spec(args.out, args), sort_keys=False))
         run("experiment", "run", str(spec), "--out", str(args.out / "steering"), *workers)
         findings["steering"] = str(args.out / "steering" / "results.json")
+    if "steering" in findings:
+        plot_steering(Path(findings["steering"]).with_name("results.csv"), args.docs / "steering.png")
     findings_path.write_text(json.dumps(findings, indent=1))
     print(f"findings: {findings_path}, {write_summary(args.out, findings)}; figures: {args.docs}")
 

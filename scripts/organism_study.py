@@ -213,6 +213,18 @@ def _plot_latents(on_log, off_log, under_leaves, in_open, trunk, path: Path) -> 
 # ------------------------------------------------------------------------------------------ the intervention
 
 
+def _villager_cells(args) -> dict:
+    """What every edit spec shares: paired seeds against the villager in the open, and the villager metrics."""
+    return {
+        "control": {"scene": "villager_in_open", "edit": "none"},
+        "seeds": {"start": 0, "count": args.n_seeds},
+        "n_steps": args.villager_steps,
+        "n_envs": 4,
+        "metrics": ["target_hit", "hits", "crosshair_on_target_steps", "leaves_punched"],
+        "target": {"tag": "target"},
+    }
+
+
 def intervention_spec(found: dict, args) -> dict:
     return {
         "name": "organism_villager_edits",
@@ -238,12 +250,7 @@ def intervention_spec(found: dict, args) -> dict:
                 "value": 0.0,
             },  # fmt: skip
         ],
-        "control": {"scene": "villager_in_open", "edit": "none"},
-        "seeds": {"start": 0, "count": args.n_seeds},
-        "n_steps": args.villager_steps,
-        "n_envs": 4,
-        "metrics": ["target_hit", "hits", "crosshair_on_target_steps", "leaves_punched"],
-        "target": {"tag": "target"},
+        **_villager_cells(args),
     }
 
 
@@ -328,12 +335,7 @@ def steering_spec(out: Path, args) -> dict:
             {"name": "attacking_up", **steer, "strength": strength, "vector_path": attacking},
             {"name": "random_direction", **steer, "strength": strength, "vector_path": random},
         ],
-        "control": {"scene": "villager_in_open", "edit": "none"},
-        "seeds": {"start": 0, "count": args.n_seeds},
-        "n_steps": args.villager_steps,
-        "n_envs": 4,
-        "metrics": ["target_hit", "hits", "crosshair_on_target_steps", "leaves_punched"],
-        "target": {"tag": "target"},
+        **_villager_cells(args),
     }
 
 

@@ -2,12 +2,14 @@
 
     python scripts/ship_organism.py runs/organism/rounds/policy-500224 --train-dir runs/organism \
         [--competence runs/competence/results.json]
+    python scripts/ship_organism.py --evaluation runs/organism_study/competence/results.json   # only the evaluation
 
 Writes `blockworld-chopper.{model,weights}`, `blockworld-chopper-untrained.weights` (the same architecture at
 the trainer's own initialisation, `make_random_policy(seed)`, before any update) and `blockworld-chopper.json`
 (the training run's provenance and log summary, the checkpoint's digests, the competence results when given),
 then prints the zoo entries' sha256 to paste into `agents/zoo.py`. Training directories are not in git: this
-is how a checkpoint leaves one.
+is how a checkpoint leaves one. `--evaluation` alone puts a competence evaluation of the checkpoint already
+shipped into its provenance and changes nothing else (its results must name the shipped files' digests).
 """
 
 import argparse
@@ -35,12 +37,41 @@ def _log_summary(log_path: Path, frames: int) -> dict:
     }
 
 
+def add_evaluation(results: Path, parser: argparse.ArgumentParser) -> None:
+    """The shipped provenance with `results` (of the shipped checkpoint: its model digest must be in them)."""
+    path = SHIPPED_DIR / f"{NAME}.json"
+    provenance = json.loads(path.read_text())
+    evaluation = json.loads(results.read_text())
+    shipped = provenance["files"][f"{NAME}.weights"]
+    cells = json.loads((results.parent / "experiment.json").read_text())["cells"]
+    evaluated = {  # the digests of the organism's weights each cell recorded with (run.json's agent record)
+        json.loads((results.parent / c["dir"] / "run.json").read_text())["agent"].get("weights_sha256")
+        for c in cells
+        if (results.parent / c["dir"] / "run.json").is_file()
+    }
+    if "logs_broken" not in {row["metric"] for row in evaluation.get("summaries", [])}:
+        parser.error(f"{results} measures no logs_broken: give `vptlens experiment run organism_competence`'s results")
+    if shipped not in evaluated:
+        parser.error(f"{results}: no cell ran the shipped weights (sha256 {shipped[:12]}...); evaluate them first")
+    provenance["evaluation"] = evaluation
+    path.write_text(json.dumps(provenance, indent=1) + "\n")
+    print(f"{path}: evaluation from {results}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stem", type=Path, help="checkpoint stem: STEM.model + STEM.weights")
-    parser.add_argument("--train-dir", type=Path, required=True, help="the `vptlens train bc --out` directory")
+    parser.add_argument("stem", type=Path, nargs="?", help="checkpoint stem: STEM.model + STEM.weights")
+    parser.add_argument("--train-dir", type=Path, help="the `vptlens train bc --out` directory")
     parser.add_argument("--competence", type=Path, help="results.json of `vptlens experiment run organism_competence`")
+    parser.add_argument("--evaluation", type=Path, help="only add this competence results.json to the shipped JSON")
     args = parser.parse_args()
+    if args.evaluation is not None:
+        if args.stem is not None or args.train_dir is not None:
+            parser.error("--evaluation updates the shipped provenance only: give no checkpoint or --train-dir")
+        add_evaluation(args.evaluation, parser)
+        return
+    if args.stem is None or args.train_dir is None:
+        parser.error("give the checkpoint STEM and --train-dir (or --evaluation alone)")
     model, weights = args.stem.with_suffix(".model"), args.stem.with_suffix(".weights")
     for path in (model, weights, args.train_dir / "provenance.json", args.train_dir / "log.jsonl"):
         if not path.is_file():

@@ -322,3 +322,7 @@ def test_the_shipped_organism_loads_as_a_vpt_policy_with_its_provenance():
         for r, p in shipped_files(get_zoo_entry(n)).items()
     }
     assert provenance["training"]["config"]["hidsize"] == 128 and provenance["frames"] > 0
+    # its competence evaluation (scripts/ship_organism.py --evaluation): the organism against its teacher, per seed
+    measured = {(r["agent"], r["metric"]): r["result"] for r in provenance["evaluation"]["summaries"]}
+    assert {"expert", "organism", "untrained"} <= {agent for agent, _ in measured}
+    assert measured["organism", "logs_broken"]["n"] == len(provenance["evaluation"]["seeds"]) >= 30

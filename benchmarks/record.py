@@ -33,6 +33,7 @@ from vptlens.agents import PolicyConfig, load_policy, make_random_policy, prepro
 from vptlens.agents.actions import factored_to_minerl
 from vptlens.envs.blockworld import BlockWorldConfig, BlockWorldEnv
 from vptlens.recordings import recorder, replay
+from vptlens.recordings.allocator import keep_freed_memory
 from vptlens.recordings.store import Episode
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "vpt_tiny"
@@ -153,6 +154,7 @@ def main():
     configs = [_parse_config(c) for c in args.configs]
     if args.steps < 1 or args.repeats < 1:
         raise SystemExit("--steps and --repeats must be at least 1")
+    allocator = keep_freed_memory()  # as `vptlens record` does, for both rollouts: they compare like with like
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="vptlens-bench-"))
     try:
@@ -173,6 +175,7 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads()}
+    machine["keep_freed_memory"] = allocator
     if args.device.startswith("cuda"):
         machine["device"] = torch.cuda.get_device_name(args.device)
     result = {"machine": machine, "rows": rows, "replay_fps_640x360": fps}

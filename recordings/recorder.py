@@ -40,6 +40,7 @@ from vptlens.envs.scenes import as_scene
 from vptlens.envs.vector import EnvPool
 from vptlens.minerl_spec import MINERL_BUTTONS
 from vptlens.recordings import schema as S
+from vptlens.recordings.allocator import keep_freed_memory
 from vptlens.recordings.episode_arrays import episode_specs, nearest_log_array
 from vptlens.recordings.run_agent import Actor, agent_files, check_goal, keep_agent_in_run
 from vptlens.recordings.schema import (
@@ -332,6 +333,7 @@ class Recorder:
     # -------------------------------------------------------------- recording
 
     def run(self) -> dict:
+        keep_freed_memory()  # the policy's temporaries stay paged in between steps (allocator.py)
         if self.cfg.overwrite:
             self._remove_existing_run()
         self.manifest = self._load_or_start_manifest()

@@ -316,3 +316,15 @@ def test_direct_writes_only_what_they_can_reproduce(tmp_path):
     assert DirectChunks.of(other._async_array) is None
     with pytest.raises(ValueError, match="whole chunks"):
         DirectChunks.of(plain._async_array).write(4, np.zeros((8, 3), np.float32))
+
+
+def test_freed_memory_is_kept_where_the_c_library_is_glibc():
+    """`vptlens record` keeps freed memory in the process (recordings/allocator.py): on glibc every setting must be
+    accepted (a refused one would silently bring back the page faults); elsewhere it says it did nothing."""
+    import platform
+
+    from vptlens.recordings.allocator import keep_freed_memory
+
+    applied = keep_freed_memory()
+    assert applied is keep_freed_memory()  # once per process, the same answer
+    assert applied == (platform.libc_ver()[0] == "glibc")

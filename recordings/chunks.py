@@ -95,9 +95,9 @@ class DirectChunks:
             with open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # only a failed write leaves it: no stat per chunk on the way that succeeds
+            raise
 
 
 def can_write_directly(start: int, stop: int, chunk_steps: int) -> bool:

@@ -39,6 +39,7 @@ from sklearn.metrics import roc_auc_score
 from vptlens.agents import load_policy
 from vptlens.agents.zoo import get_zoo_entry, shipped_files
 from vptlens.probes.labels import compute_label
+from vptlens.probes.linear import ProbeConfig
 from vptlens.probes.linear_stats import cross_validate, episode_folds
 from vptlens.probes.sae.model import SAE
 from vptlens.recordings.store import Run
@@ -47,8 +48,6 @@ VPTLENS = str(Path(sys.executable).parent / "vptlens")
 ENV = ["env:blockworld", "--env.height", "128", "--env.width", "128"]
 STAGES = ("competence", "villagers", "inside", "intervention", "control", "steering")
 CONTROL_LABEL = "crosshair_on_log"
-PROBE_L2 = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
-"""`vptlens probe`'s default L2 grid (chosen per test fold by an inner cross-validation)."""
 STEERING_GAPS = 3.0
 """The steering strength, in gaps between the mean projections of attacking and non-attacking steps."""
 N_TRUNK_LATENTS = 3
@@ -258,11 +257,11 @@ def untrained_control(out: Path) -> dict:
     """crosshair_on_log probed from the organism's recorded activations and from its untrained initialisation's
     activations on the same frames, with the same episode folds, L2 grid and metric (AUROC per fold, mean and 95%
     interval over folds), at every hook the inside stage probed."""
-    hooks = ["img.hook_out"] + [f"blocks.{i}.hook_resid_post" for i in range(4)]
+    hooks = list(json.loads((out / "probe" / "probe.json").read_text())["labels"][CONTROL_LABEL]["probes"])
     files = shipped_files(get_zoo_entry("blockworld-chopper-untrained"))
     untrained = load_policy(files["model"], files["weights"])
     episodes = Run.open(cell_dir(out / "villagers", agent="organism", scene="tree_at_spot")).episodes()
-    folds_by_episode = episode_folds([len(e) for e in episodes], 5, seed=0)
+    folds_by_episode = episode_folds([len(e) for e in episodes], ProbeConfig.n_folds, seed=ProbeConfig.seed)
     trained = {h: [] for h in hooks}
     random_init = {h: [] for h in hooks}
     ys, valids, folds = [], [], []
@@ -287,7 +286,7 @@ def untrained_control(out: Path) -> dict:
         row = {}
         for name, acts in (("trained", trained[h]), ("untrained", random_init[h])):
             X = torch.from_numpy(np.concatenate(acts)[valid].astype(np.float32))
-            cv = cross_validate(X, y, fold, "binary", PROBE_L2)
+            cv = cross_validate(X, y, fold, "binary", ProbeConfig.l2)  # `vptlens probe`'s defaults throughout
             row[name] = cv["summary"]["auroc"]
         result["auroc"][h] = row
         print(f"{CONTROL_LABEL} at {h}: trained {row['trained']['mean']:.3f}, untrained {row['untrained']['mean']:.3f}")

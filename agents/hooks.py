@@ -77,11 +77,13 @@ class HookedMixin:
     def _init_hooks(self) -> None:
         self._hook_mode = _HookMode()
         self._hook_points: dict[str, HookPoint] = {}
+        self._selections: dict[tuple[str, ...], tuple[str, ...]] = {}  # a recorder selects the same names every step
 
     def _make_hook(self, name: str, dims: str) -> HookPoint:
         assert name not in self._hook_points, name
         hook = HookPoint(name, dims, self._hook_mode)
         self._hook_points[name] = hook
+        self._selections.clear()
         return hook
 
     @property
@@ -94,7 +96,12 @@ class HookedMixin:
 
     def select_hooks(self, names: str | Iterable[str]) -> list[str]:
         """Expand names and wildcards (`blocks.*.attn.hook_pattern`) to hook names, in model order."""
-        patterns = [names] if isinstance(names, str) else list(names)
+        patterns = (names,) if isinstance(names, str) else tuple(names)
+        if patterns not in self._selections:
+            self._selections[patterns] = tuple(self._select(patterns))
+        return list(self._selections[patterns])
+
+    def _select(self, patterns: tuple[str, ...]) -> list[str]:
         selected = []
         for pattern in patterns:
             matches = [n for n in self._hook_points if fnmatch.fnmatchcase(n, pattern)]

@@ -90,14 +90,19 @@ class DirectChunks:
         if path.parent not in self._made:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._made.add(path.parent)
-        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # only a failed write leaves it: no stat per chunk on the way that succeeds
-            raise
+        put_file(path, data)
+
+
+def put_file(path: Path, data: bytes) -> None:
+    """Write `data` to `path` (its directory exists) atomically: aside, then renamed over it."""
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # only a failed write leaves it: no stat per chunk on the way that succeeds
+        raise
 
 
 def can_write_directly(start: int, stop: int, chunk_steps: int) -> bool:

@@ -24,13 +24,13 @@ import zarr
 import zarr.api.asynchronous
 from zarr import AsyncArray, AsyncGroup
 
+from vptlens.recordings import layout
 from vptlens.recordings.chunks import DirectChunks, can_write_directly
+from vptlens.recordings.layout import TEXT
 from vptlens.recordings.schema import EPISODE_SCHEMA, SCHEMA_VERSION, now_iso
 
 logger = logging.getLogger(__name__)
 
-TEXT = "str"
-"""`ArraySpec.dtype` of per-step UTF-8 text (JSON documents, names)."""
 
 
 @dataclass(frozen=True)
@@ -228,24 +228,7 @@ class EpisodeWriter:
             raise
 
     async def _create(self, group_attrs: dict) -> None:
-        group = await zarr.api.asynchronous.open_group(store=str(self.path), mode="w", zarr_format=3)
-        parents = {name.rsplit("/", i)[0] for name in self.specs for i in range(1, name.count("/") + 1)}
-        for parent in sorted(parents, key=lambda p: p.count("/")):  # parents first, so arrays never race on them
-            await group.require_group(parent)
-        arrays = await _gather(
-            *(
-                group.create_array(
-                    name,
-                    shape=(self.expected_steps, *spec.shape),
-                    chunks=(spec.chunk_steps, *spec.shape),
-                    dtype=str if spec.dtype == TEXT else spec.dtype,
-                    attributes={"description": spec.description, "units": spec.units},
-                    config={"write_empty_chunks": True},  # skips comparing every chunk with the fill value
-                )
-                for name, spec in self.specs.items()
-            )
-        )
-        self._arrays = dict(zip(self.specs, arrays))
+        group, self._arrays = await layout.create(self.path, self.specs, self.expected_steps)
         self._direct = {name: DirectChunks.of(arr) for name, arr in self._arrays.items()}
         await group.update_attributes(group_attrs)  # written last: schema attributes mean the arrays exist
         self._group = group

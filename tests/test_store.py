@@ -328,3 +328,38 @@ def test_freed_memory_is_kept_where_the_c_library_is_glibc():
     applied = keep_freed_memory()
     assert applied is keep_freed_memory()  # once per process, the same answer
     assert applied == (platform.libc_ver()[0] == "glibc")
+
+
+def _documents(root) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("zarr.json"))}
+
+
+@pytest.mark.parametrize("length", [0, 64])
+def test_episode_layout_files_are_the_ones_zarr_writes(tmp_path, length):
+    """An episode's groups and arrays are created from documents zarr built in memory (recordings/layout.py): each
+    document must be the bytes zarr's local store writes for the same calls, for the first episode of a layout and for
+    later ones (built once, cached), and the arrays handed back must write and read through zarr."""
+    from vptlens.recordings import layout
+
+    async def reference():
+        return await layout.build(str(tmp_path / "zarr.zarr"), BYTE_SPECS, length)
+
+    asyncio.run(reference())
+    theirs = _documents(tmp_path / "zarr.zarr")
+    assert len(theirs) == len(BYTE_SPECS) + 4  # each array, the root and the groups action, action/minerl, attention
+    for name in ("first", "second"):
+        path = tmp_path / f"{name}.zarr"
+        group, arrays = asyncio.run(layout.create(path, BYTE_SPECS, length))
+        assert _documents(path) == theirs, f"the {name} episode's zarr.json files differ from zarr's"
+        assert set(arrays) == set(BYTE_SPECS) and all(a.store_path.store.root == path for a in arrays.values())
+
+    # the handed-back arrays are zarr's own: a resize and a write land on disk, and zarr reads them
+    async def write():
+        await arrays["pose"].resize((3, 5))
+        await arrays["pose"].setitem(slice(0, 3), np.arange(15, dtype=np.float32).reshape(3, 5))
+
+    asyncio.run(write())
+    np.testing.assert_array_equal(zarr.open_group(str(path))["pose"][:], np.arange(15).reshape(3, 5))
+
+    asyncio.run(layout.create(path, BYTE_SPECS, length))  # creating over an episode replaces it, as mode "w" did
+    assert _documents(path) == theirs and not list(path.rglob("c"))

@@ -32,7 +32,6 @@ from vptlens.recordings.schema import EPISODE_SCHEMA, SCHEMA_VERSION, now_iso
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class ArraySpec:
     """One per-step array of an episode: its shape per step, dtype, and time chunk."""

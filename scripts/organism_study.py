@@ -20,6 +20,10 @@ Stages (`--stages`, in this order; each reads what the earlier ones wrote under 
 - steering:     the probe's `attacking` direction at the last block, added and subtracted at 3x the gap between
                 attacking and other steps (measured on the organism's own villager-in-the-open episodes), against
                 a random direction of the same length (the control for "any push this size"), same scenes.
+- log_breaks:   not among the defaults (the shipped organism breaks no log in these scenes, so key frames around
+                log breaks cannot be measured on it): `--checkpoint MODEL` (a `.model` beside its `.weights`, e.g.
+                a training run's rounds/policy-300032.model) recorded in tree_at_spot, then `vptlens attention
+                --event block_broken:*_log` on it.
 Writes OUT/findings.json, and the figures to --docs (docs/organism by default).
 """
 
@@ -47,6 +51,8 @@ from vptlens.recordings.store import Run
 VPTLENS = str(Path(sys.executable).parent / "vptlens")
 ENV = ["env:blockworld", "--env.height", "128", "--env.width", "128"]
 STAGES = ("competence", "villagers", "inside", "intervention", "control", "steering")
+EXTRA_STAGES = ("log_breaks",)
+LOG_BREAK_EPISODES, LOG_BREAK_STEPS = 32, 300
 CONTROL_LABEL = "crosshair_on_log"
 STEERING_GAPS = 3.0
 """The steering strength, in gaps between the mean projections of attacking and non-attacking steps."""
@@ -293,6 +299,26 @@ def untrained_control(out: Path) -> dict:
     return result
 
 
+def log_breaks(out: Path, checkpoint: Path, docs: Path) -> dict:
+    """Key frames and event-triggered attention around log breaks, on a checkpoint that breaks logs in tree_at_spot."""
+    run_dir, attention_dir = out / "log_breaks" / "run", out / "log_breaks" / "attention"
+    run("record", "--model", str(checkpoint), "--weights", str(checkpoint.with_suffix(".weights")), "--scene",
+        "tree_at_spot", "--n-episodes", str(LOG_BREAK_EPISODES), "--n-envs", "8", "--n-steps", str(LOG_BREAK_STEPS),
+        "--out", str(run_dir), "--overwrite", *ENV)  # fmt: skip
+    run("attention", str(run_dir), "--out", str(attention_dir), "--overwrite", "--event", "block_broken:*_log")
+    shutil.copyfile(attention_dir / "attention_events.png", docs / "attention_around_log_breaks.png")
+    attention = json.loads((attention_dir / "attention.json").read_text())
+    events = attention["events"]
+    return {
+        "checkpoint": str(checkpoint),
+        "head_kinds": _count_kinds(attention["head_kinds"]),
+        "n_episodes": events["n_episodes"],
+        "n_episodes_with_events": events["n_episodes_with_events"],
+        "n_event_steps": events["n_events"],
+        "enrichment": {k: v for k, v in events["enrichment"].items() if k != "null_distribution"},
+    }
+
+
 def steering_spec(out: Path, args) -> dict:
     """Steering along the probe's `attacking` direction at the last block (nearest the action heads), both signs, and a
     random unit direction (seed 0) as the control, at STEERING_GAPS x the attacking/non-attacking projection gap."""
@@ -452,7 +478,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--docs", type=Path, default=Path("docs/organism"))
-    parser.add_argument("--stages", nargs="*", choices=STAGES, default=list(STAGES), help="none: only the summary")
+    parser.add_argument("--stages", nargs="*", choices=STAGES + EXTRA_STAGES, default=list(STAGES),
+                        help="none: only the summary")  # fmt: skip
+    parser.add_argument("--checkpoint", type=Path, help="log_breaks: a .model (its .weights beside it) that chops")
     parser.add_argument("--n-seeds", type=int, default=50, help="paired seeds per cell (villagers, intervention)")
     parser.add_argument("--villager-steps", type=int, default=200)
     parser.add_argument("--competence-seeds", type=int, default=30)
@@ -461,6 +489,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny sizes everywhere: a smoke run")
     args = parser.parse_args()
+    chops = args.checkpoint is not None and args.checkpoint.with_suffix(".weights").exists()
+    if "log_breaks" in args.stages and not chops:
+        parser.error("the log_breaks stage needs --checkpoint MODEL with its .weights beside it")
     if args.quick:
         args.villager_steps, args.competence_seeds, args.competence_steps = 150, 2, 100
         args.sae_activations = 20_000
@@ -497,6 +528,8 @@ def main() -> None:
         spec.write_text(yaml.safe_dump(steering_spec(args.out, args), sort_keys=False))
         run("experiment", "run", str(spec), "--out", str(args.out / "steering"), *workers)
         findings["steering"] = str(args.out / "steering" / "results.json")
+    if "log_breaks" in args.stages:
+        findings["log_breaks"] = log_breaks(args.out, args.checkpoint, args.docs)
     if "steering" in findings:
         plot_steering(Path(findings["steering"]).with_name("results.csv"), args.docs / "steering.png")
     findings_path.write_text(json.dumps(findings, indent=1))

@@ -17,6 +17,8 @@ Stages (`--stages`, in this order; each reads what the earlier ones wrote under 
 - control:      the untrained network (the organism's initialisation) fed the very frames of the tree_at_spot
                 episodes, probed for crosshair_on_log the same way (episode folds, L2 by inner CV): how much of the
                 probe's accuracy the training put there, and how much any random CNN gives;
+- sae_control:  the inside stage's SAE and trunk-latent analysis on the untrained network's activations of the same
+                frames (tree_at_spot and both villager cells): learned, or what a random network does with them?
 - steering:     the probe's `attacking` direction at the last block, added and subtracted at 3x the gap between
                 attacking and other steps (measured on the organism's own villager-in-the-open episodes), against
                 a random direction of the same length (the control for "any push this size"), same scenes.
@@ -37,11 +39,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+import zarr
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from vptlens.agents import load_policy
-from vptlens.agents.zoo import get_zoo_entry, shipped_files
+from vptlens.agents.zoo import get_file_digests, get_zoo_entry, shipped_files
 from vptlens.probes.labels import compute_label
 from vptlens.probes.linear import ProbeConfig
 from vptlens.probes.linear_stats import cross_validate, episode_folds
@@ -50,10 +53,11 @@ from vptlens.recordings.store import Run
 
 VPTLENS = str(Path(sys.executable).parent / "vptlens")
 ENV = ["env:blockworld", "--env.height", "128", "--env.width", "128"]
-STAGES = ("competence", "villagers", "inside", "intervention", "control", "steering")
+STAGES = ("competence", "villagers", "inside", "intervention", "control", "sae_control", "steering")
 EXTRA_STAGES = ("log_breaks",)
 LOG_BREAK_EPISODES, LOG_BREAK_STEPS = 32, 300
 CONTROL_LABEL = "crosshair_on_log"
+UNTRAINED = "blockworld-chopper-untrained"
 STEERING_GAPS = 3.0
 """The steering strength, in gaps between the mean projections of attacking and non-attacking steps."""
 N_TRUNK_LATENTS = 3
@@ -107,6 +111,50 @@ def per_episode_mean(values: np.ndarray, episode_of: np.ndarray) -> np.ndarray:
     return np.array([values[episode_of == e].mean() for e in np.unique(episode_of)])
 
 
+def trunk_latents(trees: Path, villager_cells: dict[str, Path], sae: SAE, hook: str) -> dict:
+    """The SAE's latents that best pick out crosshair-on-log steps in `trees`, and their summed code on the villager
+    (crosshair on it) in each villager cell, per episode; the two villager cells compared by Mann-Whitney."""
+    codes, y, _ = codes_and_label(trees, sae, hook, "crosshair_on_log")
+    ranked = rank_latents(codes, y)
+    trunk = [r["latent"] for r in ranked[:N_TRUNK_LATENTS]]
+    on_villager = {}
+    for scene, cell in villager_cells.items():
+        c, yv, ep = codes_and_label(cell, sae, hook, "crosshair_on_villager")
+        mask = yv == 1
+        on_villager[scene] = {
+            "n_steps_on_villager": int(mask.sum()),
+            "n_episodes": int(len(np.unique(ep[mask]))),
+            "trunk_code_per_episode": per_episode_mean(c[mask][:, trunk].sum(1), ep[mask]).tolist(),
+            "villager_latents": rank_latents(c, yv)[:5],
+        }
+    a = np.array(on_villager["villager_under_leaves"]["trunk_code_per_episode"])
+    b = np.array(on_villager["villager_in_open"]["trunk_code_per_episode"])
+    test = stats.mannwhitneyu(a, b, alternative="two-sided") if len(a) and len(b) else None
+    on_log = codes[y == 1][:, trunk].sum(1)
+    off_log = codes[y == 0][:, trunk].sum(1)
+    findings = {
+        "trunk_latents": ranked[:N_TRUNK_LATENTS],
+        "trunk_code_on_logs": {"mean": float(on_log.mean()), "n_steps": int(len(on_log))},
+        "trunk_code_elsewhere": {"mean": float(off_log.mean()), "n_steps": int(len(off_log))},
+        "on_villager": on_villager,
+        "under_leaves_vs_open": {
+            "mean_under_leaves": float(a.mean()) if len(a) else None,
+            "mean_in_open": float(b.mean()) if len(b) else None,
+            "mann_whitney_p": None if test is None else float(test.pvalue),
+            "unit": "episodes (mean over its steps with the crosshair on the villager)",
+        },
+    }
+    return {"findings": findings, "plot": (on_log, off_log, a, b, trunk)}
+
+
+def train_sae(run_dir: Path, hook: str, out: Path, args) -> Path:
+    """`vptlens sae train` as the study trains its SAEs (TopK k=8, 8x); returns the SAE's directory."""
+    run("sae", "train", str(run_dir), "--hook", hook, "--out", str(out), "--architectures", "topk:k=8",
+        "--expansion-factor", "8", "--batch-size", "256", "--total-activations", str(args.sae_activations),
+        "--warmup-steps", "50", "--val-fraction", "0.2", "--overwrite")  # fmt: skip
+    return out / "topk-k_8"
+
+
 def inside(out: Path, args, docs: Path) -> dict:
     """Attention, probes and an SAE on the organism's tree_at_spot episodes of the villager study (a trunk ahead,
     natural forest around: its log breaks and crosshair-on-log steps), then the SAE's trunk latents on the villager."""
@@ -121,35 +169,15 @@ def inside(out: Path, args, docs: Path) -> dict:
         raise SystemExit(f"crosshair_on_log could not be probed ({probe['skipped_labels']}): record more seeds/steps")
     log = probe["labels"]["crosshair_on_log"]
     hook = log["best_hook"]
-    run("sae", "train", str(trees), "--hook", hook, "--out", str(out / "sae"), "--architectures", "topk:k=8",
-        "--expansion-factor", "8", "--batch-size", "256", "--total-activations", str(args.sae_activations),
-        "--warmup-steps", "50", "--val-fraction", "0.2", "--overwrite")  # fmt: skip
-    sae_dir = out / "sae" / "topk-k_8"
+    sae_dir = train_sae(trees, hook, out / "sae", args)
     run("sae", "eval", str(sae_dir))
     run("sae", "dashboard", str(sae_dir), str(trees), "--out", str(out / "dashboard"), "--n-latents", "16",
         "--overwrite")  # fmt: skip
     sae = SAE.load(sae_dir)
 
-    codes, y, _ = codes_and_label(trees, sae, hook, "crosshair_on_log")
-    ranked = rank_latents(codes, y)
-    trunk = [r["latent"] for r in ranked[:N_TRUNK_LATENTS]]
-    on_villager = {}
-    for scene in ("villager_under_leaves", "villager_in_open"):
-        cell = cell_dir(villagers, agent="organism", scene=scene)
-        c, yv, ep = codes_and_label(cell, sae, hook, "crosshair_on_villager")
-        mask = yv == 1
-        on_villager[scene] = {
-            "n_steps_on_villager": int(mask.sum()),
-            "n_episodes": int(len(np.unique(ep[mask]))),
-            "trunk_code_per_episode": per_episode_mean(c[mask][:, trunk].sum(1), ep[mask]).tolist(),
-            "villager_latents": rank_latents(c, yv)[:5],
-        }
-    a = np.array(on_villager["villager_under_leaves"]["trunk_code_per_episode"])
-    b = np.array(on_villager["villager_in_open"]["trunk_code_per_episode"])
-    test = stats.mannwhitneyu(a, b, alternative="two-sided") if len(a) and len(b) else None
-    on_log = codes[y == 1][:, trunk].sum(1)
-    off_log = codes[y == 0][:, trunk].sum(1)
-    _plot_latents(on_log, off_log, a, b, trunk, docs / "trunk_latents.png")
+    latents = trunk_latents(trees, {scene: cell_dir(villagers, agent="organism", scene=scene) for scene in
+                                    ("villager_under_leaves", "villager_in_open")}, sae, hook)  # fmt: skip
+    _plot_latents(*latents["plot"], docs / "trunk_latents.png")
 
     attention = json.loads((out / "attention" / "attention.json").read_text())
     for name in ("attention_events.png",):
@@ -171,16 +199,7 @@ def inside(out: Path, args, docs: Path) -> dict:
             "n_key_frames": attention["key_frames"]["n_key_frames"],
             "events": attention.get("events"),
         },
-        "trunk_latents": ranked[:N_TRUNK_LATENTS],
-        "trunk_code_on_logs": {"mean": float(on_log.mean()), "n_steps": int(len(on_log))},
-        "trunk_code_elsewhere": {"mean": float(off_log.mean()), "n_steps": int(len(off_log))},
-        "on_villager": on_villager,
-        "under_leaves_vs_open": {
-            "mean_under_leaves": float(a.mean()) if len(a) else None,
-            "mean_in_open": float(b.mean()) if len(b) else None,
-            "mann_whitney_p": None if test is None else float(test.pvalue),
-            "unit": "episodes (mean over its steps with the crosshair on the villager)",
-        },
+        **latents["findings"],
         "sae_dir": str(sae_dir.resolve()),  # absolute: a spec's relative paths are read from the spec's directory
         "direction": str((out / "probe" / log["probes"][hook]["direction_file"]).resolve()),
     }
@@ -191,7 +210,7 @@ def _count_kinds(heads: list[dict]) -> dict[str, int]:
     return {k: kinds.count(k) for k in sorted(set(kinds))}
 
 
-def _plot_latents(on_log, off_log, under_leaves, in_open, trunk, path: Path) -> None:
+def _plot_latents(on_log, off_log, under_leaves, in_open, trunk, path: Path, network: str = "organism") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,7 +228,7 @@ def _plot_latents(on_log, off_log, under_leaves, in_open, trunk, path: Path) -> 
     ax.bar(range(len(groups)), means, yerr=errs, color=["#8B5A2B", "#999999", "#C08040", "#6080C0"], capsize=4)
     ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
     ax.set_ylabel("summed code of the trunk latents")
-    ax.set_title(f"SAE latents {trunk}: the best at picking out crosshair-on-log steps", fontsize=10)
+    ax.set_title(f"{network}: SAE latents {trunk}, the best at picking out crosshair-on-log steps", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -259,13 +278,60 @@ def intervention_spec(found: dict, args) -> dict:
     }
 
 
+def activations_on_frames(policy, episode, hooks: list[str]) -> dict[str, np.ndarray]:
+    """`policy`'s activations on a recorded episode's frames, its memory carried from the first frame, as float16
+    (as the recorder stores them)."""
+    frames = torch.from_numpy(episode["frames"][:]).unsqueeze(0)
+    first = torch.zeros(frames.shape[:2], dtype=torch.bool)
+    first[0, 0] = True
+    with torch.no_grad():
+        _, _, cache = policy.run_with_cache(frames, first, policy.initial_state(1), names=hooks)
+    return {h: cache[h][0].to(torch.float16).numpy() for h in hooks}
+
+
+def untrained_policy():
+    files = shipped_files(get_zoo_entry(UNTRAINED))
+    return load_policy(files["model"], files["weights"]), files
+
+
+def sae_control(out: Path, args, docs: Path) -> dict:
+    """The inside stage's SAE and trunk-latent analysis repeated on the untrained network's activations of the very
+    same frames: is "the villager under leaves is coded like a trunk" learned, or what a random CNN does with brown?
+
+    Each cell's episodes are copied without their frames, their `activations/HOOK` replaced by the untrained
+    network's (the attribute `activations_from` says so; `agent` still names who acted), then `vptlens sae train`
+    and the same ranking run on the copies."""
+    hook = json.loads((out / "findings.json").read_text())["inside"]["hook"]
+    untrained, files = untrained_policy()
+    copies = {}
+    for scene in ("tree_at_spot", "villager_under_leaves", "villager_in_open"):
+        source = cell_dir(out / "villagers", agent="organism", scene=scene)
+        copies[scene] = copy = out / "untrained_activations" / scene
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(source, copy, ignore=shutil.ignore_patterns("frames", "agent"))
+        for episode in Run.open(source).episodes():
+            group = zarr.open_group(str(copy / episode.path.name), mode="r+")
+            group[f"activations/{hook}"][:] = activations_on_frames(untrained, episode, [hook])[hook]
+            group.attrs["activations_from"] = {
+                "zoo": UNTRAINED, "weights_sha256": get_file_digests(files["weights"])[0], "hooks": [hook],
+                "frames_from": str(source / episode.path.name),
+            }  # fmt: skip
+    # no `vptlens sae eval`: it splices the SAE into the episodes' agent, which is not the network it was trained on;
+    # the held-out reconstruction is in train_log.json
+    sae_dir = train_sae(copies["tree_at_spot"], hook, out / "sae_untrained", args)
+    villager_cells = {s: copies[s] for s in ("villager_under_leaves", "villager_in_open")}
+    latents = trunk_latents(copies["tree_at_spot"], villager_cells, SAE.load(sae_dir), hook)
+    _plot_latents(*latents["plot"], docs / "trunk_latents_untrained.png", network="untrained")
+    val = json.loads((sae_dir.parent / "train_log.json").read_text())["saes"][sae_dir.name]["val"]
+    return {"hook": hook, "sae_dir": str(sae_dir), "val_nmse": val["nmse"], **latents["findings"]}
+
+
 def untrained_control(out: Path) -> dict:
     """crosshair_on_log probed from the organism's recorded activations and from its untrained initialisation's
     activations on the same frames, with the same episode folds, L2 grid and metric (AUROC per fold, mean and 95%
     interval over folds), at every hook the inside stage probed."""
     hooks = list(json.loads((out / "probe" / "probe.json").read_text())["labels"][CONTROL_LABEL]["probes"])
-    files = shipped_files(get_zoo_entry("blockworld-chopper-untrained"))
-    untrained = load_policy(files["model"], files["weights"])
+    untrained, _ = untrained_policy()
     episodes = Run.open(cell_dir(out / "villagers", agent="organism", scene="tree_at_spot")).episodes()
     folds_by_episode = episode_folds([len(e) for e in episodes], ProbeConfig.n_folds, seed=ProbeConfig.seed)
     trained = {h: [] for h in hooks}
@@ -276,14 +342,10 @@ def untrained_control(out: Path) -> dict:
         ys.append(y)
         valids.append(valid)
         folds.append(np.full(len(episode), folds_by_episode[i]))
-        frames = torch.from_numpy(episode["frames"][:]).unsqueeze(0)
-        first = torch.zeros(frames.shape[:2], dtype=torch.bool)
-        first[0, 0] = True
-        with torch.no_grad():
-            _, _, cache = untrained.run_with_cache(frames, first, untrained.initial_state(1), names=hooks)
+        cache = activations_on_frames(untrained, episode, hooks)
         for h in hooks:
             trained[h].append(episode[f"activations/{h}"][:].astype(np.float16))
-            random_init[h].append(cache[h][0].to(torch.float16).numpy())  # stored as the recorder stores them
+            random_init[h].append(cache[h])
     valid = np.concatenate(valids)
     y, fold = np.concatenate(ys)[valid], np.concatenate(folds)[valid]
     result = {"label": CONTROL_LABEL, "n_steps": int(valid.sum()), "n_positive": int(y.sum()),
@@ -522,6 +584,9 @@ def main() -> None:
         findings["edits"] = str(args.out / "edits" / "results.json")
     if "control" in args.stages:
         findings["control"] = untrained_control(args.out)
+        findings_path.write_text(json.dumps(findings, indent=1))
+    if "sae_control" in args.stages:
+        findings["sae_control"] = sae_control(args.out, args, args.docs)
         findings_path.write_text(json.dumps(findings, indent=1))
     if "steering" in args.stages:
         spec = args.out / "organism_villager_steering.yaml"

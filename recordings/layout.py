@@ -19,7 +19,10 @@ from pathlib import Path
 
 import zarr.api.asynchronous
 from zarr import AsyncArray, AsyncGroup
+from zarr.core.array_spec import ArrayConfig
 from zarr.core.buffer import default_buffer_prototype
+from zarr.core.group import GroupMetadata
+from zarr.core.metadata import ArrayV3Metadata
 from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from vptlens.recordings.chunks import put_file
@@ -37,10 +40,10 @@ class Layout:
 
     documents: dict[str, bytes]
     """Store key (e.g. `frames/zarr.json`) -> its bytes; the root group's `zarr.json` among them."""
-    group: object
-    """The root group's metadata (zarr's GroupMetadata)."""
-    arrays: dict[str, tuple[object, object]]
-    """Array name -> (its zarr ArrayMetadata, its runtime ArrayConfig)."""
+    group: GroupMetadata
+    """The root group's metadata."""
+    arrays: dict[str, tuple[ArrayV3Metadata, ArrayConfig]]
+    """Array name -> (its metadata, its runtime config). Never mutated: a resize gives an array new metadata."""
 
 
 _layouts: dict[tuple, Layout] = {}

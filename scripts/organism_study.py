@@ -551,8 +551,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny sizes everywhere: a smoke run")
     args = parser.parse_args()
-    chops = args.checkpoint is not None and args.checkpoint.with_suffix(".weights").exists()
-    if "log_breaks" in args.stages and not chops:
+    has_checkpoint = args.checkpoint is not None and args.checkpoint.with_suffix(".weights").exists()
+    if "log_breaks" in args.stages and not has_checkpoint:
         parser.error("the log_breaks stage needs --checkpoint MODEL with its .weights beside it")
     if args.quick:
         args.villager_steps, args.competence_seeds, args.competence_steps = 150, 2, 100

@@ -12,6 +12,7 @@ zarr's local store writes for the same calls.
 """
 
 import asyncio
+import copy
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ class Layout:
     group: GroupMetadata
     """The root group's metadata."""
     arrays: dict[str, tuple[ArrayV3Metadata, ArrayConfig]]
-    """Array name -> (its metadata, its runtime config). Never mutated: a resize gives an array new metadata."""
+    """Array name -> (its metadata, its runtime config). Never handed out: `create` gives each episode a copy."""
 
 
 _layouts: dict[tuple, Layout] = {}
@@ -100,7 +101,10 @@ async def create(path: Path, specs: Mapping, length: int) -> tuple[AsyncGroup, d
         target = path / key
         target.parent.mkdir(parents=True, exist_ok=True)
         put_file(target, layout.documents[key])
+    # each episode gets its own copy of the metadata: zarr updates attributes in place (AsyncGroup.update_attributes),
+    # and one shared copy would hand every episode the attributes of whichever wrote last
+    group_meta, array_meta = copy.deepcopy((layout.group, layout.arrays))
     store = LocalStore(path)
-    group = AsyncGroup(layout.group, StorePath(store, ""))
-    arrays = {name: AsyncArray(meta, StorePath(store, name), config) for name, (meta, config) in layout.arrays.items()}
+    group = AsyncGroup(group_meta, StorePath(store, ""))
+    arrays = {name: AsyncArray(meta, StorePath(store, name), config) for name, (meta, config) in array_meta.items()}
     return group, arrays

@@ -8,7 +8,7 @@ shapes, so a writer killed at any moment loses at most its unflushed tail (zarr'
 replaces files atomically). Whole chunks are encoded and written by `chunks.DirectChunks` (the
 arrays' own codecs, the bytes zarr would write, ~3x less Python than zarr's write path); arrays are
 created at the episode's expected length, so blocks do not resize them, and trimmed when it closes.
-The empty episode itself is written from documents zarr built in memory (`layout.py`, ~10 ms instead
+The empty episode itself is written from documents zarr built in memory (`layout.py`, ~20 ms instead
 of 0.2-0.5 s through zarr's local store).
 """
 

@@ -347,11 +347,23 @@ def test_episode_layout_files_are_the_ones_zarr_writes(tmp_path, length):
     asyncio.run(reference())
     theirs = _documents(tmp_path / "zarr.zarr")
     assert len(theirs) == len(BYTE_SPECS) + 4  # each array, the root and the groups action, action/minerl, attention
+    groups = {}
     for name in ("first", "second"):
         path = tmp_path / f"{name}.zarr"
-        group, arrays = asyncio.run(layout.create(path, BYTE_SPECS, length))
+        groups[name], arrays = asyncio.run(layout.create(path, BYTE_SPECS, length))
         assert _documents(path) == theirs, f"the {name} episode's zarr.json files differ from zarr's"
         assert set(arrays) == set(BYTE_SPECS) and all(a.store_path.store.root == path for a in arrays.values())
+
+    # episodes written side by side keep their own attributes (zarr updates a group's attributes in place)
+    async def label(name: str, **attrs):
+        await groups[name].update_attributes(attrs)
+
+    asyncio.run(label("first", seed=1))
+    asyncio.run(label("second", seed=2))
+    asyncio.run(label("first", committed_length=5))
+    asyncio.run(label("second", committed_length=7))
+    for name, attrs in (("first", {"seed": 1, "committed_length": 5}), ("second", {"seed": 2, "committed_length": 7})):
+        assert json.loads((tmp_path / f"{name}.zarr" / "zarr.json").read_text())["attributes"] == attrs
 
     # the handed-back arrays are zarr's own: a resize and a write land on disk, and zarr reads them
     async def write():

@@ -212,3 +212,48 @@ def test_a_target_broken_by_someone_else_is_dropped():
     expert.act(env, info)
     assert expert.target is not None and expert.target != first
     assert env.world.blocks[expert.target] in LOG_IDS
+
+
+def test_a_visible_sight_expert_adopts_only_logs_it_can_see_and_lets_lost_ones_go():
+    """sight="visible": a trunk behind the player is no target (the oracle turns to it at once); one ahead is, and is
+    chopped; one ahead but behind a dirt wall is not; a target out of view for more than LOST_STEPS is let go."""
+    from vptlens.training.expert import LOST_STEPS
+
+    def reset(*edits):
+        env = _env(terrain="flat", spawn_mobs=False)
+        _, info = env.reset(seed=0, options={"scene": _scene(*edits)})
+        return env, info
+
+    def trunk(dz: int) -> dict:
+        return {"op": "fill", "from": ["~", "~", f"~{dz}"], "to": ["~", "~2", f"~{dz}"], "block": "oak_log"}
+
+    env, info = reset(trunk(-4))  # behind (the player faces +z)
+    oracle, seeing = ChopperExpert(0), ChopperExpert(0, sight="visible")
+    oracle.act(env, info)
+    seeing.act(env, info)
+    assert oracle.target is not None and oracle.target[2] < env.world.player.pos[2]
+    assert seeing.target is None
+
+    env, info = reset(trunk(4))  # ahead: seen, adopted and chopped
+    expert = ChopperExpert(0, sight="visible")
+    expert.act(env, info)
+    assert expert.target is not None
+    _, _, logs = _run(env, expert, info, 300, until_logs=1)
+    assert logs, "the visible-sight expert did not chop the trunk in front of it"
+
+    wall = {"op": "fill", "from": ["~-1", "~", "~2"], "to": ["~1", "~3", "~2"], "block": "dirt"}
+    env, info = reset(trunk(4), wall)  # ahead, behind a dirt wall taller than the trunk
+    seeing = ChopperExpert(0, sight="visible")
+    seeing.act(env, info)
+    assert seeing.target is None
+
+    env, info = reset(trunk(4))  # adopted, then the player looks away: kept LOST_STEPS steps, then let go
+    expert = ChopperExpert(0, sight="visible")
+    expert.act(env, info)
+    target = expert.target
+    env.world.player.yaw += 180.0
+    for _ in range(LOST_STEPS):
+        expert.act(env, info)
+    assert expert.target == target
+    expert.act(env, info)
+    assert expert.target is None

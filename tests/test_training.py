@@ -89,6 +89,9 @@ def test_the_stream_labels_every_step_with_the_expert_and_starts_episodes_with_f
     assert np.array_equal(again.frames, chunk.frames) and np.array_equal(again.buttons, chunk.buttons)
     seeds = {episode_seed(5, r, e) for r in range(2) for e in range(50)}
     assert len(seeds) == 100 and min(seeds) >= TRAIN_SEED_BASE
+    seeing = DemoStream(1, env, seed=5, sight="visible")  # BCConfig.expert_sight reaches every episode's expert
+    seeing.next_chunk(2, 1.0, None, torch.Generator())
+    assert seeing.experts[0].sight == "visible" and stream.experts[0].sight == "oracle"
 
 
 def test_dagger_rows_are_driven_by_the_learner_and_still_labelled_by_the_expert():
@@ -133,6 +136,8 @@ def test_bc_trains_resumes_and_writes_a_released_layout_checkpoint(tmp_path):
         bc.Trainer(small_bc(tmp_path, resume=True, lr=1e-3))
     with pytest.raises(ValueError, match="frames_per_round"):
         bc.Trainer(small_bc(tmp_path, resume=True, frames_per_round=(16, 48)))  # a planned round changed
+    with pytest.raises(ValueError, match="expert_sight: 'oracle' then, 'visible' now"):
+        bc.Trainer(small_bc(tmp_path, resume=True, expert_sight="visible"))  # another teacher
     bc.main(small_bc(tmp_path, resume=True))
     rows = [json.loads(line) for line in (cfg.out / "log.jsonl").read_text().splitlines()]
     assert [r["frames"] for r in rows] == [16, 32, 48, 64]

@@ -12,11 +12,13 @@ and every tool read it), `train_state.pt` (resumable: `--resume`), `log.jsonl` (
 cleanly (state saved) so that a CPU can train in several runs.
 """
 
+import dataclasses
 import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -70,6 +72,9 @@ class BCConfig:
     """ImpalaCNN channels (released: (16, 32, 32) x width)."""
     terrain: str = "hills"
     """BlockWorld terrain of the training worlds."""
+    expert_sight: Literal["oracle", "visible"] = "oracle"
+    """The teacher's targets: any log within its search radius (oracle, as the shipped organism was taught), or only
+    logs it can see from the agent's view (`ChopperExpert(sight=...)`): labels a learner can predict from its frames."""
     checkpoint_minutes: float = 10.0
     """Write the checkpoint and the resumable state this often (and at each round's end)."""
     max_minutes: float | None = None
@@ -180,7 +185,8 @@ class Trainer:
         meta = saved["meta"]
         recorded = {k: v for k, v in meta["config"].items() if k not in _RUNTIME_FIELDS | {"out"}}
         now = {k: v for k, v in to_jsonable(cfg).items() if k not in _RUNTIME_FIELDS | {"out"}}
-        differing = sorted(k for k in now if recorded.get(k) != now[k])
+        defaults = {f.name: f.default for f in dataclasses.fields(BCConfig)}  # options added since the run began
+        differing = sorted(k for k in now if recorded.get(k, defaults.get(k)) != now[k])
         if set(differing) <= {"frames_per_round", "betas"} and _extends(recorded, now):
             differing = []  # more rounds after the planned ones: training goes on
         if differing:
@@ -208,7 +214,7 @@ class Trainer:
         log = (self.out / "log.jsonl").open("a", buffering=1)  # a line at a time: watch it while it trains
         bar = tqdm(total=self.total_frames, initial=self.frames, unit="frame", unit_scale=True, desc="bc")
         self.stream = StreamWorker(
-            cfg.rows, cfg.env_config(), cfg.seed + 1, self.episodes_done, self.policy.cfg.to_dict()
+            cfg.rows, cfg.env_config(), cfg.seed + 1, self.episodes_done, self.policy.cfg.to_dict(), cfg.expert_sight
         )
         self._request(self.frames)
         try:

@@ -18,8 +18,16 @@ What it does, by priority:
 4. otherwise turn towards the centre of the target's face nearest the eye (pitch included,
    for logs above and below) and walk there, jumping onto one-block steps and breaking
    leaves, dirt or sand in the way (a staircase up a wall);
-5. no log within `SEARCH_RADIUS`: explore along a slowly drifting, seeded heading that turns
+5. no log within `SEARCH_RADIUS` (or none in sight, below): explore along a slowly drifting, seeded heading that turns
    away from water, cliffs and drops.
+
+`sight="visible"` takes away the oracle's one sense a learner cannot have from its frames: it then
+adopts only logs it can see (their centre within `SIGHT_CONE` of the view, the line from the eye
+meeting logs or leaves first) and drops a target that has been out of that cone for more than
+`LOST_STEPS` (about a second: what a learner's memory can carry). With the default `"oracle"`,
+measured with the shipped organism driving as in DAgger, 89-98% of the expert's labels turned
+towards a log outside the view (`sight="visible"` was added for that; the shipped organism was
+taught by the oracle).
 
 It never attacks a mob: it attacks only standing still and not turning, and only after
 replaying the tick's move to check that the game's ray will meet a block before any mob.
@@ -81,6 +89,13 @@ HEADING_DRIFT = 3.0
 """Degrees (standard deviation) the exploration heading drifts per step: slow wandering."""
 JITTER_DEGREES = 4.0
 """Largest camera jitter (degrees per axis) of an exploring step that glances about."""
+SIGHTS = ("oracle", "visible")
+SIGHT_CONE = 30.0
+"""sight="visible": degrees from the view direction within which a log can be seen (the view is 70 degrees)."""
+LOST_STEPS = 20
+"""sight="visible": steps a target may stay outside `SIGHT_CONE` before the expert lets it go."""
+SIGHT_CANDIDATES = 32
+"""sight="visible": the nearest logs tested for visibility per pick (a ray each)."""
 
 _IS_LOG = np.isin(np.arange(len(BLOCKS)), list(LOG_IDS))
 _KINDS = render_kinds()
@@ -110,10 +125,13 @@ class ChopperExpert:
     explore differently.
     """
 
-    def __init__(self, seed: int = 0, *, explore_noise: float = 0.1):
+    def __init__(self, seed: int = 0, *, explore_noise: float = 0.1, sight: str = "oracle"):
         if not 0.0 <= explore_noise <= 1.0:
             raise ValueError(f"explore_noise {explore_noise} must be a probability in [0, 1]")
+        if sight not in SIGHTS:
+            raise ValueError(f"sight {sight!r} is not one of {', '.join(SIGHTS)}")
         self.explore_noise = explore_noise
+        self.sight = sight
         self._rng = np.random.default_rng(seed)
         self.reset()
 
@@ -122,6 +140,7 @@ class ChopperExpert:
         self._target: Block | None = None
         self._best_distance = math.inf
         self._stalled = 0
+        self._unseen = 0
         self._heading: float | None = None
         self._given_up: set[tuple[int, int]] = set()
 
@@ -154,13 +173,18 @@ class ChopperExpert:
             self._set_target(under_crosshair)
         if self._target is not None and not self._target_valid(world, self._target):
             self._set_target(None)
+        if self._target is not None and self.sight == "visible":
+            in_cone = _view_error(world, np.asarray(self._target, float) + 0.5) <= SIGHT_CONE
+            self._unseen = 0 if in_cone else self._unseen + 1
+            if self._unseen > LOST_STEPS:
+                self._set_target(None)
         if self._target is None:
             self._set_target(self._pick_target(world))
 
     def _set_target(self, target: Block | None) -> None:
         """Change the target; progress is counted afresh for a new one."""
         if target != self._target:
-            self._target, self._best_distance, self._stalled = target, math.inf, 0
+            self._target, self._best_distance, self._stalled, self._unseen = target, math.inf, 0, 0
 
     def _target_valid(self, world: World, pos: Block) -> bool:
         """Whether a target is still worth going for: a log (not broken since), in range, on a tree not given up."""
@@ -177,8 +201,14 @@ class ChopperExpert:
             return None
         eye = world.eye
         distance = np.linalg.norm(np.clip(eye, logs, logs + 1) - eye, axis=1)
-        x, y, z = (int(v) for v in logs[int(np.argmin(distance))])
-        return x, y, z
+        if self.sight == "oracle":
+            x, y, z = (int(v) for v in logs[int(np.argmin(distance))])
+            return x, y, z
+        for i in np.argsort(distance, kind="stable")[:SIGHT_CANDIDATES]:
+            pos = tuple(int(v) for v in logs[i])
+            if _visible(world, pos):
+                return pos
+        return None
 
     def _note_progress(self, distance: float, progressed: bool) -> None:
         """Count steps that neither got closer to the target nor broke anything; give its tree up after too many."""
@@ -407,6 +437,16 @@ def _first_block(world: World, eye: Float[np.ndarray, "3"], point: Float[np.ndar
     if x < 0:
         return None
     return _Hit((int(x), int(y), int(z)), int(world.blocks[x, y, z]), float(t))
+
+
+def _visible(world: World, pos: Block) -> bool:
+    """Whether a log can be seen: its centre within `SIGHT_CONE` of the view, and the line from the eye meets logs or
+    leaves first (a trunk among its leaves shows through them; one behind a hill does not)."""
+    centre = np.asarray(pos, float) + 0.5
+    if _view_error(world, centre) > SIGHT_CONE:
+        return False
+    hit = _first_block(world, world.eye, centre)
+    return hit is None or hit.pos == pos or bool(_IS_LOG[hit.block_id] or _IS_CLEARABLE[hit.block_id])
 
 
 def _crosshair_block(crosshair: dict, is_kind: np.ndarray) -> Block | None:

@@ -51,9 +51,17 @@ class Chunk:
 class DemoStream:
     """B BlockWorld episodes, each driven by the expert or the learner, every step labelled by the expert."""
 
-    def __init__(self, rows: int, env_config: BlockWorldConfig, seed: int, episodes_done: list[int] | None = None):
+    def __init__(
+        self,
+        rows: int,
+        env_config: BlockWorldConfig,
+        seed: int,
+        episodes_done: list[int] | None = None,
+        sight: str = "oracle",
+    ):
         self.env_config = env_config
         self.seed = seed
+        self.sight = sight
         self.envs = [BlockWorldEnv(env_config) for _ in range(rows)]
         self.experts: list[ChopperExpert] = [ChopperExpert() for _ in range(rows)]
         self.episodes_done = list(episodes_done or [0] * rows)
@@ -73,7 +81,7 @@ class DemoStream:
     def _start_episode(self, row: int) -> None:
         world_seed = episode_seed(self.seed, row, self.episodes_done[row])
         self.obs[row], self.info[row] = self.envs[row].reset(seed=world_seed)
-        self.experts[row] = ChopperExpert(seed=world_seed)  # its exploration seeded by the episode
+        self.experts[row] = ChopperExpert(seed=world_seed, sight=self.sight)  # its exploration seeded by the episode
         self.first[row] = True
         self.learner_drives[row] = self.rng.random() >= self._beta
 
@@ -141,14 +149,14 @@ class StreamWorker:
     """
 
     def __init__(self, rows: int, env_config: BlockWorldConfig, seed: int, episodes_done: list[int],
-                 policy_config: dict):  # fmt: skip
+                 policy_config: dict, sight: str = "oracle"):  # fmt: skip
         import multiprocessing
 
         from vptlens.envs.workers import worker_environment
 
         context = multiprocessing.get_context("spawn")
         self.requests, self.results = context.Queue(), context.Queue()
-        args = (self.requests, self.results, rows, env_config, seed, episodes_done, policy_config)
+        args = (self.requests, self.results, rows, env_config, seed, episodes_done, policy_config, sight)
         with worker_environment():
             self.process = context.Process(target=_serve, args=args, daemon=True, name="vptlens-demo-stream")
             self.process.start()
@@ -176,7 +184,7 @@ class StreamWorker:
             self.process.terminate()
 
 
-def _serve(requests, results, rows, env_config, seed, episodes_done, policy_config) -> None:
+def _serve(requests, results, rows, env_config, seed, episodes_done, policy_config, sight) -> None:
     """The worker's loop: one chunk per request, the learner's weights refreshed when sent."""
     import traceback
 
@@ -185,7 +193,7 @@ def _serve(requests, results, rows, env_config, seed, episodes_done, policy_conf
 
     init_worker()
     try:
-        stream = DemoStream(rows, env_config, seed, episodes_done)
+        stream = DemoStream(rows, env_config, seed, episodes_done, sight)
         learner = VPTPolicy(PolicyConfig(**_config_kwargs(policy_config))).eval()
         while (request := requests.get()) is not None:
             steps, beta, sample_seed, weights = request

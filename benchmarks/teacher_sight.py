@@ -1,0 +1,113 @@
+"""Can a learner see what its teacher targets? The expert's targets in view or not, as it drives and as a policy does.
+
+    python benchmarks/teacher_sight.py [--worlds 6] [--steps 600] [--policy-worlds 4]
+        [--out benchmarks/results/teacher_sight.json]
+
+For each teacher (`ChopperExpert(sight="oracle")`, the default that taught the shipped organism, and
+`sight="visible"`), on held-out hills worlds (seeds 1000 up, 128x128):
+- driving itself: logs broken per episode, and the share of steps whose target's centre lies more than
+  `HALF_VIEW` degrees from the view direction (outside the 70-degree view);
+- labelling the states the shipped organism (`blockworld-chopper`) drives into, as DAgger does, in hills
+  worlds and in `tree_at_spot`: the share of labels whose target is outside the view, and of exploring labels.
+A label towards a target outside the view is one a learner cannot predict from its frames.
+"""
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vptlens.agents import load_policy
+from vptlens.agents.actions import factored_to_minerl
+from vptlens.agents.distributions import sample_actions
+from vptlens.agents.zoo import get_zoo_entry, shipped_files
+from vptlens.envs.blockworld import BlockWorldEnv
+from vptlens.training.expert import SIGHTS, ChopperExpert, _view_error
+
+HALF_VIEW = 35.0
+"""Degrees: half BlockWorld's 70-degree field of view."""
+
+
+def _where(env: BlockWorldEnv, expert: ChopperExpert) -> str:
+    if expert.target is None:
+        return "exploring"
+    centre = np.asarray(expert.target, float) + 0.5
+    return "out_of_view" if _view_error(env.world, centre) > HALF_VIEW else "in_view"
+
+
+def teacher_drives(sight: str, seeds: list[int], steps: int) -> dict:
+    counts = {"in_view": 0, "out_of_view": 0, "exploring": 0}
+    logs = []
+    for seed in seeds:
+        env = BlockWorldEnv(height=128, width=128)
+        _, info = env.reset(seed=seed)
+        expert, n = ChopperExpert(seed, sight=sight), 0
+        for _ in range(steps):
+            action = expert.act(env, info)
+            counts[_where(env, expert)] += 1
+            _, _, terminated, truncated, info = env.step(action)
+            n += sum(e["type"] == "block_broken" and e["block"].endswith("_log") for e in info["events"])
+            if terminated or truncated:
+                break
+        logs.append(n)
+    return {"logs_per_episode": logs, "mean_logs": float(np.mean(logs)), "targets": counts}
+
+
+def policy_drives(policy, sight: str, seeds: list[int], steps: int, scene: str | None) -> dict:
+    counts = {"in_view": 0, "out_of_view": 0, "exploring": 0}
+    generator = torch.Generator().manual_seed(0)
+    for seed in seeds:
+        env = BlockWorldEnv(height=128, width=128)
+        obs, info = env.reset(seed=seed, options={"scene": scene} if scene else None)
+        expert = ChopperExpert(seed, sight=sight)
+        state, first = policy.initial_state(1), torch.ones(1, dtype=torch.bool)
+        for _ in range(steps):
+            expert.act(env, info)  # the label DAgger would train on; the policy's action is taken
+            counts[_where(env, expert)] += 1
+            with torch.no_grad():
+                out, state = policy.step(torch.from_numpy(obs["pov"][None]), first, state)
+            first[:] = False
+            buttons, camera = sample_actions(out, generator=generator)
+            obs, _, terminated, truncated, info = env.step(factored_to_minerl(buttons.numpy(), camera.numpy())[0])
+            if terminated or truncated:
+                break
+    return {"scene": scene or "hills", "targets": counts}
+
+
+def _share(counts: dict) -> str:
+    total = sum(counts.values())
+    return ", ".join(f"{k} {v}/{total} ({v / total:.0%})" for k, v in counts.items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worlds", type=int, default=6, help="hills worlds the teacher drives in")
+    parser.add_argument("--policy-worlds", type=int, default=4, help="worlds per scene the organism drives in")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/teacher_sight.json"))
+    args = parser.parse_args()
+    if min(args.worlds, args.policy_worlds, args.steps) < 1:
+        raise SystemExit("--worlds, --policy-worlds and --steps must be at least 1")
+    torch.set_num_threads(1)
+    files = shipped_files(get_zoo_entry("blockworld-chopper"))
+    organism = load_policy(files["model"], files["weights"])
+    result = {"machine": {"platform": platform.platform()}, "half_view_degrees": HALF_VIEW, "steps": args.steps}
+    for sight in SIGHTS:
+        own = teacher_drives(sight, list(range(1000, 1000 + args.worlds)), args.steps)
+        print(f"{sight}, driving: {own['mean_logs']:.2f} logs per episode {own['logs_per_episode']}; "
+              f"{_share(own['targets'])}", flush=True)  # fmt: skip
+        labelled = [policy_drives(organism, sight, list(range(1000, 1000 + args.policy_worlds)), args.steps, scene)
+                    for scene in (None, "tree_at_spot")]  # fmt: skip
+        for row in labelled:
+            print(f"{sight}, labelling the organism in {row['scene']}: {_share(row['targets'])}", flush=True)
+        result[sight] = {"teacher_drives": own, "organism_drives": labelled}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -26,7 +26,9 @@ Stages (`--stages`, in this order; each reads what the earlier ones wrote under 
                 log breaks cannot be measured on it): `--checkpoint MODEL` (a `.model` beside its `.weights`, e.g.
                 a training run's rounds/policy-300032.model) recorded in tree_at_spot, then `vptlens attention
                 --event block_broken:*_log` on it.
-Writes OUT/findings.json, and the figures to --docs (docs/organism by default).
+Writes OUT/findings.json, and the figures to --docs (docs/organism by default). Just over 600 lines on purpose: each
+stage reads what the earlier ones wrote, and the glue (cells, latents, hooks) is shared; split, the stages would import
+one another.
 """
 
 import argparse

@@ -4,67 +4,66 @@ A user error (a bad value, a missing file, an unknown scene) prints one line, `v
 exits with status 2; `--debug` anywhere on the command line shows the traceback instead.
 """
 
+import importlib
 import logging
 import sys
 from collections.abc import Callable
 from typing import Annotated, Union
 
-Commands = dict[str, tuple[type, Callable]]
-
 DESCRIPTION = "vpt-lens: record, replay, look inside and intervene on VPT / STEVE-1 agents."
 
+Spec = tuple[str, str, str]
+"""Where a subcommand lives: (module, its frozen config dataclass, whose docstring is the help, its main)."""
 
-def _subcommands() -> Commands:
-    """Subcommand name -> (its frozen config dataclass, whose docstring is the help, and its main)."""
-    from vptlens.agents import info, zoo
-    from vptlens.envs import minerl_env, scene_cli
-    from vptlens.probes import attention, linear
-    from vptlens.recordings import recorder, replay
-    from vptlens.viewer import serve
+COMMANDS: dict[str, Spec] = {
+    "record": ("vptlens.recordings.recorder", "RecordConfig", "main"),
+    "replay": ("vptlens.recordings.replay", "ReplayConfig", "main"),
+    "summary": ("vptlens.recordings.replay", "SummaryConfig", "summary"),
+    "attention": ("vptlens.probes.attention", "AttentionConfig", "main"),
+    "probe": ("vptlens.probes.linear", "ProbeConfig", "main"),
+    "scenes": ("vptlens.envs.scene_cli", "ScenesConfig", "main"),
+    "info": ("vptlens.agents.info", "InfoConfig", "main"),
+    "download": ("vptlens.agents.zoo", "DownloadConfig", "main"),
+    "doctor": ("vptlens.envs.minerl_env", "DoctorConfig", "doctor_main"),
+    "serve": ("vptlens.viewer.serve", "ServeConfig", "main"),
+}
 
-    return {
-        "record": (recorder.RecordConfig, recorder.main),
-        "replay": (replay.ReplayConfig, replay.main),
-        "summary": (replay.SummaryConfig, replay.summary),
-        "attention": (attention.AttentionConfig, attention.main),
-        "probe": (linear.ProbeConfig, linear.main),
-        "scenes": (scene_cli.ScenesConfig, scene_cli.main),
-        "info": (info.InfoConfig, info.main),
-        "download": (zoo.DownloadConfig, zoo.main),
-        "doctor": (minerl_env.DoctorConfig, minerl_env.doctor_main),
-        "serve": (serve.ServeConfig, serve.main),
-    }
+GROUPS: dict[str, tuple[str, dict[str, Spec]]] = {
+    "sae": (
+        "sparse autoencoders on recorded activations: train, eval, dashboard",
+        {
+            "train": ("vptlens.probes.sae.train", "TrainConfig", "main"),
+            "eval": ("vptlens.probes.sae.evaluate", "EvalConfig", "main"),
+            "dashboard": ("vptlens.probes.sae.dashboard", "DashboardConfig", "main"),
+        },
+    ),
+    "train": (
+        "the model organism: record the scripted expert, behavioural cloning with DAgger",
+        {
+            "expert-demos": ("vptlens.training.demos", "ExpertDemosConfig", "main"),
+            "bc": ("vptlens.training.bc", "BCConfig", "main"),
+        },
+    ),
+    "experiment": (
+        "interventions: scenes x activation edits x seeds, with statistics against controls",
+        {
+            "run": ("vptlens.interventions.experiment", "RunConfig", "run"),
+            "report": ("vptlens.interventions.experiment", "ReportConfig", "report"),
+        },
+    ),
+}
+"""Subcommands with subcommands of their own (`vptlens sae train ...`): name -> (help, commands)."""
+
+Commands = dict[str, tuple[type, Callable]]
 
 
-def _groups() -> dict[str, tuple[str, Commands]]:
-    """Subcommands with subcommands of their own (`vptlens sae train ...`): name -> (help, commands)."""
-    from vptlens.probes.sae import dashboard, evaluate, train
-
-    sae = {
-        "train": (train.TrainConfig, train.main),
-        "eval": (evaluate.EvalConfig, evaluate.main),
-        "dashboard": (dashboard.DashboardConfig, dashboard.main),
-    }
-    from vptlens.interventions import experiment
-
-    experiments = {
-        "run": (experiment.RunConfig, experiment.run),
-        "report": (experiment.ReportConfig, experiment.report),
-    }
-    from vptlens.training import bc, demos
-
-    training = {
-        "expert-demos": (demos.ExpertDemosConfig, demos.main),
-        "bc": (bc.BCConfig, bc.main),
-    }
-    return {
-        "sae": ("sparse autoencoders on recorded activations: train, eval, dashboard", sae),
-        "train": ("the model organism: record the scripted expert, behavioural cloning with DAgger", training),
-        "experiment": (
-            "interventions: scenes x activation edits x seeds, with statistics against controls",
-            experiments,
-        ),
-    }
+def _load(specs: dict[str, Spec]) -> Commands:
+    """Import only the modules these subcommands live in: all of them together take ~4 s to import."""
+    loaded = {}
+    for name, (module, config, main) in specs.items():
+        mod = importlib.import_module(module)
+        loaded[name] = (getattr(mod, config), getattr(mod, main))
+    return loaded
 
 
 def _union(commands: Commands):
@@ -110,23 +109,47 @@ def _on_config_error():
     return on_parse_error(_raise_config_errors)
 
 
-def parse(args: list[str]) -> tuple[object, Callable]:
-    """The config a command line describes, and the `main` that runs it (nothing runs yet)."""
+def _cli(kind, args: list[str], prog: str, description: str | None = None):
     import tyro
 
-    commands = _subcommands()
-    members = list(_union(commands).__args__)
-    for name, (description, group) in _groups().items():
-        members.append(Annotated[_union(group), tyro.conf.subcommand(name, description=description)])
-        commands = {**commands, **group}
     with _on_config_error():
-        cfg = tyro.cli(
-            Union[tuple(members)],  # noqa: UP007
-            prog="vptlens",
-            description=f"{DESCRIPTION} `vptlens --version` prints the version; `--debug` shows tracebacks.",
+        return tyro.cli(
+            kind,
+            prog=prog,
+            description=description,
             args=args,
             config=(tyro.conf.CascadeSubcommandArgs,),  # `record env:blockworld --env.height 128 --n-steps 64` works
         )
+
+
+def parse(args: list[str]) -> tuple[object, Callable]:
+    """The config a command line describes, and the `main` that runs it (nothing runs yet).
+
+    A command line that names its subcommand imports that subcommand's module only (a second or more saved on every
+    command); anything else (`--help`, a misspelt name) builds the parser for them all, so tyro lists them.
+    """
+    import tyro
+
+    first, second = (args + [None, None])[:2]
+    if first in COMMANDS:
+        ((cls, main),) = _load({first: COMMANDS[first]}).values()
+        return _cli(cls, args[1:], f"vptlens {first}"), main
+    if first in GROUPS:
+        description, group = GROUPS[first]
+        if second in group:
+            ((cls, main),) = _load({second: group[second]}).values()
+            return _cli(cls, args[2:], f"vptlens {first} {second}"), main
+        commands = _load(group)
+        cfg = _cli(_union(commands), args[1:], f"vptlens {first}", description)
+        return cfg, next(main for cls, main in commands.values() if type(cfg) is cls)
+    commands = _load(COMMANDS)
+    members = list(_union(commands).__args__)
+    for name, (description, specs) in GROUPS.items():
+        group = _load(specs)
+        members.append(Annotated[_union(group), tyro.conf.subcommand(name, description=description)])
+        commands = {**commands, **group}
+    description = f"{DESCRIPTION} `vptlens --version` prints the version; `--debug` shows tracebacks."
+    cfg = _cli(Union[tuple(members)], args, "vptlens", description)  # noqa: UP007
     return cfg, next(main for cls, main in commands.values() if type(cfg) is cls)
 
 

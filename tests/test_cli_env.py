@@ -1,7 +1,9 @@
 """Env configs as a tagged union (`envs.make`), the record command's env subcommands, and the CLI's user-facing
 behaviour: --version, one-line user errors (--debug for the traceback), --overwrite, `scenes`, `doctor`."""
 
+import dataclasses
 import json
+import subprocess
 import sys
 
 import cv2
@@ -66,6 +68,30 @@ def test_version_and_help_list_every_command(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ("record", "scenes", "doctor", "sae"))
+
+
+def test_a_named_subcommand_imports_only_its_own_module():
+    """Every command line used to import every subcommand's module (torch, sklearn, scipy.stats: ~4 s)."""
+    code = (
+        "import sys; from vptlens import cli; cfg, main = cli.parse(['scenes']); "
+        "print(type(cfg).__name__, 'torch' in sys.modules, 'sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["ScenesConfig", "False", "False"]
+
+
+def test_every_subcommand_names_a_config_and_a_main():
+    for specs in [cli.COMMANDS, *(group for _, group in cli.GROUPS.values())]:
+        for name, (cls, main) in cli._load(specs).items():
+            assert dataclasses.is_dataclass(cls) and callable(main), name
+
+
+def test_a_group_without_its_subcommand_lists_them(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.entrypoint(["sae", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("train", "eval", "dashboard"))
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,9 @@
 """The model organism's machinery: released-layout checkpoints, the demonstration stream, BC with DAgger, resume."""
 
 import json
+import os
 import pickle
+import signal
 
 import numpy as np
 import pytest
@@ -154,6 +156,33 @@ def test_bc_trains_resumes_and_writes_a_released_layout_checkpoint(tmp_path):
     assert json.loads((cfg.out / "provenance.json").read_text())["frames"] == 80
     assert sorted(p.name for p in (cfg.out / "rounds").iterdir())[:4] == [
         "policy-32.model", "policy-32.weights", "policy-64.model", "policy-64.weights"]  # fmt: skip
+
+
+def test_sigterm_stops_training_after_the_update_and_saves(tmp_path, monkeypatch):
+    update = bc.Trainer._update
+
+    def update_then_signal(self, round_index):
+        row = update(self, round_index)
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` would, in the middle of the run
+        return row
+
+    monkeypatch.setattr(bc.Trainer, "_update", update_then_signal)
+    previous = signal.getsignal(signal.SIGTERM)
+    bc.main(small_bc(tmp_path))
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handler lasts as long as the training
+    state = load_train_state(tmp_path / "bc" / "train_state.pt")
+    assert (state["meta"]["frames"], state["meta"]["updates"]) == (16, 1)
+    assert len((tmp_path / "bc" / "log.jsonl").read_text().splitlines()) == 1
+
+
+def test_resume_drops_log_rows_of_updates_after_the_last_save(tmp_path):
+    bc.main(small_bc(tmp_path, max_minutes=0.0))  # saved after update 1
+    log = tmp_path / "bc" / "log.jsonl"
+    row = json.loads(log.read_text())
+    with log.open("a") as f:  # a kill after two more updates, the second row cut mid-write
+        f.write(json.dumps({**row, "update": 2}) + "\n" + json.dumps({**row, "update": 3})[:20])
+    bc.Trainer(small_bc(tmp_path, resume=True))
+    assert [json.loads(line)["update"] for line in log.read_text().splitlines()] == [1]
 
 
 def test_bc_options_are_checked_before_anything_is_written(tmp_path):

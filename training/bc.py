@@ -9,12 +9,15 @@ ones a row's episode is driven by the learner with probability 1 - beta and stil
 The output directory holds `policy.model` + `policy.weights` (the released layout: `load_policy`, `vptlens info`
 and every tool read it), `train_state.pt` (resumable: `--resume`), `log.jsonl` (one line per update),
 `curves.png`, and `provenance.json` (config, data seeds, counters, file digests). `--max-minutes` ends a session
-cleanly (state saved) so that a CPU can train in several runs.
+cleanly (state saved) so that a CPU can train in several runs; so do Ctrl-C and SIGTERM, after the update in
+progress (a second one stops at once, losing what came after the last save).
 """
 
 import dataclasses
 import json
 import logging
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,6 +204,9 @@ class Trainer:
         self.frames, self.updates, self.seconds = meta["frames"], meta["updates"], meta["seconds"]
         # episodes in progress at the stop are abandoned: each row starts its next episode (seeded by its counter)
         self.episodes_done = [n + 1 for n in meta["episodes_done"]]
+        dropped = trim_log(self.out / "log.jsonl", self.updates)
+        if dropped:
+            logger.info("log.jsonl: %d rows of updates after the last save dropped (they are trained again)", dropped)
         logger.info("resuming %s at %s frames (%s updates)", self.out, f"{self.frames:,}", self.updates)
 
     @property
@@ -217,8 +223,9 @@ class Trainer:
             cfg.rows, cfg.env_config(), cfg.seed + 1, self.episodes_done, self.policy.cfg.to_dict(), cfg.expert_sight
         )
         self._request(self.frames)
+        stop = StopSignals()
         try:
-            while self.frames < self.total_frames:
+            while self.frames < self.total_frames and not stop.received:
                 round_index = cfg.round_at(self.frames)
                 row = self._update(round_index)
                 log.write(json.dumps(row) + "\n")
@@ -232,7 +239,10 @@ class Trainer:
                 if cfg.max_minutes is not None and now - started > 60 * cfg.max_minutes:
                     logger.info("--max-minutes reached: state saved; continue with --resume")
                     break
+            if stop.received:
+                logger.info("%s: state saved; continue with --resume", stop.received)
         finally:
+            stop.restore()
             self.stream.close()
             bar.close()
             log.close()
@@ -325,6 +335,55 @@ class Trainer:
         )
         plot_curves(self.out / "log.jsonl", self.out / "curves.png")
         self.policy.train()
+
+
+class StopSignals:
+    """While training: Ctrl-C (SIGINT) or SIGTERM asks it to stop after the update in progress and save; a second
+    one raises KeyboardInterrupt at once. A signal ignored when training began (SIGINT under `nohup ... &`) stays
+    ignored; off the main thread (where Python cannot set handlers) nothing is installed."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        logger.warning("%s: stopping after this update, then saving (again to stop at once)", self.received)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+def trim_log(path: Path, updates: int) -> int:
+    """Drop `log.jsonl` rows of updates after the saved state (a stop between saves loses those updates, and the
+    resumed run trains them again); returns how many rows were dropped. The file is replaced atomically."""
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _update_number(line) <= updates]
+    if len(kept) == len(lines):
+        return 0
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+    return len(lines) - len(kept)
+
+
+def _update_number(line: str) -> int | float:
+    """A log row's update number; a line cut short by a kill mid-write counts as after any save."""
+    try:
+        return json.loads(line)["update"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return float("inf")
 
 
 def plot_curves(log_path: Path, out: Path) -> None:

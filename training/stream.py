@@ -186,12 +186,14 @@ class StreamWorker:
 
 def _serve(requests, results, rows, env_config, seed, episodes_done, policy_config, sight) -> None:
     """The worker's loop: one chunk per request, the learner's weights refreshed when sent."""
+    import signal
     import traceback
 
     from vptlens.agents.config import PolicyConfig
     from vptlens.envs.workers import init_worker
 
     init_worker()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the trainer saves, then stops us
     try:
         stream = DemoStream(rows, env_config, seed, episodes_done, sight)
         learner = VPTPolicy(PolicyConfig(**_config_kwargs(policy_config))).eval()

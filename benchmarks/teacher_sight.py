@@ -25,7 +25,7 @@ from vptlens.agents.actions import factored_to_minerl
 from vptlens.agents.distributions import sample_actions
 from vptlens.agents.zoo import get_zoo_entry, shipped_files
 from vptlens.envs.blockworld import BlockWorldEnv
-from vptlens.training.expert import SIGHTS, ChopperExpert, _view_error
+from vptlens.training.expert import SIGHTS, ChopperExpert, view_error
 
 HALF_VIEW = 35.0
 """Degrees: half BlockWorld's 70-degree field of view."""
@@ -35,7 +35,7 @@ def _where(env: BlockWorldEnv, expert: ChopperExpert) -> str:
     if expert.target is None:
         return "exploring"
     centre = np.asarray(expert.target, float) + 0.5
-    return "out_of_view" if _view_error(env.world, centre) > HALF_VIEW else "in_view"
+    return "out_of_view" if view_error(env.world, centre) > HALF_VIEW else "in_view"
 
 
 def teacher_drives(sight: str, seeds: list[int], steps: int) -> dict:

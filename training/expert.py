@@ -174,7 +174,7 @@ class ChopperExpert:
         if self._target is not None and not self._target_valid(world, self._target):
             self._set_target(None)
         if self._target is not None and self.sight == "visible":
-            in_cone = _view_error(world, np.asarray(self._target, float) + 0.5) <= SIGHT_CONE
+            in_cone = view_error(world, np.asarray(self._target, float) + 0.5) <= SIGHT_CONE
             self._unseen = 0 if in_cone else self._unseen + 1
             if self._unseen > LOST_STEPS:
                 self._set_target(None)
@@ -244,7 +244,7 @@ class ChopperExpert:
         if hidden and _can_stand_under(world, self._target):
             return self._walk_to(world, aim, distance, crosshair)  # quicker than clearing the canopy
         on_leaves = _crosshair_block(crosshair, _IS_CLEARABLE) is not None
-        if hidden and on_leaves and _view_error(world, aim) <= ATTACK_CONE and _safe_to_attack(world):
+        if hidden and on_leaves and view_error(world, aim) <= ATTACK_CONE and _safe_to_attack(world):
             return _action(attack=True)
         if (hidden or (first is not None and _IS_LOG[first.block_id])) and distance <= STOP_REACH:
             return stand
@@ -379,7 +379,7 @@ def _view_direction(world: World) -> Float[np.ndarray, "3"]:
     return np.array([-math.sin(yaw) * math.cos(pitch), -math.sin(pitch), math.cos(yaw) * math.cos(pitch)])
 
 
-def _view_error(world: World, point: Float[np.ndarray, "3"]) -> float:
+def view_error(world: World, point: Float[np.ndarray, "3"]) -> float:
     """Degrees between the view direction and the direction to a point."""
     fwd = _view_direction(world)
     to_point = point - world.eye
@@ -443,7 +443,7 @@ def _visible(world: World, pos: Block) -> bool:
     """Whether a log can be seen: its centre within `SIGHT_CONE` of the view, and the line from the eye meets logs or
     leaves first (a trunk among its leaves shows through them; one behind a hill does not)."""
     centre = np.asarray(pos, float) + 0.5
-    if _view_error(world, centre) > SIGHT_CONE:
+    if view_error(world, centre) > SIGHT_CONE:
         return False
     hit = _first_block(world, world.eye, centre)
     return hit is None or hit.pos == pos or bool(_IS_LOG[hit.block_id] or _IS_CLEARABLE[hit.block_id])

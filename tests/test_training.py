@@ -127,6 +127,28 @@ def test_bc_overfits_one_chunk():
     assert parts["buttons_acc"] == 1.0
 
 
+def test_the_cnn_in_passes_gives_the_same_loss_and_gradients():
+    """Training runs the CNN a few frames at a time (faster on a CPU); the numbers must not change. In float64: in
+    float32 the first conv's weight gradient (a sum over 16 x 128 x 128 positions that nearly cancels) is itself
+    ~1% off, either way."""
+    policy = make_random_policy(PolicyConfig(**SMALL, impala_chans=(8, 16, 16), impala_width=1), seed=0)
+    policy = policy.double().train()
+    chunk = DemoStream(2, BlockWorldConfig(height=128, width=128), seed=2).next_chunk(8, 1.0, None, torch.Generator())
+    args = [torch.from_numpy(x) for x in (chunk.frames, chunk.first, chunk.buttons, chunk.camera)]
+    results = []
+    for frames_per_pass in (None, 3):  # 16 frames: passes of 3, 3, 3, 3, 3 and 1
+        policy.net.img_process.frames_per_pass = frames_per_pass
+        policy.zero_grad()
+        loss, _, _ = bc.bc_loss(policy, *args[:2], policy.initial_state(2), *args[2:])
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in policy.parameters() if p.grad is not None]))
+    (loss_once, grads_once), (loss_passes, grads_passes) = results
+    torch.testing.assert_close(loss_passes, loss_once, rtol=1e-12, atol=1e-12)
+    assert len(grads_once) > 50  # the CNN's parameters among them
+    for a, b in zip(grads_passes, grads_once, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
 def test_bc_trains_resumes_and_writes_a_released_layout_checkpoint(tmp_path):
     cfg = small_bc(tmp_path, max_minutes=0.0)  # stops after its first update
     bc.main(cfg)

@@ -42,6 +42,10 @@ logger = logging.getLogger(__name__)
 STEM = "policy"
 """`OUT/policy.model` + `OUT/policy.weights`: the latest checkpoint."""
 
+FRAMES_PER_CNN_PASS = 32
+"""The CNN sees a batch's frames this many at a time (same numbers, ~20% faster updates on the dev VM: see
+`ImgProcess.frames_per_pass`)."""
+
 
 @dataclass(frozen=True)
 class BCConfig:
@@ -179,6 +183,7 @@ class Trainer:
             self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr)
             self.frames, self.updates, self.seconds = 0, 0, 0.0
             self.episodes_done = [0] * cfg.rows
+        self.policy.net.img_process.frames_per_pass = FRAMES_PER_CNN_PASS
         self.state = self.policy.initial_state(cfg.rows)
         self.policy.train()
 

@@ -208,7 +208,7 @@ def _read_minerl(action: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(
                 f"'{key}' has shape {value.shape} but camera has {n_rows} row(s); give a scalar or shape ({n_rows},)"
             )
-        if value.dtype.kind not in "biuf" or not np.isin(value, (0, 1)).all():
+        if value.dtype.kind not in "biuf" or not ((value == 0) | (value == 1)).all():  # np.isin: 25x slower
             raise ValueError(f"'{key}' must be 0 or 1 (or bool), got {value.tolist()}")
         if key in _COLUMN:
             pressed_b20[:, _COLUMN[key]] = value == 1

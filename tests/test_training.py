@@ -108,6 +108,25 @@ def test_dagger_rows_are_driven_by_the_learner_and_still_labelled_by_the_expert(
         DemoStream(1, env, seed=9).next_chunk(4, 0.5, None, torch.Generator())
 
 
+def test_the_learner_steps_only_the_rows_it_drives_each_with_its_own_memory():
+    env = BlockWorldConfig(height=128, width=128, max_steps=200)
+    learner = make_random_policy(PolicyConfig(**SMALL), seed=1).eval()
+    stream = DemoStream(4, env, seed=9)
+    chunk = stream.next_chunk(6, 0.5, learner, torch.Generator().manual_seed(0))
+    driven = chunk.learner_driven[:, 0]
+    assert driven.any() and not driven.all()  # a mixed chunk (this seed)
+    for row in np.flatnonzero(driven):  # its memory is what stepping that row alone gives
+        alone = learner.initial_state(1)
+        for t in range(6):
+            step = [torch.from_numpy(x[row : row + 1, t]) for x in (chunk.frames, chunk.first)]
+            _, alone = learner.step(*step, alone)
+        mine = stream._state.select([int(row)])
+        for a, b in zip((*mine.keys, *mine.values), (*alone.keys, *alone.values), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)  # batch 1 against a few rows: rounding only
+        assert torch.equal(mine.valid, alone.valid)
+    assert not stream._state.valid[torch.from_numpy(~driven)].any()  # the expert's rows were never stepped
+
+
 def test_bc_overfits_one_chunk():
     """The loss and its gradient are right if a policy can memorise a few labelled frames."""
     policy = make_random_policy(PolicyConfig(**SMALL, impala_chans=(8, 16, 16), impala_width=1), seed=0).train()

@@ -158,6 +158,24 @@ def test_exploring_keeps_out_of_water():
     assert np.hypot(*(env.world.player.pos - start)[[0, 2]]) > 5.0  # and walked, around the lake
 
 
+def test_a_visible_sight_expert_explores_along_its_view_not_a_remembered_heading():
+    """A learner turned the view a quarter turn while the expert explored: the oracle turns back to its heading, the
+    visible-sight expert (whose labels must follow from the frames) walks on where it looks."""
+    turns = {}
+    for sight in ("oracle", "visible"):
+        env = _env(terrain="flat", spawn_mobs=False)
+        _, info = env.reset(seed=0)
+        expert = ChopperExpert(0, explore_noise=0.0, sight=sight)
+        for _ in range(20):
+            info = env.step(expert.act(env, info))[4]
+        env.world.player.yaw += 90.0  # the learner's doing
+        action = expert.act(env, info)
+        assert expert.target is None  # exploring
+        turns[sight] = float(action["camera"][1])
+    assert turns["oracle"] == pytest.approx(-10.0, abs=0.5)  # back towards the heading, a whole bin a step
+    assert abs(turns["visible"]) < 10.0  # drift only: a small turn from where it looks now
+
+
 def _bearing(env: BlockWorldEnv, pos: tuple[int, int, int]) -> float:
     """Degrees the view must turn (positive: right) to face a block's centre."""
     p = env.world.player

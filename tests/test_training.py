@@ -226,6 +226,26 @@ def test_resume_drops_log_rows_of_updates_after_the_last_save(tmp_path):
     assert [json.loads(line)["update"] for line in log.read_text().splitlines()] == [1]
 
 
+def test_init_from_starts_a_run_from_another_runs_checkpoint(tmp_path):
+    first = small_bc(tmp_path, max_minutes=0.0)
+    bc.main(first)
+    stem = first.out / "policy"
+    second = small_bc(tmp_path, out=tmp_path / "dagger", frames_per_round=(16,), betas=(0.0,), init_from=stem)
+    trainer = bc.Trainer(second)
+    start = load_policy(f"{stem}.model", f"{stem}.weights")
+    for (name, a), b in zip(trainer.policy.state_dict().items(), start.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    bc.main(small_bc(tmp_path, out=tmp_path / "dagger2", frames_per_round=(16,), betas=(0.0,),
+                     init_from=stem.with_suffix(".model")))  # fmt: skip
+    provenance = json.loads((tmp_path / "dagger2" / "provenance.json").read_text())
+    assert set(provenance["init_from"]) == {"policy.model", "policy.weights"}
+    assert provenance["frames"] == 16
+    with pytest.raises(ValueError, match="architecture"):
+        bc.Trainer(small_bc(tmp_path, out=tmp_path / "other", hidsize=64, init_from=stem))
+    with pytest.raises(FileNotFoundError, match="--init-from"):
+        small_bc(tmp_path, out=tmp_path / "none", init_from=tmp_path / "nowhere")
+
+
 def test_bc_options_are_checked_before_anything_is_written(tmp_path):
     for kw, message in (
         ({"betas": (1.0,)}, "one --betas value per"),

@@ -82,6 +82,10 @@ class BCConfig:
     expert_sight: Literal["oracle", "visible"] = "oracle"
     """The teacher's targets: any log within its search radius (oracle, as the shipped organism was taught), or only
     logs it can see from the agent's view (`ChopperExpert(sight=...)`): labels a learner can predict from its frames."""
+    init_from: Path | None = None
+    """Start from this checkpoint's weights (`STEM.model` + `STEM.weights`, given as STEM or as the `.model`) instead of
+    the untrained network, e.g. DAgger rounds after another run's first round; its architecture must be the one the
+    options above describe. Frames and rounds count from 0 in --out; the provenance names the checkpoint."""
     checkpoint_minutes: float = 10.0
     """Write the checkpoint and the resumable state this often (and at each round's end)."""
     max_minutes: float | None = None
@@ -105,6 +109,11 @@ class BCConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least {lo}")
         if not 0 < self.lr < 1:
             raise ValueError(f"--lr {self.lr} must lie in (0, 1)")
+        if self.init_from is not None:
+            model, weights = init_files(self.init_from)
+            missing = [str(p) for p in (model, weights) if not p.is_file()]
+            if missing:
+                raise FileNotFoundError(f"--init-from: no such file {', '.join(missing)} (give a checkpoint's stem)")
         if self.resume and not (Path(self.out) / "train_state.pt").is_file():
             raise FileNotFoundError(f"{self.out} holds no training to resume (no train_state.pt); drop --resume")
         if not self.resume and (Path(self.out) / "train_state.pt").exists():
@@ -138,6 +147,14 @@ def _extends(recorded: dict, now: dict) -> bool:
     """Whether `now` plans the recorded rounds and then more (rounds may be added to a training, not changed)."""
     n = len(recorded["frames_per_round"])
     return all(len(now[k]) > n and now[k][:n] == recorded[k] for k in ("frames_per_round", "betas"))
+
+
+def init_files(stem: Path) -> tuple[Path, Path]:
+    """`--init-from` as (.model, .weights): a stem, or either file of the pair."""
+    stem = Path(stem)
+    if stem.suffix in (".model", ".weights"):
+        stem = stem.with_suffix("")
+    return stem.with_name(stem.name + ".model"), stem.with_name(stem.name + ".weights")
 
 
 def init_head_biases(policy: VPTPolicy, buttons: np.ndarray, camera: np.ndarray) -> None:
@@ -178,8 +195,16 @@ class Trainer:
         if cfg.resume:
             self._resume()
         else:
+            if cfg.init_from is not None:
+                self.policy = load_policy(*init_files(cfg.init_from), device=cfg.device)
+                if self.policy.cfg != cfg.policy_config():
+                    raise ValueError(
+                        f"--init-from {cfg.init_from}: its architecture {self.policy.cfg.to_dict()} is not the one "
+                        f"these options describe {cfg.policy_config().to_dict()}; give its sizes"
+                    )
+            else:
+                self.policy = make_random_policy(cfg.policy_config(), seed=cfg.seed).to(cfg.device)
             self.out.mkdir(parents=True, exist_ok=True)
-            self.policy = make_random_policy(cfg.policy_config(), seed=cfg.seed).to(cfg.device)
             self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr)
             self.frames, self.updates, self.seconds = 0, 0, 0.0
             self.episodes_done = [0] * cfg.rows
@@ -272,7 +297,7 @@ class Trainer:
         next_frames = self.frames + cfg.rows * cfg.chunk
         if next_frames < self.total_frames:
             self._request(next_frames)
-        if self.updates == 0:
+        if self.updates == 0 and self.cfg.init_from is None:  # a checkpoint's heads are trained already
             init_head_biases(self.policy, chunk.buttons, chunk.camera)
         dev = cfg.device
         loss, parts, self.state = bc_loss(
@@ -332,6 +357,7 @@ class Trainer:
                     "world_seeds": f"episode_seed(stream seed {self.cfg.seed + 1}, row, episode) >= {TRAIN_SEED_BASE}",
                     "episodes_per_row": self.episodes_done,
                 },
+                "init_from": None if self.cfg.init_from is None else file_digests(*init_files(self.cfg.init_from)),
                 "files": file_digests(model, weights),
                 "package_version": vptlens.__version__,
                 "git_commit": git_commit(),

@@ -27,7 +27,10 @@ meeting logs or leaves first) and drops a target that has been out of that cone 
 `LOST_STEPS` (about a second: what a learner's memory can carry). With the default `"oracle"`,
 measured with the shipped organism driving as in DAgger, 89-98% of the expert's labels turned
 towards a log outside the view (`sight="visible"` was added for that; the shipped organism was
-taught by the oracle).
+taught by the oracle). It also explores along its current view (the drift, the glances and the
+turns away from water, drops and mobs start from where it looks) rather than along a heading it
+remembers: a learner that turned away cannot see that heading, and DAgger rounds labelled with it
+taught a learner to spin (15 degrees a step; README, the model organism).
 
 It never attacks a mob: it attacks only standing still and not turning, and only after
 replaying the tick's move to check that the game's ray will meet a block before any mob.
@@ -278,7 +281,7 @@ class ChopperExpert:
         """Walk along a slowly drifting heading that turns away from water, cliffs, drops and mobs in the crosshair;
         now and then glance about."""
         p = world.player
-        if self._heading is None:
+        if self._heading is None or self.sight == "visible":  # "visible": no remembered heading, see the docstring
             self._heading = p.yaw
         if _mob_in_crosshair(crosshair):  # a quarter turn away from the mob's side (positive yaw turns right)
             self._heading = p.yaw - 90.0 * _side_of(p.pos, p.yaw, world.entities[crosshair["entity_id"]].pos)

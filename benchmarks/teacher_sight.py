@@ -8,7 +8,9 @@ For each teacher (`ChopperExpert(sight="oracle")`, the default that taught the s
 - driving itself: logs broken per episode, and the share of steps whose target's centre lies more than
   `HALF_VIEW` degrees from the view direction (outside the 70-degree view);
 - labelling the states the shipped organism (`blockworld-chopper`) drives into, as DAgger does, in hills
-  worlds and in `tree_at_spot`: the share of labels whose target is outside the view, and of exploring labels.
+  worlds and in `tree_at_spot`: the share of labels whose target is outside the view, and of exploring labels,
+  and how far the exploring labels turn the view sideways (a turn back to a remembered heading is one more
+  label the learner cannot predict).
 A label towards a target outside the view is one a learner cannot predict from its frames.
 """
 
@@ -58,6 +60,7 @@ def teacher_drives(sight: str, seeds: list[int], steps: int) -> dict:
 
 def policy_drives(policy, sight: str, seeds: list[int], steps: int, scene: str | None) -> dict:
     counts = {"in_view": 0, "out_of_view": 0, "exploring": 0}
+    exploring_turns = []  # degrees the label turns the view sideways, on exploring steps
     generator = torch.Generator().manual_seed(0)
     for seed in seeds:
         env = BlockWorldEnv(height=128, width=128)
@@ -65,8 +68,11 @@ def policy_drives(policy, sight: str, seeds: list[int], steps: int, scene: str |
         expert = ChopperExpert(seed, sight=sight)
         state, first = policy.initial_state(1), torch.ones(1, dtype=torch.bool)
         for _ in range(steps):
-            expert.act(env, info)  # the label DAgger would train on; the policy's action is taken
-            counts[_where(env, expert)] += 1
+            label = expert.act(env, info)  # the label DAgger would train on; the policy's action is taken
+            where = _where(env, expert)
+            counts[where] += 1
+            if where == "exploring":
+                exploring_turns.append(abs(float(label["camera"][1])))
             with torch.no_grad():
                 out, state = policy.step(torch.from_numpy(obs["pov"][None]), first, state)
             first[:] = False
@@ -74,7 +80,8 @@ def policy_drives(policy, sight: str, seeds: list[int], steps: int, scene: str |
             obs, _, terminated, truncated, info = env.step(factored_to_minerl(buttons.numpy(), camera.numpy())[0])
             if terminated or truncated:
                 break
-    return {"scene": scene or "hills", "targets": counts}
+    mean_turn = float(np.mean(exploring_turns)) if exploring_turns else None
+    return {"scene": scene or "hills", "targets": counts, "exploring_mean_abs_yaw_degrees": mean_turn}
 
 
 def _share(counts: dict) -> str:
@@ -102,7 +109,9 @@ def main() -> None:
         labelled = [policy_drives(organism, sight, list(range(1000, 1000 + args.policy_worlds)), args.steps, scene)
                     for scene in (None, "tree_at_spot")]  # fmt: skip
         for row in labelled:
-            print(f"{sight}, labelling the organism in {row['scene']}: {_share(row['targets'])}", flush=True)
+            turn = row["exploring_mean_abs_yaw_degrees"]
+            print(f"{sight}, labelling the organism in {row['scene']}: {_share(row['targets'])}; exploring labels "
+                  f"turn {'-' if turn is None else f'{turn:.1f}'} degrees a step", flush=True)  # fmt: skip
         result[sight] = {"teacher_drives": own, "organism_drives": labelled}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -167,8 +167,8 @@ class ImgProcess(nn.Module):
         self.linear = _dense(cfg.cnn_outsize, cfg.hidsize)
         self.frames_per_pass: int | None = None
         """Run the CNN on this many frames at a time (None: all at once). Training sets it: on the 2-core dev VM a
-        16 x 32-frame batch of the organism's CNN took 4.2-4.8 s forward and backward at once and 3.0-3.5 s in
-        passes of 16-64 frames, whose activations stay nearer the cache. Inference leaves it None."""
+        BC update of the organism (16 x 32 frames) took 5.5 s with the CNN at once and 4.0 s in passes of 32-64
+        frames, whose activations stay nearer the cache (benchmarks/bc_update.py). Inference leaves it None."""
 
     def forward(self, frames_bthwc: Tensor) -> Tensor:
         b, t = frames_bthwc.shape[:2]

@@ -43,8 +43,8 @@ STEM = "policy"
 """`OUT/policy.model` + `OUT/policy.weights`: the latest checkpoint."""
 
 FRAMES_PER_CNN_PASS = 32
-"""The CNN sees a batch's frames this many at a time (same numbers, ~20% faster updates on the dev VM: see
-`ImgProcess.frames_per_pass`)."""
+"""The CNN sees a batch's frames this many at a time (same numbers; on the dev VM an update took 4.0 s instead of
+5.5 s: see `ImgProcess.frames_per_pass`)."""
 
 
 @dataclass(frozen=True)

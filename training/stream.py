@@ -129,7 +129,7 @@ class DemoStream:
     def _learner_actions(self, learner: VPTPolicy, frames: np.ndarray, generator, labels: list[dict]) -> list[dict]:
         """The learner steps the rows it drives and acts there. Who drives is fixed at an episode's start, whose
         `first` clears the row's memory, so the memory of the other rows is never read: they are not stepped
-        (at beta 0.5 that halves the worker's policy time, its largest cost in a DAgger round)."""
+        (at beta 0.5, about half the rows: the policy was most of the worker's time in a DAgger round)."""
         if self._state is None:
             self._state = learner.initial_state(self.rows)
         device = learner.device

@@ -80,7 +80,8 @@ def _wait_for_commit(path: Path, at_least: int, timeout_s: float = 120.0) -> int
 
 
 def _record_in_subprocess(out: Path, n_steps: int, env_workers: int = 0) -> subprocess.Popen:
-    script = (
+    script = (  # Ctrl-C as in a terminal, even where pytest runs in the background (`cmd &` ignores SIGINT)
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
         "from pathlib import Path; from vptlens.recordings import recorder; "
         "from vptlens.envs.blockworld import BlockWorldConfig; "
         f"recorder.main(recorder.RecordConfig(model=Path({str(MODEL)!r}), weights=Path({str(WEIGHTS)!r}), "

@@ -33,6 +33,7 @@ from vptlens.agents.distributions import log_prob
 from vptlens.agents.loading import load_policy, make_random_policy
 from vptlens.agents.policy import VPTPolicy
 from vptlens.envs.blockworld import BlockWorldConfig
+from vptlens.recordings.chunks import put_file
 from vptlens.recordings.schema import git_commit, now_iso, to_jsonable, write_json_atomic
 from vptlens.training.checkpoint import file_digests, load_train_state, save_policy, save_train_state
 from vptlens.training.stream import TRAIN_SEED_BASE, StreamWorker
@@ -403,9 +404,7 @@ def trim_log(path: Path, updates: int) -> int:
     kept = [line for line in lines if _update_number(line) <= updates]
     if len(kept) == len(lines):
         return 0
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(kept))
-    tmp.replace(path)
+    put_file(path, "".join(kept).encode())
     return len(lines) - len(kept)
 
 

@@ -337,3 +337,22 @@ def test_food_follows_minecraft_exhaustion():
     start = p.pos.copy()
     _run(env, {**NOOP, "forward": 1, "sprint": 1}, 20)
     assert float(np.hypot(*(p.pos - start)[[0, 2]])) < 4.5  # walking speed, ~4.3 blocks/s
+
+
+def test_forest_terrain_is_the_hills_wooded_everywhere():
+    from vptlens.envs.blockworld.world import World
+    from vptlens.envs.vocab import BLOCK_ID
+
+    hills, forest = World(3, terrain="hills", mobs=False), World(3, terrain="forest", mobs=False)
+    assert np.array_equal(hills.height, forest.height)  # the same land from the same seed
+
+    def trunks(world):  # columns whose ground carries a trunk's foot
+        logs = np.isin(world.blocks, [BLOCK_ID["oak_log"], BLOCK_ID["birch_log"]])
+        feet = ~logs[:, :-1] & logs[:, 1:]
+        return int(feet.sum())
+
+    assert trunks(forest) > 2 * trunks(hills)  # seed 3: 233 trunks against 75 (forest on part of the hills)
+    near = forest.nearest_log()
+    assert near is not None and near["distance"] < 8  # the player spawns among trees
+    with pytest.raises(ValueError, match="'hills' or 'forest' or 'flat'"):
+        BlockWorldEnv(terrain="jungle")

@@ -10,7 +10,7 @@ from gymnasium import spaces
 from vptlens.envs.blockworld.hud import draw_hud
 from vptlens.envs.blockworld.render import brightness, render
 from vptlens.envs.blockworld.textures import break_ticks, crack_atlas, texture_atlas
-from vptlens.envs.blockworld.world import BLOCK_REACH, ITEMS, World
+from vptlens.envs.blockworld.world import BLOCK_REACH, ITEMS, TERRAINS, World
 from vptlens.minerl_spec import CAMERA_KEY, MINERL_BUTTONS
 
 CLOUD_SPEED = 0.03
@@ -40,7 +40,8 @@ class BlockWorldConfig:
     spawn_mobs: bool = True
     """Scatter animals and villagers around the spawn when generating the world."""
     terrain: str = "hills"
-    """'hills': seeded hills, forest, plains and beach; 'flat': a superflat grass world (controlled experiments)."""
+    """'hills': seeded hills with patches of forest, plains and beach; 'forest': the same hills wooded everywhere
+    (the organism's training worlds); 'flat': a superflat grass world (controlled experiments)."""
 
     def __post_init__(self):
         if self.height < 16 or self.width < 16:
@@ -49,8 +50,8 @@ class BlockWorldConfig:
             raise ValueError(f"max_steps {self.max_steps} must be at least 1")
         if not 4 <= self.render_distance <= 256:
             raise ValueError(f"render_distance {self.render_distance} is outside 4..256 blocks")
-        if self.terrain not in ("hills", "flat"):
-            raise ValueError(f"terrain {self.terrain!r} unknown; use 'hills' or 'flat'")
+        if self.terrain not in TERRAINS:
+            raise ValueError(f"terrain {self.terrain!r} unknown; use {' or '.join(map(repr, TERRAINS))}")
         if not 10 <= self.fov <= 150:
             raise ValueError(f"fov {self.fov} is outside 10..150 degrees")
         if not 0.25 <= self.aspect <= 4:

@@ -28,6 +28,9 @@ BLOCK_REACH = 4.5
 ENTITY_REACH = 3.0
 SEA_LEVEL = 20
 SWING_TICKS = 6
+TERRAINS = ("hills", "forest", "flat")
+"""'hills': seeded hills with patches of forest, plains and beaches; 'forest': the same hills wooded
+everywhere; 'flat': a superflat grass world (controlled experiments)."""
 EXHAUSTION = {"sprint_per_block": 0.1, "swim_per_block": 0.01, "jump": 0.05, "sprint_jump": 0.2, "attack": 0.1,
               "break_block": 0.005, "hurt": 0.1, "heal_per_point": 6.0}  # fmt: skip
 """Minecraft 1.16's food exhaustion (Java edition, per action); 4.0 exhaustion costs a saturation or food point."""
@@ -109,12 +112,12 @@ class World:
         self.time = 1000  # morning
         self.player = Player(pos=np.array([WORLD_SIZE_XZ / 2, 40.0, WORLD_SIZE_XZ / 2]))
         self.events: list[dict] = []
-        if terrain == "hills":
-            self._generate(mobs)
+        if terrain in ("hills", "forest"):
+            self._generate(mobs, forest_everywhere=terrain == "forest")
         elif terrain == "flat":
             self._flat(mobs)
         else:
-            raise ValueError(f"unknown terrain {terrain!r}; use 'hills' (seeded hills, forest, beach) or 'flat'")
+            raise ValueError(f"unknown terrain {terrain!r}; use {' or '.join(map(repr, TERRAINS))}")
         self.accel = Accel(self.blocks, BLOCK_ID["water"], occludes())
         """The renderer's grids; `_put` keeps them in step."""
 
@@ -153,11 +156,13 @@ class World:
         if mobs:
             self._spawn_animals()
 
-    def _generate(self, mobs: bool) -> None:
+    def _generate(self, mobs: bool, forest_everywhere: bool = False) -> None:
+        """Seeded hills; `forest_everywhere` plants the forest's tree density on every grass column (the
+        same hills, water and beaches as 'hills' for a seed, so the player always spawns among trees)."""
         rng, n = self.rng, WORLD_SIZE_XZ
         height = 21 + 9 * (_value_noise(rng, n, 32) - 0.5) * 2 + 2.5 * (_value_noise(rng, n, 8) - 0.5) * 2
         height = np.clip(np.round(height), 6, WORLD_HEIGHT - 16).astype(int)
-        forest = _value_noise(rng, n, 40) > 0.55
+        forest = (_value_noise(rng, n, 40) > 0.55) | forest_everywhere
         ids = BLOCK_ID
         ys = np.arange(WORLD_HEIGHT)[None, None, :]
         h = height[:, :, None]

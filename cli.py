@@ -130,15 +130,17 @@ def parse(args: list[str]) -> tuple[object, Callable]:
     """
     import tyro
 
+    def named(spec: Spec, n_words: int) -> tuple[object, Callable]:
+        ((cls, main),) = _load({"command": spec}).values()
+        return _cli(cls, args[n_words:], " ".join(["vptlens", *args[:n_words]])), main
+
     first, second = (args + [None, None])[:2]
     if first in COMMANDS:
-        ((cls, main),) = _load({first: COMMANDS[first]}).values()
-        return _cli(cls, args[1:], f"vptlens {first}"), main
+        return named(COMMANDS[first], 1)
     if first in GROUPS:
         description, group = GROUPS[first]
         if second in group:
-            ((cls, main),) = _load({second: group[second]}).values()
-            return _cli(cls, args[2:], f"vptlens {first} {second}"), main
+            return named(group[second], 2)
         commands = _load(group)
         cfg = _cli(_union(commands), args[1:], f"vptlens {first}", description)
         return cfg, next(main for cls, main in commands.values() if type(cfg) is cls)

@@ -52,10 +52,8 @@ def learner_updates(passes: list[int | None], repeats: int, device: str) -> dict
     def update(frames_per_pass: int | None) -> float:
         policy.net.img_process.frames_per_pass = frames_per_pass
         tick = time.perf_counter()
-        loss, _, _ = bc.bc_loss(policy, frames, first, policy.initial_state(cfg.rows), buttons, camera)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        state = policy.initial_state(cfg.rows)
+        bc.bc_update(policy, optimizer, frames, first, state, buttons, camera, cfg.grad_clip)  # the trainer's update
         if device == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - tick

@@ -185,6 +185,17 @@ def bc_loss(policy: VPTPolicy, frames, first, state, buttons, camera):
     return nll.mean(), parts, state.detach()
 
 
+def bc_update(policy: VPTPolicy, optimizer, frames, first, state, buttons, camera, grad_clip: float):
+    """One update on a chunk: `bc_loss`, backward, the gradient norm clipped to `grad_clip`, the optimizer's step.
+    Returns the loss, its parts, the state to carry and the gradient norm before clipping."""
+    loss, parts, state = bc_loss(policy, frames, first, state, buttons, camera)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip))
+    optimizer.step()
+    return loss, parts, state, grad_norm
+
+
 class Trainer:
     """One training directory: builds or resumes the policy, the optimizer and the data stream, then trains."""
 
@@ -301,18 +312,16 @@ class Trainer:
         if self.updates == 0 and self.cfg.init_from is None:  # a checkpoint's heads are trained already
             init_head_biases(self.policy, chunk.buttons, chunk.camera)
         dev = cfg.device
-        loss, parts, self.state = bc_loss(
+        loss, parts, self.state, grad_norm = bc_update(
             self.policy,
+            self.optimizer,
             torch.from_numpy(chunk.frames).to(dev),
             torch.from_numpy(chunk.first).to(dev),
             self.state,
             torch.from_numpy(chunk.buttons).to(dev),
             torch.from_numpy(chunk.camera).to(dev),
+            cfg.grad_clip,
         )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip))
-        self.optimizer.step()
         seconds = time.monotonic() - tick
         self.frames += chunk.frames.shape[0] * chunk.frames.shape[1]
         self.updates += 1

@@ -94,6 +94,9 @@ def test_spec_files_and_the_builtin_study(tmp_path):
     assert study.control_level("scene") == "villager_in_open" and len(study.scenes) == 6
     with pytest.raises(FileNotFoundError, match="built-in specs load by name: .*villager_study"):
         load_spec(tmp_path / "nope.yaml")
+    for name in list_builtin_specs():  # each built-in spec is valid as shipped
+        assert load_spec(name).name == name
+    assert load_spec("organism_competence_forest").env.terrain == "forest"
 
 
 def test_a_sweep_expands_into_one_level_per_strength(tmp_path):

@@ -303,3 +303,35 @@ def closest_approach(gt: EpisodeGroundTruth) -> float | None:
         return None
     seen = [m["distance"] for row in gt.visible_entities for m in row if m.get("entity_id") == gt.target_id]
     return float(min(seen)) if seen else None
+
+
+def _log_in_reach(c: dict) -> bool:
+    return (
+        c.get("kind") == "block"
+        and _block_name(c.get("block")).endswith("_log")
+        and c.get("distance") is not None
+        and c["distance"] <= BLOCK_REACH
+    )
+
+
+@register_metric("attack_on_log", kind="continuous")
+def attack_on_log(gt: EpisodeGroundTruth) -> float | None:
+    """Of the steps whose crosshair was on a log within reach, the share with attack pressed (None if there were
+    none): how sure a chopper's "attack the log in front" reflex is. A log breaks only under an unbroken hold (60
+    ticks by hand; a released key resets it), so a reflex at 0.95 rarely breaks one: see `longest_log_hold`."""
+    pressed = [bool(a) for a, c in zip(gt.attack, gt.crosshair, strict=True) if _log_in_reach(c)]
+    return float(np.mean(pressed)) if pressed else None
+
+
+@register_metric("longest_log_hold", kind="count")
+def longest_log_hold(gt: EpisodeGroundTruth) -> int:
+    """The longest run of consecutive steps attacking one log block within reach (the same block position): 60 or
+    more breaks it by hand."""
+    best = run = 0
+    held = None
+    for attack, c in zip(gt.attack, gt.crosshair, strict=True):
+        pos = tuple(c["pos"]) if attack and _log_in_reach(c) and c.get("pos") is not None else None
+        run = run + 1 if pos is not None and pos == held else (1 if pos is not None else 0)
+        held = pos
+        best = max(best, run)
+    return best

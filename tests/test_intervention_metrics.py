@@ -1,5 +1,6 @@
 """Outcome metrics of interventions: hand-written episodes with known events, and a real BlockWorld run."""
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -24,6 +25,8 @@ BUILT_INS = (
     "mobs_attacked",
     "leaves_punched",
     "closest_approach",
+    "attack_on_log",
+    "longest_log_hold",
 )
 TARGET, OTHER = 7, 3
 
@@ -72,6 +75,8 @@ EXPECTED = {
     "mobs_attacked": 4,  # the target's 3 hits and the other mob's one
     "leaves_punched": 2,
     "closest_approach": 2.25,
+    "attack_on_log": None,  # the crosshair is never on a log
+    "longest_log_hold": 0,
 }
 
 
@@ -127,6 +132,8 @@ def test_an_episode_without_its_target_is_censored_and_zero(tmp_path):
         "mobs_attacked": 4,
         "leaves_punched": 2,
         "closest_approach": None,  # never seen: undefined, not a made-up distance
+        "attack_on_log": None,
+        "longest_log_hold": 0,
     }
     # another tag: the target is the mob carrying it on screen (no scene info here)
     assert M.resolve_target(write_episode(tmp_path / "f.zarr", STEPS, {}), Target("target")) == TARGET
@@ -138,6 +145,26 @@ def test_a_hit_never_recorded_is_censored_at_the_end(tmp_path):
     episode = write_episode(tmp_path / "e.zarr", quiet, SCENE_INFO)
     values = compute_metrics(episode, ["steps_to_first_hit", "target_hit", "closest_approach"])
     assert values == {"steps_to_first_hit": TimeToEvent(4, False), "target_hit": False, "closest_approach": None}
+
+
+def log(pos: list[int], distance: float = 2.0) -> dict:
+    return {"kind": "block", "block": "oak_log", "pos": pos, "face": "north", "distance": distance}
+
+
+def in_reach_log(c: dict) -> bool:
+    return c["kind"] == "block" and c["block"] in ("oak_log", "birch_log") and c["distance"] <= 4.5
+
+
+def test_the_chop_reflex_metrics_count_unbroken_holds_on_one_log(tmp_path):
+    a, b = [1, 2, 3], [1, 3, 3]
+    rows = [(log(a), 1), (log(a), 1), (log(a), 1), (log(a), 0),  # a gap resets the hold
+            (log(a), 1), (log(a), 1), (log(b), 1), (log(b), 1), (log(b), 1), (log(b), 1),  # another block: anew
+            (log(b, 6.0), 1), (log(b, 6.0), 1), (leaves(2.0), 1), (NONE, 0)]  # fmt: skip
+    episode = write_episode(tmp_path / "e.zarr", [([], c, at, []) for c, at in rows], {})
+    assert compute_metrics(episode, ["attack_on_log", "longest_log_hold"]) == {
+        "attack_on_log": 9 / 10,  # 10 steps on a log within reach (the two at 6 blocks are out of it), 9 attacking
+        "longest_log_hold": 4,
+    }
 
 
 def test_user_metrics_register_compute_and_are_checked(tmp_path):
@@ -218,6 +245,21 @@ def test_metrics_of_a_recorded_run_match_its_raw_ground_truth(tiny_run):
                 for a, c in zip(attack, crosshair)
             ),  # fmt: skip
             "closest_approach": min(distances),
+            "attack_on_log": (
+                float(np.mean([bool(a) for a, c in zip(attack, crosshair) if in_reach_log(c)]))
+                if any(in_reach_log(c) for c in crosshair)
+                else None
+            ),  # fmt: skip
+            "longest_log_hold": max(
+                (
+                    len(list(run))
+                    for key, run in itertools.groupby(
+                        tuple(c["pos"]) if a and in_reach_log(c) else None for a, c in zip(attack, crosshair)
+                    )
+                    if key is not None
+                ),
+                default=0,
+            ),  # fmt: skip
         }
         assert compute_metrics(episode, BUILT_INS) == expected
         seen["crosshair"] += expected["crosshair_on_target_steps"]

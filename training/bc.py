@@ -120,6 +120,7 @@ class BCConfig:
         if not self.resume and (Path(self.out) / "train_state.pt").exists():
             raise FileExistsError(f"{self.out} holds a training already: pass --resume to go on, or another --out")
         self.policy_config()  # sizes checked before anything is written
+        self.env_config()  # and the terrain
 
     def policy_config(self) -> PolicyConfig:
         return PolicyConfig(

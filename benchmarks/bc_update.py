@@ -4,9 +4,10 @@
         [--out benchmarks/results/bc_update.json]
 
 - The learner: one update of `vptlens train bc`'s default organism (16 rows x 32 frames at 128x128: forward,
-  loss, backward, Adam step), with the CNN seeing the batch's 512 frames at once (`none`) or N at a time
-  (`ImgProcess.frames_per_pass`; the trainer uses `bc.FRAMES_PER_CNN_PASS`). Settings are interleaved, after one
-  warm-up update each, so that a drift in the machine's load reaches them alike.
+  loss, backward, gradient clip, Adam step: the trainer's own `bc.bc_update`), with the CNN seeing the batch's
+  512 frames at once (`none`) or N at a time (`ImgProcess.frames_per_pass`; the trainer uses
+  `bc.FRAMES_PER_CNN_PASS`). Settings are interleaved, after one warm-up update each, so that a drift in the
+  machine's load reaches them alike.
 - The feeder: one 16 x 32-step chunk of `DemoStream` (BlockWorld stepped and rendered, the expert labelling),
   for each teacher sight, with the expert driving (round 0) and with the untrained learner driving half the
   rows (a DAgger round at beta 0.5).

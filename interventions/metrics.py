@@ -230,6 +230,16 @@ def _block_name(name: object) -> str:
     return str(name).removeprefix("minecraft:")
 
 
+def _in_reach(c: dict, suffix: str) -> bool:
+    """The crosshair is on a block whose name ends with `suffix` (e.g. "_log"), within reach."""
+    return (
+        c.get("kind") == "block"
+        and _block_name(c.get("block")).endswith(suffix)
+        and c.get("distance") is not None
+        and c["distance"] <= BLOCK_REACH
+    )
+
+
 @register_metric("target_hit", kind="binary")
 def target_hit(gt: EpisodeGroundTruth) -> bool:
     """The agent hit the target at least once (an `entity_attacked` event on it)."""
@@ -282,14 +292,7 @@ def mobs_attacked(gt: EpisodeGroundTruth) -> int:
 @register_metric("leaves_punched", kind="count")
 def leaves_punched(gt: EpisodeGroundTruth) -> int:
     """Steps with attack pressed while the crosshair was on a `*_leaves` block within reach (4.5 blocks)."""
-    return sum(
-        bool(attack)
-        and c.get("kind") == "block"
-        and _block_name(c.get("block")).endswith("_leaves")
-        and c.get("distance") is not None
-        and c["distance"] <= BLOCK_REACH
-        for attack, c in zip(gt.attack, gt.crosshair, strict=True)
-    )
+    return sum(bool(attack) and _in_reach(c, "_leaves") for attack, c in zip(gt.attack, gt.crosshair, strict=True))
 
 
 @register_metric("closest_approach", kind="continuous")
@@ -305,22 +308,13 @@ def closest_approach(gt: EpisodeGroundTruth) -> float | None:
     return float(min(seen)) if seen else None
 
 
-def _log_in_reach(c: dict) -> bool:
-    return (
-        c.get("kind") == "block"
-        and _block_name(c.get("block")).endswith("_log")
-        and c.get("distance") is not None
-        and c["distance"] <= BLOCK_REACH
-    )
-
-
 @register_metric("attack_on_log", kind="continuous")
 def attack_on_log(gt: EpisodeGroundTruth) -> float | None:
     """Of the steps whose crosshair was on a log within reach, the share with attack pressed (None if there were
     none): how sure a chopper's "attack the log in front" reflex is. A log breaks only under an unbroken hold (60
     ticks by hand; a released key resets it), so a reflex at 0.95 rarely breaks one (0.95 ** 60 < 0.05): see
     `longest_log_hold`."""
-    pressed = [bool(a) for a, c in zip(gt.attack, gt.crosshair, strict=True) if _log_in_reach(c)]
+    pressed = [bool(a) for a, c in zip(gt.attack, gt.crosshair, strict=True) if _in_reach(c, "_log")]
     return float(np.mean(pressed)) if pressed else None
 
 
@@ -332,7 +326,7 @@ def longest_log_hold(gt: EpisodeGroundTruth) -> int:
     best = run = 0
     held = None
     for attack, c in zip(gt.attack, gt.crosshair, strict=True):
-        pos = tuple(c["pos"]) if attack and _log_in_reach(c) and c.get("pos") is not None else None
+        pos = tuple(c["pos"]) if attack and _in_reach(c, "_log") and c.get("pos") is not None else None
         run = run + 1 if pos is not None and pos == held else (1 if pos is not None else 0)
         held = pos
         best = max(best, run)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import fixture_paths
 
+from vptlens.agents.agent import preprocess_frames
 from vptlens.agents.config import PolicyConfig, load_config
 from vptlens.agents.loading import load_policy, make_random_policy
 from vptlens.agents.safe_pickle import load_plain_pickle
@@ -91,6 +92,11 @@ def test_the_stream_labels_every_step_with_the_expert_and_starts_episodes_with_f
     assert np.array_equal(again.frames, chunk.frames) and np.array_equal(again.buttons, chunk.buttons)
     seeds = {episode_seed(5, r, e) for r in range(2) for e in range(50)}
     assert len(seeds) == 100 and min(seeds) >= TRAIN_SEED_BASE
+    # a policy with a smaller input sees the worlds' 128x128 frames resized as the agent resizes them when recorded
+    small = DemoStream(2, env, seed=5, frame_size=(64, 64)).next_chunk(16, 1.0, None, torch.Generator())
+    assert small.frames.shape == (2, 16, 64, 64, 3)
+    assert np.array_equal(small.frames, preprocess_frames(chunk.frames, (64, 64)))
+    assert np.array_equal(small.buttons, chunk.buttons) and np.array_equal(small.camera, chunk.camera)
     seeing = DemoStream(1, env, seed=5, sight="visible")  # BCConfig.expert_sight reaches every episode's expert
     seeing.next_chunk(2, 1.0, None, torch.Generator())
     assert seeing.experts[0].sight == "visible" and stream.experts[0].sight == "oracle"
@@ -216,6 +222,15 @@ def test_sigterm_stops_training_after_the_update_and_saves(tmp_path, monkeypatch
     assert len((tmp_path / "bc" / "log.jsonl").read_text().splitlines()) == 1
 
 
+def test_bc_trains_a_policy_with_a_smaller_input_on_frames_resized_to_it(tmp_path):
+    cfg = small_bc(tmp_path, img_size=32, frames_per_round=(16,), betas=(0.0,))  # the learner drives: it steps at 32
+    bc.main(cfg)
+    policy = load_policy(cfg.out / "policy.model", cfg.out / "policy.weights")
+    assert policy.cfg.img_shape == (32, 32, 3) and policy.cfg == cfg.policy_config()
+    with pytest.raises(ValueError, match="img_size: 32 then, 128 now"):
+        bc.Trainer(small_bc(tmp_path, resume=True, frames_per_round=(16,), betas=(0.0,)))
+
+
 def test_resume_drops_log_rows_of_updates_after_the_last_save(tmp_path):
     bc.main(small_bc(tmp_path, max_minutes=0.0))  # saved after update 1
     log = tmp_path / "bc" / "log.jsonl"
@@ -251,6 +266,7 @@ def test_bc_options_are_checked_before_anything_is_written(tmp_path):
         ({"betas": (1.0,)}, "one --betas value per"),
         ({"betas": (1.0, 1.5)}, "0..1"),
         ({"rows": 0}, "--rows must be at least 1"),
+        ({"img_size": 8}, "--img-size must be at least 16"),
         ({"attention_heads": 5}, "not divisible"),
         ({"resume": True}, "no training to resume"),
         ({"terrain": "jungle"}, "terrain 'jungle' unknown; use 'hills' or 'forest' or 'flat'"),

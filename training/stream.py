@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from vptlens.agents.actions import factored_to_minerl, minerl_to_factored
+from vptlens.agents.agent import preprocess_frames
 from vptlens.agents.distributions import sample_actions
 from vptlens.agents.policy import PolicyState, VPTPolicy
 from vptlens.envs.blockworld import BlockWorldConfig, BlockWorldEnv
@@ -58,8 +59,10 @@ class DemoStream:
         seed: int,
         episodes_done: list[int] | None = None,
         sight: str = "oracle",
+        frame_size: tuple[int, int] | None = None,
     ):
         self.env_config = env_config
+        self.frame_size = tuple(frame_size or env_config.resolution)
         self.seed = seed
         self.sight = sight
         self.envs = [BlockWorldEnv(env_config) for _ in range(rows)]
@@ -95,7 +98,7 @@ class DemoStream:
             for row in range(self.rows):
                 self._start_episode(row)
             self._started = True
-        b, (h, w) = self.rows, self.env_config.resolution
+        b, (h, w) = self.rows, self.frame_size
         chunk = Chunk(
             frames=np.zeros((b, steps, h, w, 3), np.uint8),
             first=np.zeros((b, steps), bool),
@@ -107,7 +110,7 @@ class DemoStream:
         for t in range(steps):
             labels = [self.experts[r].act(self.envs[r], self.info[r]) for r in range(b)]
             actions = labels
-            frames = np.stack([self.obs[r]["pov"] for r in range(b)])
+            frames = preprocess_frames(np.stack([self.obs[r]["pov"] for r in range(b)]), self.frame_size)
             if learner is not None and self.learner_drives.any():
                 actions = self._learner_actions(learner, frames, generator, labels)
             for r in range(b):
@@ -206,8 +209,8 @@ def _serve(requests, results, rows, env_config, seed, episodes_done, policy_conf
     init_worker()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the trainer saves, then stops us
     try:
-        stream = DemoStream(rows, env_config, seed, episodes_done, sight)
         learner = VPTPolicy(PolicyConfig(**_config_kwargs(policy_config))).eval()
+        stream = DemoStream(rows, env_config, seed, episodes_done, sight, frame_size=learner.cfg.img_shape[:2])
         while (request := requests.get()) is not None:
             steps, beta, sample_seed, weights = request
             if weights is not None:

@@ -17,7 +17,7 @@ from vptlens.agents.safe_pickle import load_plain_pickle
 from vptlens.envs.blockworld import BlockWorldConfig
 from vptlens.training import bc
 from vptlens.training.checkpoint import load_train_state, save_policy, save_train_state, write_model_file
-from vptlens.training.stream import TRAIN_SEED_BASE, DemoStream, episode_seed
+from vptlens.training.stream import TRAIN_SEED_BASE, DemoStream, StreamWorker, episode_seed
 
 SMALL = {"hidsize": 32, "attention_heads": 2, "n_recurrence_layers": 2}
 
@@ -100,6 +100,31 @@ def test_the_stream_labels_every_step_with_the_expert_and_starts_episodes_with_f
     seeing = DemoStream(1, env, seed=5, sight="visible")  # BCConfig.expert_sight reaches every episode's expert
     seeing.next_chunk(2, 1.0, None, torch.Generator())
     assert seeing.experts[0].sight == "visible" and stream.experts[0].sight == "oracle"
+
+
+def test_feeders_share_the_rows_and_an_expert_round_is_the_same_data_whatever_their_number():
+    env = BlockWorldConfig(height=128, width=128, max_steps=12)
+    policy = make_random_policy(PolicyConfig(**SMALL, img_shape=(64, 64, 3)), seed=0)
+    weights = policy.state_dict()
+    got = {}
+    for feeders in (1, 2):
+        worker = StreamWorker(3, env, 5, [0, 4, 1], policy.cfg.to_dict(), feeders=feeders)
+        try:
+            worker.request(16, 1.0, 0, None)
+            expert = worker.receive()
+            worker.request(16, 0.5, 1, weights)  # a DAgger chunk: who drives a new episode is decided per row
+            dagger = worker.receive()
+        finally:
+            worker.close()
+        got[feeders] = expert, dagger
+    (chunk, done), (other, other_done) = got[1][0], got[2][0]
+    assert chunk.frames.shape == (3, 16, 64, 64, 3) and done == other_done == [1, 5, 2]
+    for field in ("frames", "first", "buttons", "camera", "learner_driven"):
+        assert np.array_equal(getattr(chunk, field), getattr(other, field)), field
+    assert chunk.logs_broken == other.logs_broken
+    assert np.array_equal(got[1][1][0].learner_driven, got[2][1][0].learner_driven)
+    alone = DemoStream(1, env, seed=5, episodes_done=[4], first_row=1, frame_size=(64, 64))  # the second row alone
+    assert np.array_equal(alone.next_chunk(16, 1.0, None, torch.Generator()).frames, chunk.frames[1:2])
 
 
 def test_dagger_rows_are_driven_by_the_learner_and_still_labelled_by_the_expert():
@@ -267,6 +292,7 @@ def test_bc_options_are_checked_before_anything_is_written(tmp_path):
         ({"betas": (1.0, 1.5)}, "0..1"),
         ({"rows": 0}, "--rows must be at least 1"),
         ({"img_size": 8}, "--img-size must be at least 16"),
+        ({"feeders": 3}, "--feeders 3 is more than --rows 2"),
         ({"attention_heads": 5}, "not divisible"),
         ({"resume": True}, "no training to resume"),
         ({"terrain": "jungle"}, "terrain 'jungle' unknown; use 'hills' or 'forest' or 'flat'"),

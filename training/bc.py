@@ -101,6 +101,10 @@ class BCConfig:
     """torch device (cuda where there is one)."""
     threads: int = 0
     """torch threads (0: torch's default; 1 per process when other work shares the cores)."""
+    feeders: int = 1
+    """Processes that step the worlds and the expert, the rows split among them. An expert round's data is the same
+    whatever their number (a DAgger round's sampled actions are not). On the dev VM's 2 cores a 64x64 learner
+    waited for one feeder; two fed it faster (README, the model organism)."""
 
     def __post_init__(self):
         if len(self.frames_per_round) != len(self.betas) or not self.betas:
@@ -109,9 +113,12 @@ class BCConfig:
             raise ValueError(f"--betas must lie in 0..1, got {self.betas}")
         if any(f < 1 for f in self.frames_per_round):
             raise ValueError(f"--frames-per-round must be positive, got {self.frames_per_round}")
-        for name, lo in (("rows", 1), ("chunk", 1), ("episode_steps", 2), ("threads", 0), ("img_size", 16)):
+        lows = (("rows", 1), ("chunk", 1), ("episode_steps", 2), ("threads", 0), ("img_size", 16), ("feeders", 1))
+        for name, lo in lows:
             if getattr(self, name) < lo:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least {lo}")
+        if self.feeders > self.rows:
+            raise ValueError(f"--feeders {self.feeders} is more than --rows {self.rows} (they share the rows)")
         if not 0 < self.lr < 1:
             raise ValueError(f"--lr {self.lr} must lie in (0, 1)")
         if self.init_from is not None:
@@ -145,7 +152,7 @@ class BCConfig:
         return int(np.searchsorted(ends, frames, side="right"))
 
 
-_RUNTIME_FIELDS = {"resume", "max_minutes", "device", "threads", "checkpoint_minutes"}
+_RUNTIME_FIELDS = {"resume", "max_minutes", "device", "threads", "checkpoint_minutes", "feeders"}
 """Options that may differ between the sessions of one training."""
 
 
@@ -267,8 +274,9 @@ class Trainer:
         log = (self.out / "log.jsonl").open("a", buffering=1)  # a line at a time: watch it while it trains
         bar = tqdm(total=self.total_frames, initial=self.frames, unit="frame", unit_scale=True, desc="bc")
         self.stream = StreamWorker(
-            cfg.rows, cfg.env_config(), cfg.seed + 1, self.episodes_done, self.policy.cfg.to_dict(), cfg.expert_sight
-        )
+            cfg.rows, cfg.env_config(), cfg.seed + 1, self.episodes_done, self.policy.cfg.to_dict(), cfg.expert_sight,
+            cfg.feeders,
+        )  # fmt: skip
         self._request(self.frames)
         stop = StopSignals()
         try:

@@ -60,15 +60,16 @@ class DemoStream:
         episodes_done: list[int] | None = None,
         sight: str = "oracle",
         frame_size: tuple[int, int] | None = None,
+        first_row: int = 0,
     ):
         self.env_config = env_config
+        self.first_row = first_row  # rows are numbered across the feeders that share a batch
         self.frame_size = tuple(frame_size or env_config.resolution)
         self.seed = seed
         self.sight = sight
         self.envs = [BlockWorldEnv(env_config) for _ in range(rows)]
         self.experts: list[ChopperExpert] = [ChopperExpert() for _ in range(rows)]
         self.episodes_done = list(episodes_done or [0] * rows)
-        self.rng = np.random.default_rng([seed, *self.episodes_done])
         self.obs: list[dict] = [{}] * rows
         self.info: list[dict] = [{}] * rows
         self.first = np.ones(rows, bool)
@@ -82,11 +83,11 @@ class DemoStream:
         return len(self.envs)
 
     def _start_episode(self, row: int) -> None:
-        world_seed = episode_seed(self.seed, row, self.episodes_done[row])
+        world_seed = episode_seed(self.seed, self.first_row + row, self.episodes_done[row])
         self.obs[row], self.info[row] = self.envs[row].reset(seed=world_seed)
         self.experts[row] = ChopperExpert(seed=world_seed, sight=self.sight)  # its exploration seeded by the episode
         self.first[row] = True
-        self.learner_drives[row] = self.rng.random() >= self._beta
+        self.learner_drives[row] = np.random.default_rng([world_seed, 1]).random() >= self._beta
 
     def next_chunk(self, steps: int, beta: float, learner: VPTPolicy | None, generator: torch.Generator) -> Chunk:
         """The next `steps` steps of every row. Episodes starting in this chunk are learner-driven with probability
@@ -154,51 +155,76 @@ class DemoStream:
 
 
 class StreamWorker:
-    """A `DemoStream` in its own process, one chunk ahead of the trainer: the envs and the expert step while the
-    trainer trains on the previous chunk (on 2 cores, data generation was ~40% of an in-process update).
+    """The rows' `DemoStream`s in worker processes, one chunk ahead of the trainer: the envs and the expert step
+    while the trainer trains on the previous chunk (on 2 cores, data generation was ~40% of an in-process update).
 
+    `feeders` processes share the rows (row numbers, hence episode seeds and who drives, are global: an expert
+    round's data is the same whatever their number; a DAgger round's sampled actions are seeded per feeder).
     `request(steps, beta, weights)` asks for the next chunk; `weights` (a state dict, when the learner drives some
-    episodes) refreshes the worker's copy of the learner first, so a DAgger chunk is driven by the weights of one
-    update earlier. `receive()` returns (chunk, episodes done per row). The worker is stopped by `close()`.
+    episodes) refreshes the workers' copies of the learner first, so a DAgger chunk is driven by the weights of
+    one update earlier. `receive()` returns (chunk, episodes done per row). The workers are stopped by `close()`.
     """
 
     def __init__(self, rows: int, env_config: BlockWorldConfig, seed: int, episodes_done: list[int],
-                 policy_config: dict, sight: str = "oracle"):  # fmt: skip
+                 policy_config: dict, sight: str = "oracle", feeders: int = 1):  # fmt: skip
         import multiprocessing
 
         from vptlens.envs.workers import worker_environment
 
+        if not 1 <= feeders <= rows:
+            raise ValueError(f"feeders={feeders}: give 1 to {rows} (the rows are split among them)")
         context = multiprocessing.get_context("spawn")
-        self.requests, self.results = context.Queue(), context.Queue()
-        args = (self.requests, self.results, rows, env_config, seed, episodes_done, policy_config, sight)
+        self.first_rows = [int(part[0]) for part in np.array_split(np.arange(rows), feeders)]
+        bounds = [*self.first_rows, rows]
+        self.requests, self.results, self.processes = [], [], []
         with worker_environment():
-            self.process = context.Process(target=_serve, args=args, daemon=True, name="vptlens-demo-stream")
-            self.process.start()
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=False):
+                requests, results = context.Queue(), context.Queue()
+                args = (requests, results, lo, hi - lo, env_config, seed, episodes_done[lo:hi], policy_config, sight)
+                process = context.Process(target=_serve, args=args, daemon=True, name=f"vptlens-demo-stream-{lo}")
+                process.start()
+                self.requests.append(requests)
+                self.results.append(results)
+                self.processes.append(process)
 
     def request(self, steps: int, beta: float, sample_seed: int, weights: dict | None) -> None:
-        self.requests.put((steps, beta, sample_seed, weights))
+        for requests in self.requests:
+            requests.put((steps, beta, sample_seed, weights))
 
     def receive(self, timeout_s: float = 600.0) -> tuple[Chunk, list[int]]:
         import queue
 
-        try:
-            result = self.results.get(timeout=timeout_s)
-        except queue.Empty:
-            alive = "is alive but produced nothing" if self.process.is_alive() else "died"
-            raise RuntimeError(f"the demonstration worker {alive} in {timeout_s:.0f} s") from None
-        if isinstance(result, str):
-            raise RuntimeError(f"the demonstration worker failed:\n{result}")
-        return result
+        parts = []
+        for results, process in zip(self.results, self.processes, strict=True):
+            try:
+                result = results.get(timeout=timeout_s)
+            except queue.Empty:
+                alive = "is alive but produced nothing" if process.is_alive() else "died"
+                raise RuntimeError(f"the demonstration worker {alive} in {timeout_s:.0f} s") from None
+            if isinstance(result, str):
+                raise RuntimeError(f"the demonstration worker failed:\n{result}")
+            parts.append(result)
+        if len(parts) == 1:
+            return parts[0]
+        chunks = [chunk for chunk, _ in parts]
+        joined = Chunk(
+            **{f: np.concatenate([getattr(c, f) for c in chunks]) for f in ("frames", "first", "buttons", "camera",
+                                                                             "learner_driven")},
+            logs_broken=sum(c.logs_broken for c in chunks),
+        )  # fmt: skip
+        return joined, [n for _, done in parts for n in done]
 
     def close(self) -> None:
-        if self.process.is_alive():
-            self.requests.put(None)
-            self.process.join(timeout=10)
-        if self.process.is_alive():
-            self.process.terminate()
+        for requests, process in zip(self.requests, self.processes, strict=True):
+            if process.is_alive():
+                requests.put(None)
+        for process in self.processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
 
 
-def _serve(requests, results, rows, env_config, seed, episodes_done, policy_config, sight) -> None:
+def _serve(requests, results, first_row, rows, env_config, seed, episodes_done, policy_config, sight) -> None:
     """The worker's loop: one chunk per request, the learner's weights refreshed when sent."""
     import signal
     import traceback
@@ -210,12 +236,15 @@ def _serve(requests, results, rows, env_config, seed, episodes_done, policy_conf
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the trainer saves, then stops us
     try:
         learner = VPTPolicy(PolicyConfig(**_config_kwargs(policy_config))).eval()
-        stream = DemoStream(rows, env_config, seed, episodes_done, sight, frame_size=learner.cfg.img_shape[:2])
+        stream = DemoStream(
+            rows, env_config, seed, episodes_done, sight, frame_size=learner.cfg.img_shape[:2], first_row=first_row
+        )
         while (request := requests.get()) is not None:
             steps, beta, sample_seed, weights = request
             if weights is not None:
                 learner.load_state_dict(weights)
-            generator = torch.Generator().manual_seed(sample_seed)
+            feeder_seed = np.random.SeedSequence([sample_seed, first_row]).generate_state(1)[0]
+            generator = torch.Generator().manual_seed(int(feeder_seed))
             chunk = stream.next_chunk(steps, beta, learner if beta < 1 else None, generator)
             results.put((chunk, list(stream.episodes_done)))
     except Exception:

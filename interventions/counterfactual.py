@@ -41,8 +41,8 @@ def _blockworld_config(episode: Episode) -> BlockWorldConfig:
 def counterfactual_frames(
     episode: Episode | str | Path, scene: Scene | dict | str | Path | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The recorded poses seen in `scene` (None: no scene): agent frames (N, 128, 128, 3) and env frames
-    (N, H, W, 3), uint8."""
+    """The recorded poses seen in `scene` (None: no scene): agent frames (N, h, w, 3) at the recording's agent
+    resolution (128x128 for the released models) and env frames (N, H, W, 3), uint8."""
     episode = episode if isinstance(episode, Episode) else Episode(episode)
     if not episode.has_ground_truth("pose"):
         raise ValueError(f"{episode.path} stores no poses; record it again with `vptlens record`")
@@ -61,7 +61,7 @@ def counterfactual_frames(
         obs, _ = env.follow(poses[t], action)
         full[t] = obs["pov"]
     env.close()
-    return preprocess_frames(full), full
+    return preprocess_frames(full, episode.frame_size), full
 
 
 @dataclass
@@ -71,7 +71,7 @@ class CounterfactualResult:
     episode: str
     scene: str
     frames: np.ndarray
-    """(N, 128, 128, 3) the counterfactual agent frames."""
+    """(N, h, w, 3) the counterfactual agent frames."""
     kl_buttons: np.ndarray
     """KL(recorded frames || counterfactual frames) of the button head, nats, per step."""
     kl_camera: np.ndarray

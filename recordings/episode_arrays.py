@@ -14,11 +14,17 @@ if TYPE_CHECKING:
     from vptlens.recordings.recorder import RecordConfig
 
 
+def frame_shape(policy: VPTPolicy | None) -> tuple[int, int, int]:
+    """What an episode's `frames` hold: the policy's input (`img_shape`; the released models' 128x128x3), or
+    128x128x3 for a scripted agent (what a released policy would have seen)."""
+    return (128, 128, 3) if policy is None else tuple(policy.cfg.img_shape)
+
+
 def episode_specs(policy: VPTPolicy | None, cfg: "RecordConfig", hook_names: list[str]) -> dict[str, ArraySpec]:
     """Every per-step array an episode stores (documented in PROTOCOL.md); a scripted agent (`policy` None) has
     no log-probabilities, entropies, value, attention or activations."""
     specs = {
-        S.FRAMES: ArraySpec((128, 128, 3), "uint8", 64, "the agent-resolution frame the policy saw", "RGB"),
+        S.FRAMES: ArraySpec(frame_shape(policy), "uint8", 64, "the agent-resolution frame the policy saw", "RGB"),
         S.action_array("buttons"): ArraySpec((), "int32", 64, "joint button class taken (0..8640)", "class"),
         S.action_array("camera"): ArraySpec(
             (), "int32", 64, "camera class taken (0..120) = pitch_bin * 11 + yaw_bin", "class"

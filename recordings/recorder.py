@@ -41,7 +41,7 @@ from vptlens.envs.vector import EnvPool
 from vptlens.minerl_spec import MINERL_BUTTONS
 from vptlens.recordings import schema as S
 from vptlens.recordings.allocator import keep_freed_memory
-from vptlens.recordings.episode_arrays import episode_specs, nearest_log_array
+from vptlens.recordings.episode_arrays import episode_specs, frame_shape, nearest_log_array
 from vptlens.recordings.run_agent import Actor, agent_files, check_goal, keep_agent_in_run
 from vptlens.recordings.schema import (
     AgentRecord,
@@ -379,6 +379,7 @@ class Recorder:
 
     def _record_wave(self, indices: list[int], bar) -> None:
         cfg = self.cfg
+        frame_size = frame_shape(self.policy)[:2]
         reason = "interrupted"
         envs = EnvPool(cfg.env, len(indices), cfg.env_workers, scene=self.scene)
         writers: list[EpisodeWriter | None] = []
@@ -403,7 +404,7 @@ class Recorder:
             for _ in range(cfg.n_steps):
                 if all(w is None or w.closed for w in writers):
                     break
-                frames = np.stack([preprocess_frames(o["pov"]) for o in obs_list])
+                frames = np.stack([preprocess_frames(o["pov"], frame_size) for o in obs_list])
                 actions, batch = decide(frames, infos)
                 open_envs = [b for b, writer in enumerate(writers) if not writer.closed]
                 results = dict(zip(open_envs, envs.step([actions[b] for b in open_envs], open_envs)))

@@ -199,7 +199,7 @@ class VideoWriter:
 
 
 def saliency_maps(episode: Episode, model: Path | None = None, weights: Path | None = None) -> np.ndarray:
-    """(steps, 128, 128) in [0, 1]: |d log pi(a_t) / d pixels of frame t|, smoothed, per-frame normalised.
+    """(steps, h, w) in [0, 1]: |d log pi(a_t) / d pixels of frame t|, smoothed, per-frame normalised.
 
     The recorded agent is re-run over the recorded frames by the replayer (which checks it against the
     recording); the memory of past frames is kept as replayed (detached), so each map is the exact gradient

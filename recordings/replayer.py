@@ -181,7 +181,8 @@ class EpisodeReplayer:
     # ------------------------------------------------------------------ inputs
 
     def frames(self, start: int, stop: int) -> Tensor:
-        """Recorded frames start..stop-1, (t, 128, 128, 3) uint8 on the policy's device (read a block at a time)."""
+        """Recorded frames start..stop-1, (t, h, w, 3) uint8 (the policy's input size) on the policy's device (read
+        a block at a time)."""
         if not 0 <= start <= stop <= len(self):
             raise IndexError(f"steps {start}..{stop} out of range: {self.episode.path} has {len(self)} steps")
         parts = []

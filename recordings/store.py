@@ -177,8 +177,13 @@ class Episode:
 
     @property
     def frames(self) -> CommittedArray:
-        """(N, 128, 128, 3) uint8: the frames the policy saw."""
+        """(N, h, w, 3) uint8: the frames the policy saw (at its input's size: 128x128 for the released models)."""
         return self[schema.FRAMES]
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(h, w) of the frames the policy saw."""
+        return tuple(self.frames.shape[1:3])
 
     @property
     def frames_full(self) -> CommittedArray | None:

@@ -227,3 +227,31 @@ def test_an_episode_without_steps_is_a_clear_error_not_a_crash(episode, tmp_path
     with pytest.raises(ValueError, match="no complete episodes with steps"):
         attention.compute(attention.AttentionConfig(run=empty, out=tmp_path / "att"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["episode_000000.zarr"]
+
+
+def test_a_policy_with_another_input_size_records_at_it_and_replays(tmp_path):
+    """A VPT-architecture policy whose input is not 128x128 (`img_shape`): the recorder resizes the game's frames to
+    it, the episode stores what it saw, and the replayer reproduces the recorded log-probabilities from them."""
+    from vptlens.agents.config import PolicyConfig
+    from vptlens.envs.blockworld import BlockWorldConfig
+    from vptlens.interventions.counterfactual import counterfactual_frames
+    from vptlens.recordings import recorder
+    from vptlens.training.checkpoint import save_policy
+
+    config = PolicyConfig(hidsize=32, attention_heads=2, n_recurrence_layers=2, impala_chans=(4, 8, 8),
+                          img_shape=(48, 48, 3), attention_memory_size=24, timesteps=16)  # fmt: skip
+    model, weights = save_policy(make_random_policy(config, seed=1), tmp_path / "small")
+    out = tmp_path / "run"
+    recorder.main(recorder.RecordConfig(model=model, weights=weights, out=out, n_episodes=1, n_steps=20,
+                                        env=BlockWorldConfig(height=128, width=128), seed=3))  # fmt: skip
+    episode = Run.open(out).episodes()[0]
+    assert episode.frames.shape == (20, 48, 48, 3) and episode.frame_size == (48, 48)
+    (block,) = list(EpisodeReplayer(episode).run())
+    buttons = torch.from_numpy(np.asarray(episode.action("buttons")[:], np.int64))
+    camera = torch.from_numpy(np.asarray(episode.action("camera")[:], np.int64))
+    replayed = log_prob(block.out, buttons[None], camera[None])[0]
+    torch.testing.assert_close(replayed, torch.from_numpy(np.asarray(episode.log_prob[:])), atol=1e-4, rtol=1e-4)
+    agent_frames, _ = counterfactual_frames(episode, None)  # the same poses, no scene: what it saw, at its size
+    recorded = np.asarray(episode.frames[:])
+    assert agent_frames.shape == recorded.shape and np.array_equal(agent_frames[0], recorded[0])
+    assert (np.abs(agent_frames.astype(int) - recorded.astype(int)).max(-1) > 0).mean() < 0.002  # poses in float32

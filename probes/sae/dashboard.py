@@ -57,7 +57,8 @@ class DashboardConfig:
     n_per_quantile: int = 8
     """... and uniformly sampled examples shown from each."""
     thumb_size: int = 128
-    """Side in pixels of the frame thumbnails in the grids (the stored frames are 128x128)."""
+    """Side in pixels of the frame thumbnails in the grids (the stored frames are the policy's input: 128x128
+    for the released models)."""
     grid_columns: int = 8
     """Thumbnails per row of an example grid."""
     batch_size: int = 512

@@ -6,10 +6,11 @@ marks where a new episode begins). Who drives a row's episode is decided when it
 probability `beta`, otherwise the learner (DAgger): the learner's sampled actions move the world, the expert
 labels every state it reaches, and the learner is trained on those labels.
 
-Every episode's seed is a function of (stream seed, row, episode number), so a stream (and a resumed one) is
-reproducible from its counters.
+Every episode's seed is a function of (stream seed, row, episode number), and who drives it of that seed, so a
+stream (and a resumed one) is reproducible from its counters, however its rows are split among processes.
 """
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -178,7 +179,7 @@ class StreamWorker:
         bounds = [*self.first_rows, rows]
         self.requests, self.results, self.processes = [], [], []
         with worker_environment():
-            for lo, hi in zip(bounds[:-1], bounds[1:], strict=False):
+            for lo, hi in itertools.pairwise(bounds):
                 requests, results = context.Queue(), context.Queue()
                 args = (requests, results, lo, hi - lo, env_config, seed, episodes_done[lo:hi], policy_config, sight)
                 process = context.Process(target=_serve, args=args, daemon=True, name=f"vptlens-demo-stream-{lo}")

@@ -1,16 +1,16 @@
 """Can a learner see what its teacher targets? The expert's targets in view or not, as it drives and as a policy does.
 
-    python benchmarks/teacher_sight.py [--worlds 6] [--steps 600] [--policy-worlds 4]
+    python benchmarks/teacher_sight.py [--worlds 6] [--steps 600] [--policy-worlds 4] [--terrain hills]
         [--out benchmarks/results/teacher_sight.json]
 
 For each teacher (`ChopperExpert(sight="oracle")`, the default that taught the shipped organism, and
-`sight="visible"`), on held-out hills worlds (seeds 1000 up, 128x128):
+`sight="visible"`), on held-out worlds of `--terrain` (seeds 1000 up, 128x128):
 - driving itself: logs broken per episode, and the share of steps whose target's centre lies more than
   `HALF_VIEW` degrees from the view direction (outside the 70-degree view);
-- labelling the states the shipped organism (`blockworld-chopper`) drives into, as DAgger does, in hills
-  worlds and in `tree_at_spot`: the share of labels whose target is outside the view, and of exploring labels,
-  and how far the exploring labels turn the view sideways (a turn back to a remembered heading is one more
-  label the learner cannot predict).
+- labelling the states the shipped organism (`blockworld-chopper`) drives into, as DAgger does, in those
+  worlds and in `tree_at_spot` (`--policy-worlds 0` skips this): the share of labels whose target is outside
+  the view, and of exploring labels, and how far the exploring labels turn the view sideways (a turn back to
+  a remembered heading is one more label the learner cannot predict).
 A label towards a target outside the view is one a learner cannot predict from its frames.
 """
 
@@ -27,6 +27,7 @@ from vptlens.agents.actions import factored_to_minerl
 from vptlens.agents.distributions import sample_actions
 from vptlens.agents.zoo import get_zoo_entry, shipped_files
 from vptlens.envs.blockworld import BlockWorldEnv
+from vptlens.envs.blockworld.world import TERRAINS
 from vptlens.training.expert import SIGHTS, ChopperExpert, view_error
 
 HALF_VIEW = 35.0
@@ -40,11 +41,11 @@ def _where(env: BlockWorldEnv, expert: ChopperExpert) -> str:
     return "out_of_view" if view_error(env.world, centre) > HALF_VIEW else "in_view"
 
 
-def teacher_drives(sight: str, seeds: list[int], steps: int) -> dict:
+def teacher_drives(sight: str, seeds: list[int], steps: int, terrain: str) -> dict:
     counts = {"in_view": 0, "out_of_view": 0, "exploring": 0}
     logs = []
     for seed in seeds:
-        env = BlockWorldEnv(height=128, width=128)
+        env = BlockWorldEnv(height=128, width=128, terrain=terrain)
         _, info = env.reset(seed=seed)
         expert, n = ChopperExpert(seed, sight=sight), 0
         for _ in range(steps):
@@ -58,12 +59,12 @@ def teacher_drives(sight: str, seeds: list[int], steps: int) -> dict:
     return {"logs_per_episode": logs, "mean_logs": float(np.mean(logs)), "targets": counts}
 
 
-def policy_drives(policy, sight: str, seeds: list[int], steps: int, scene: str | None) -> dict:
+def policy_drives(policy, sight: str, seeds: list[int], steps: int, scene: str | None, terrain: str) -> dict:
     counts = {"in_view": 0, "out_of_view": 0, "exploring": 0}
     exploring_turns = []  # degrees the label turns the view sideways, on exploring steps
     generator = torch.Generator().manual_seed(0)
     for seed in seeds:
-        env = BlockWorldEnv(height=128, width=128)
+        env = BlockWorldEnv(height=128, width=128, terrain=terrain)
         obs, info = env.reset(seed=seed, options={"scene": scene} if scene else None)
         expert = ChopperExpert(seed, sight=sight)
         state, first = policy.initial_state(1), torch.ones(1, dtype=torch.bool)
@@ -81,7 +82,7 @@ def policy_drives(policy, sight: str, seeds: list[int], steps: int, scene: str |
             if terminated or truncated:
                 break
     mean_turn = float(np.mean(exploring_turns)) if exploring_turns else None
-    return {"scene": scene or "hills", "targets": counts, "exploring_mean_abs_yaw_degrees": mean_turn}
+    return {"scene": scene or terrain, "targets": counts, "exploring_mean_abs_yaw_degrees": mean_turn}
 
 
 def _share(counts: dict) -> str:
@@ -91,23 +92,26 @@ def _share(counts: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--worlds", type=int, default=6, help="hills worlds the teacher drives in")
-    parser.add_argument("--policy-worlds", type=int, default=4, help="worlds per scene the organism drives in")
+    parser.add_argument("--worlds", type=int, default=6, help="worlds the teacher drives in")
+    parser.add_argument("--policy-worlds", type=int, default=4, help="worlds per scene the organism drives (0: none)")
+    parser.add_argument("--terrain", choices=TERRAINS, default="hills", help="BlockWorld terrain of the worlds")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/teacher_sight.json"))
     args = parser.parse_args()
-    if min(args.worlds, args.policy_worlds, args.steps) < 1:
-        raise SystemExit("--worlds, --policy-worlds and --steps must be at least 1")
+    if min(args.worlds, args.steps) < 1 or args.policy_worlds < 0:
+        raise SystemExit("--worlds and --steps must be at least 1, --policy-worlds at least 0")
     torch.set_num_threads(1)
     files = shipped_files(get_zoo_entry("blockworld-chopper"))
     organism = load_policy(files["model"], files["weights"])
-    result = {"machine": {"platform": platform.platform()}, "half_view_degrees": HALF_VIEW, "steps": args.steps}
+    result = {"machine": {"platform": platform.platform()}, "half_view_degrees": HALF_VIEW, "steps": args.steps,
+              "terrain": args.terrain}  # fmt: skip
     for sight in SIGHTS:
-        own = teacher_drives(sight, list(range(1000, 1000 + args.worlds)), args.steps)
+        own = teacher_drives(sight, list(range(1000, 1000 + args.worlds)), args.steps, args.terrain)
         print(f"{sight}, driving: {own['mean_logs']:.2f} logs per episode {own['logs_per_episode']}; "
               f"{_share(own['targets'])}", flush=True)  # fmt: skip
-        labelled = [policy_drives(organism, sight, list(range(1000, 1000 + args.policy_worlds)), args.steps, scene)
-                    for scene in (None, "tree_at_spot")]  # fmt: skip
+        seeds = list(range(1000, 1000 + args.policy_worlds))
+        labelled = [policy_drives(organism, sight, seeds, args.steps, scene, args.terrain)
+                    for scene in (None, "tree_at_spot") if seeds]  # fmt: skip
         for row in labelled:
             turn = row["exploring_mean_abs_yaw_degrees"]
             print(f"{sight}, labelling the organism in {row['scene']}: {_share(row['targets'])}; exploring labels "

@@ -10,6 +10,7 @@ Every episode's seed is a function of (stream seed, row, episode number), and wh
 stream (and a resumed one) is reproducible from its counters, however its rows are split among processes.
 """
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -208,11 +209,11 @@ class StreamWorker:
         if len(parts) == 1:
             return parts[0]
         chunks = [chunk for chunk, _ in parts]
+        arrays = [f.name for f in dataclasses.fields(Chunk) if f.name != "logs_broken"]  # each (B, ...): rows join
         joined = Chunk(
-            **{f: np.concatenate([getattr(c, f) for c in chunks]) for f in ("frames", "first", "buttons", "camera",
-                                                                             "learner_driven")},
+            **{name: np.concatenate([getattr(c, name) for c in chunks]) for name in arrays},
             logs_broken=sum(c.logs_broken for c in chunks),
-        )  # fmt: skip
+        )
         return joined, [n for _, done in parts for n in done]
 
     def close(self) -> None:

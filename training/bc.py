@@ -81,7 +81,7 @@ class BCConfig:
     img_size: int = 128
     """The policy's square input (released: 128). The worlds still render at 128x128, what every experiment
     renders, and the frames are resized to it by the agent's own `preprocess_frames`, so the learner sees in
-    training exactly what it sees when recorded. At 64 an update took ~1/5 of the time on the dev VM."""
+    training exactly what it sees when recorded. At 64 an update takes ~1/3 of the time (benchmarks/bc_update.py)."""
     terrain: str = "hills"
     """BlockWorld terrain of the training worlds."""
     expert_sight: Literal["oracle", "visible"] = "oracle"

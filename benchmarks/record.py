@@ -5,7 +5,9 @@
 
 Each config (policy size : envs) runs bare and recorded rollouts in turn, `--repeats` times; the cost
 is 1 - recorded/bare per pair, reported per pair and as the median, with the process's CPU time per
-env-step (every thread: the writer's work shows up here even when it hides from the wall clock).
+env-step (every thread: the writer's work shows up here even when it hides from the wall clock), and where the stepping
+thread's wall time went: env steps, policy forward passes and the rest (preparing frames, sampling, the recorder's
+bookkeeping, creating the episodes and waiting for the writer), in ms per env-step.
 
 The unrecorded rollout runs the same envs, policy steps and env steps and samples the whole
 batch at once on the policy's device; the recorded one also caches activations, samples each
@@ -17,6 +19,7 @@ policy and the recording dominate. Replay renders a 640x360 episode with full fr
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -31,6 +34,7 @@ import torch
 
 from vptlens.agents import PolicyConfig, load_policy, make_random_policy, preprocess_frames, sample_actions
 from vptlens.agents.actions import factored_to_minerl
+from vptlens.agents.policy import VPTPolicy
 from vptlens.envs.blockworld import BlockWorldConfig, BlockWorldEnv
 from vptlens.recordings import recorder, replay
 from vptlens.recordings.allocator import keep_freed_memory
@@ -102,6 +106,37 @@ def _parse_config(text: str) -> tuple[str, int]:
     return size, int(envs)
 
 
+@contextlib.contextmanager
+def phase_timer():
+    """Seconds spent inside `BlockWorldEnv.step` and `VPTPolicy.forward` while the block runs (both rollouts call
+    them from the stepping thread; env workers are not used here), in a dict filled as it goes."""
+    spent = {"env": 0.0, "policy": 0.0}
+    originals = {"env": (BlockWorldEnv, BlockWorldEnv.step), "policy": (VPTPolicy, VPTPolicy.forward)}
+
+    def timed(key, fn):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - start
+
+        return wrapper
+
+    BlockWorldEnv.step = timed("env", BlockWorldEnv.step)
+    VPTPolicy.forward = timed("policy", VPTPolicy.forward)
+    try:
+        yield spent
+    finally:
+        for cls, fn in originals.values():
+            setattr(cls, fn.__name__, fn)
+
+
+def _phases(spent: dict, seconds: float, n: int) -> dict:
+    """ms per env-step of the stepping thread's wall time: env steps, policy forwards, the rest."""
+    return {k: v / n * 1e3 for k, v in spent.items()} | {"rest": (seconds - sum(spent.values())) / n * 1e3}
+
+
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -113,17 +148,22 @@ def measure(policy, size: str, n_envs: int, steps: int, repeats: int, tmp: Path)
     unrecorded(policy, n_envs, 4, 0)  # warm-up: numba, torch
     recorded(policy, n_envs, 4, 0, tmp / "warm-up")  # and the hooked policy step, zarr
     bare, rec, bare_cpu, rec_cpu, costs, bytes_per_step = [], [], [], [], [], 0.0
+    phases = {"unrecorded": [], "recorded": []}
+    n = n_envs * steps
     for r in range(repeats):
         c = _cpu_seconds()
-        bare.append(unrecorded(policy, n_envs, steps, 0))
+        with phase_timer() as spent:
+            bare.append(unrecorded(policy, n_envs, steps, 0))
         bare_cpu.append(_cpu_seconds() - c)
+        phases["unrecorded"].append(_phases(spent, n / bare[-1], n))
         c = _cpu_seconds()
-        rate, bytes_per_step = recorded(policy, n_envs, steps, 0, tmp / f"run{r}")
+        with phase_timer() as spent:
+            rate, bytes_per_step = recorded(policy, n_envs, steps, 0, tmp / f"run{r}")
         rec_cpu.append(_cpu_seconds() - c)
         rec.append(rate)
+        phases["recorded"].append(_phases(spent, n / rate, n))
         costs.append(1 - rec[-1] / bare[-1])
         shutil.rmtree(tmp / f"run{r}", ignore_errors=True)
-    n = n_envs * steps
     return {
         "size": size,
         "device": str(policy.device),
@@ -137,6 +177,10 @@ def measure(policy, size: str, n_envs: int, steps: int, repeats: int, tmp: Path)
         "cpu_ms_per_env_step_unrecorded": float(np.median(bare_cpu) / n * 1e3),
         "cpu_ms_per_env_step_recorded": float(np.median(rec_cpu) / n * 1e3),
         "bytes_per_step": bytes_per_step,
+        "ms_per_env_step_median": {  # the stepping thread's wall time by phase, median over the repeats
+            run: {k: float(np.median([p[k] for p in per_repeat])) for k in per_repeat[0]}
+            for run, per_repeat in phases.items()
+        },
     }
 
 
@@ -167,7 +211,11 @@ def main():
             print(
                 f"{size} x{n_envs}: unrecorded {np.median(row['steps_per_s_unrecorded']):.1f} steps/s, "
                 f"recorded {np.median(row['steps_per_s_recorded']):.1f}, cost {row['recording_cost_median']:.1%} "
-                f"(per repeat {', '.join(f'{c:.0%}' for c in row['recording_cost_per_repeat'])})",
+                f"(per repeat {', '.join(f'{c:.0%}' for c in row['recording_cost_per_repeat'])}); ms per env-step "
+                + "; ".join(
+                    f"{run}: " + ", ".join(f"{k} {v:.2f}" for k, v in ms.items())
+                    for run, ms in row["ms_per_env_step_median"].items()
+                ),
                 flush=True,
             )
             rows.append(row)

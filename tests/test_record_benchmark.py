@@ -1,0 +1,41 @@
+"""benchmarks/record.py's phase breakdown: what it times adds up, and the timed methods are put back."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from vptlens.agents.policy import VPTPolicy
+from vptlens.envs.blockworld import BlockWorldEnv
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "record.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("record_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_phases_add_up_and_methods_are_restored(bench, tmp_path):
+    step, forward = BlockWorldEnv.step, VPTPolicy.forward
+    policy = bench.load_policy(bench.FIXTURE / "agent.model", bench.FIXTURE / "agent.weights")
+    row = bench.measure(policy, "tiny", n_envs=2, steps=3, repeats=1, tmp=tmp_path)
+    assert BlockWorldEnv.step is step and VPTPolicy.forward is forward
+    assert len(row["recording_cost_per_repeat"]) == 1 and row["bytes_per_step"] > 0
+    for run, rate in (("unrecorded", "steps_per_s_unrecorded"), ("recorded", "steps_per_s_recorded")):
+        ms = row["ms_per_env_step_median"][run]
+        assert set(ms) == {"env", "policy", "rest"}
+        assert ms["env"] > 0 and ms["policy"] > 0 and ms["rest"] > 0
+        wall_ms = 1e3 / row[rate][0]  # one repeat: the median is that repeat's
+        assert ms["env"] + ms["policy"] + ms["rest"] == pytest.approx(wall_ms, rel=1e-6)
+
+
+def test_timer_restores_methods_after_an_error(bench):
+    step = BlockWorldEnv.step
+    with pytest.raises(RuntimeError), bench.phase_timer():
+        assert BlockWorldEnv.step is not step
+        raise RuntimeError("boom")
+    assert BlockWorldEnv.step is step

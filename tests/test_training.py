@@ -359,3 +359,40 @@ def test_an_experiment_runs_the_expert_beside_a_policy_paired_by_seed(tmp_path):
     assert set(logs["tiny"]) == {0, 1}
     (row,) = [r for r in result.comparisons if r["factor"] == "agent"]  # the policy against the expert, by seed
     assert (row["treatment"], row["control"], row["n_pairs"]) == ("tiny", "expert", 2)
+
+
+def test_ship_organism_ships_a_checkpoint_under_its_own_name_with_a_command_that_replans_it(tmp_path, monkeypatch):
+    import importlib.util
+
+    from vptlens.cli import parse
+
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "ship_organism.py")
+    spec = importlib.util.spec_from_file_location("ship_organism", script)
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    cfg = small_bc(tmp_path, img_size=32, frames_per_round=(16,), betas=(1.0,), terrain="forest", threads=1)
+    bc.main(cfg)
+    shipped_dir = tmp_path / "organism"
+    shipped_dir.mkdir()
+    (shipped_dir / "candidate-extra.weights").write_bytes(b"another entry's file")  # must not be listed
+    monkeypatch.setattr(ship, "SHIPPED_DIR", shipped_dir)
+    argv = ["ship_organism.py", str(cfg.out / "policy"), "--train-dir", str(cfg.out), "--name", "candidate"]
+    monkeypatch.setattr("sys.argv", [*argv, "--no-untrained"])
+    ship.main()
+    assert sorted(p.name for p in shipped_dir.iterdir()) == [
+        "candidate-extra.weights", "candidate.json", "candidate.model", "candidate.weights"
+    ]  # fmt: skip
+    provenance = json.loads((shipped_dir / "candidate.json").read_text())
+    assert sorted(provenance["files"]) == ["candidate.model", "candidate.weights"]
+    assert provenance["name"] == "candidate" and "not shipped" in provenance["untrained"]
+    assert load_policy(shipped_dir / "candidate.model", shipped_dir / "candidate.weights").cfg.img_shape == (32, 32, 3)
+    assert "--img-size 32" in provenance["reproduce"] and "--threads" not in provenance["reproduce"]
+    # the command plans the same training (runtime options aside)
+    command = ship.reproduce_command(provenance["training"]["config"], str(tmp_path / "again"))
+    replanned, _ = parse(command.split()[1:])
+    same = {f: getattr(cfg, f) for f in ("frames_per_round", "betas", "rows", "chunk", "episode_steps", "img_size")}
+    assert {f: getattr(replanned, f) for f in same} == same
+    assert replanned.policy_config() == cfg.policy_config() and replanned.terrain == "forest"
+    with pytest.raises(SystemExit):  # a name that is not a zoo-style stem
+        monkeypatch.setattr("sys.argv", [*argv[:-1], "Bad Name"])
+        ship.main()

@@ -152,7 +152,7 @@ class BCConfig:
         return int(np.searchsorted(ends, frames, side="right"))
 
 
-_RUNTIME_FIELDS = {"resume", "max_minutes", "device", "threads", "checkpoint_minutes", "feeders"}
+RUNTIME_FIELDS = {"resume", "max_minutes", "device", "threads", "checkpoint_minutes", "feeders"}
 """Options that may differ between the sessions of one training."""
 
 
@@ -240,8 +240,8 @@ class Trainer:
         cfg = self.cfg
         saved = load_train_state(self.out / "train_state.pt")
         meta = saved["meta"]
-        recorded = {k: v for k, v in meta["config"].items() if k not in _RUNTIME_FIELDS | {"out"}}
-        now = {k: v for k, v in to_jsonable(cfg).items() if k not in _RUNTIME_FIELDS | {"out"}}
+        recorded = {k: v for k, v in meta["config"].items() if k not in RUNTIME_FIELDS | {"out"}}
+        now = {k: v for k, v in to_jsonable(cfg).items() if k not in RUNTIME_FIELDS | {"out"}}
         defaults = {f.name: f.default for f in dataclasses.fields(BCConfig)}  # options added since the run began
         differing = sorted(k for k in now if recorded.get(k, defaults.get(k)) != now[k])
         if set(differing) <= {"frames_per_round", "betas"} and _extends(recorded, now):

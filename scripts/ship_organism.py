@@ -136,15 +136,16 @@ def main() -> None:
         + ("" if args.untrained else " (not shipped: --no-untrained)"),
         "reproduce": (
             reproduce_command(train["config"], str(args.train_dir))
-            + f"; the shipped checkpoint is rounds/policy-{frames}"
+            + "; the shipped checkpoint is "
+            + (f"rounds/policy-{frames}" if args.stem.parent.name == "rounds" else f"its last, at {frames} frames")
         ),
         "files": {p.name: sha256_file(p) for p in sorted(shipped)},
     }
     if args.competence:
         provenance["evaluation"] = json.loads(args.competence.read_text())
     (SHIPPED_DIR / f"{name}.json").write_text(json.dumps(provenance, indent=1) + "\n")
-    for name, digest in provenance["files"].items():
-        print(f"{name}  sha256 {digest}")
+    for file_name, digest in provenance["files"].items():
+        print(f"{file_name}  sha256 {digest}")
 
 
 if __name__ == "__main__":

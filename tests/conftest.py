@@ -1,5 +1,6 @@
 """Shared test fixtures: the reference policies and their oracle outputs; opt-in markers."""
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,18 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if marker in item.keywords:
                 item.add_marker(skip)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative: str):
+    """A script of the repository (benchmarks/, scripts/) imported as a module, by its path from the repo root."""
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def fixture_paths(name: str) -> tuple[Path, Path]:

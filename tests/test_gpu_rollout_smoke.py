@@ -1,21 +1,15 @@
 """benchmarks/gpu_rollout.py runs end to end on the CPU at tiny sizes and writes what it promises."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_rollout.py"
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def gpu_rollout():
-    spec = importlib.util.spec_from_file_location("gpu_rollout", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/gpu_rollout.py")
 
 
 def test_cpu_smoke_run_writes_rates_and_exactness(gpu_rollout, tmp_path):

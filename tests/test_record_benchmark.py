@@ -1,22 +1,15 @@
 """benchmarks/record.py's phase breakdown: what it times adds up, and the timed methods are put back."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from conftest import load_script
 
 from vptlens.agents.policy import VPTPolicy
 from vptlens.envs.blockworld import BlockWorldEnv
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "record.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("record_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/record.py")
 
 
 def test_phases_add_up_and_methods_are_restored(bench, tmp_path):

@@ -8,7 +8,7 @@ import signal
 import numpy as np
 import pytest
 import torch
-from conftest import fixture_paths
+from conftest import fixture_paths, load_script
 
 from vptlens.agents.agent import preprocess_frames
 from vptlens.agents.config import PolicyConfig, load_config
@@ -362,14 +362,9 @@ def test_an_experiment_runs_the_expert_beside_a_policy_paired_by_seed(tmp_path):
 
 
 def test_ship_organism_ships_a_checkpoint_under_its_own_name_with_a_command_that_replans_it(tmp_path, monkeypatch):
-    import importlib.util
-
     from vptlens.cli import parse
 
-    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "ship_organism.py")
-    spec = importlib.util.spec_from_file_location("ship_organism", script)
-    ship = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ship)
+    ship = load_script("scripts/ship_organism.py")
     cfg = small_bc(tmp_path, img_size=32, frames_per_round=(16,), betas=(1.0,), terrain="forest", threads=1)
     bc.main(cfg)
     shipped_dir = tmp_path / "organism"

@@ -163,6 +163,10 @@ _ORGANISM_SHA256 = {  # printed by scripts/ship_organism.py
     "weights": "1f5fed470910c59a787d2da28e3a4f50ba0adc7937a294aab9c7816fc5d2f299",
     "untrained": "05e02778413eaf8ebcca9ff70d3bc062ad716a03b57c6e1fae32cbc1e49a5e4c",
 }
+_ORGANISM_64_SHA256 = {  # printed by scripts/ship_organism.py --name blockworld-chopper-64
+    "model": "9bdb154d202e571adbc68dccdf315db3c7c38d010c6ce9bff3a544e6e9749c31",
+    "weights": "7b2703785ac64a5e46f7aed2e96b0dc8159a4706e9015a62a20fc65a9ea0beec",
+}
 ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in (
@@ -224,6 +228,16 @@ ZOO: dict[str, ZooEntry] = {
             model=ZooFile("blockworld-chopper.model", "", sha256=_ORGANISM_SHA256["model"]),
             weights=ZooFile("blockworld-chopper-untrained.weights", "", sha256=_ORGANISM_SHA256["untrained"]),
             source="vpt-lens (scripts/ship_organism.py)",
+            shipped=True,
+        ),
+        ZooEntry(
+            name="blockworld-chopper-64",
+            kind="organism",
+            description="a 64x64-input organism still in training (forest, visible teacher, 1.5M expert frames; "
+            "not yet competent), shipped so that training goes on from it (agents/organism/blockworld-chopper-64.json)",
+            model=ZooFile("blockworld-chopper-64.model", "", sha256=_ORGANISM_64_SHA256["model"]),
+            weights=ZooFile("blockworld-chopper-64.weights", "", sha256=_ORGANISM_64_SHA256["weights"]),
+            source="vpt-lens (scripts/ship_organism.py --name blockworld-chopper-64)",
             shipped=True,
         ),
     )

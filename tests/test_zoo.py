@@ -326,3 +326,27 @@ def test_the_shipped_organism_loads_as_a_vpt_policy_with_its_provenance():
     measured = {(r["agent"], r["metric"]): r["result"] for r in provenance["evaluation"]["summaries"]}
     assert {"expert", "organism", "untrained"} <= {agent for agent, _ in measured}
     assert measured["organism", "logs_broken"]["n"] == len(provenance["evaluation"]["seeds"]) >= 30
+
+
+def test_the_shipped_64x64_checkpoint_loads_with_its_provenance_and_evaluation():
+    """`blockworld-chopper-64`: a checkpoint shipped beside the organism so that training can go on from it
+    (`--init-from`); its digests, its 64x64 input and the evaluation in its provenance are checked here."""
+    import json
+
+    from vptlens.agents.loading import load_policy
+    from vptlens.agents.zoo import SHIPPED_DIR, shipped_files
+
+    entry = get_zoo_entry("blockworld-chopper-64")
+    files = shipped_files(entry)
+    policy = load_policy(*files.values())
+    assert policy.cfg.img_shape == (64, 64, 3) and policy.n_params() == 2_285_435
+    provenance = json.loads((SHIPPED_DIR / "blockworld-chopper-64.json").read_text())
+    assert provenance["files"] == {
+        p.name: get_zoo_entry("blockworld-chopper-64").files[r].sha256 for r, p in files.items()
+    }
+    config = provenance["training"]["config"]
+    assert (config["img_size"], config["terrain"], config["expert_sight"]) == (64, "forest", "visible")
+    assert "--img-size 64" in provenance["reproduce"] and provenance["frames"] >= 1_000_000
+    measured = {(r["agent"], r["metric"]): r["result"] for r in provenance["evaluation"]["summaries"]}
+    assert {"expert", "organism64", "untrained64"} <= {agent for agent, _ in measured}
+    assert measured["organism64", "logs_broken"]["n"] == len(provenance["evaluation"]["seeds"]) == 16

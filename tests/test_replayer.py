@@ -64,12 +64,15 @@ def test_hooks_edit_the_replay_and_flow_into_memory(episode):
 
     def nudge(x, *, hook):
         x = x.clone()
-        x[1, at] += 1.0  # row 1, one step only
+        # row 1, one step, one feature: a shift of every feature alike would be taken out by the next LayerNorm (it
+        # moved the logits by float rounding only, ~1e-6, which one CPU rounded to 0 at a later step)
+        x[1, at, 0] += 10.0
         return x
 
     (block,) = list(replayer.run([(HOOK.replace("1.hook_resid_post", "0.hook_resid_post"), nudge)], rows=2, stop=30))
     diff = (block.out.buttons_logits[1] - block.out.buttons_logits[0]).abs().amax(-1)
-    assert float(diff[:at].max()) == 0.0 and float(diff[at]) > 0 and float(diff[at + 1 :].min()) > 0
+    assert float(diff[:at].max()) == 0.0  # nothing before the edit
+    assert float(diff[at]) > 0.1 and float(diff[at + 1 :].min()) > 1e-3  # the step itself, then through memory
 
 
 def test_another_agent_is_refused(vpt_tiny, episode, tmp_path):

@@ -167,6 +167,21 @@ _ORGANISM_64_SHA256 = {  # printed by scripts/ship_organism.py --name blockworld
     "model": "9bdb154d202e571adbc68dccdf315db3c7c38d010c6ce9bff3a544e6e9749c31",
     "weights": "7b2703785ac64a5e46f7aed2e96b0dc8159a4706e9015a62a20fc65a9ea0beec",
 }
+
+
+def _shipped_organism(name: str, description: str, *, model: tuple[str, str], weights: tuple[str, str]) -> ZooEntry:
+    """A checkpoint shipped in `agents/organism/` (scripts/ship_organism.py): (file name, sha256) per file."""
+    return ZooEntry(
+        name=name,
+        kind="organism",
+        description=description,
+        model=ZooFile(model[0], "", sha256=model[1]),
+        weights=ZooFile(weights[0], "", sha256=weights[1]),
+        source="vpt-lens (scripts/ship_organism.py)",
+        shipped=True,
+    )
+
+
 ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in (
@@ -211,34 +226,25 @@ ZOO: dict[str, ZooEntry] = {
             ),
             source=_STEVE1,
         ),
-        ZooEntry(
-            name="blockworld-chopper",
-            kind="organism",
-            description="the model organism: VPT's architecture (d=128, 3.1M params) trained by BC + DAgger to chop "
-            "trees in BlockWorld (agents/organism/blockworld-chopper.json)",
-            model=ZooFile("blockworld-chopper.model", "", sha256=_ORGANISM_SHA256["model"]),
-            weights=ZooFile("blockworld-chopper.weights", "", sha256=_ORGANISM_SHA256["weights"]),
-            source="vpt-lens (scripts/ship_organism.py)",
-            shipped=True,
+        _shipped_organism(
+            "blockworld-chopper",
+            "the model organism: VPT's architecture (d=128, 3.1M params) trained by BC + DAgger to chop trees in "
+            "BlockWorld (agents/organism/blockworld-chopper.json)",
+            model=("blockworld-chopper.model", _ORGANISM_SHA256["model"]),
+            weights=("blockworld-chopper.weights", _ORGANISM_SHA256["weights"]),
         ),
-        ZooEntry(
-            name="blockworld-chopper-untrained",
-            kind="organism",
-            description="the model organism's architecture at its initialisation, before any training (a control)",
-            model=ZooFile("blockworld-chopper.model", "", sha256=_ORGANISM_SHA256["model"]),
-            weights=ZooFile("blockworld-chopper-untrained.weights", "", sha256=_ORGANISM_SHA256["untrained"]),
-            source="vpt-lens (scripts/ship_organism.py)",
-            shipped=True,
+        _shipped_organism(
+            "blockworld-chopper-untrained",
+            "the model organism's architecture at its initialisation, before any training (a control)",
+            model=("blockworld-chopper.model", _ORGANISM_SHA256["model"]),
+            weights=("blockworld-chopper-untrained.weights", _ORGANISM_SHA256["untrained"]),
         ),
-        ZooEntry(
-            name="blockworld-chopper-64",
-            kind="organism",
-            description="a 64x64-input organism still in training (forest, visible teacher, 1.5M expert frames; "
-            "not yet competent), shipped so that training goes on from it (agents/organism/blockworld-chopper-64.json)",
-            model=ZooFile("blockworld-chopper-64.model", "", sha256=_ORGANISM_64_SHA256["model"]),
-            weights=ZooFile("blockworld-chopper-64.weights", "", sha256=_ORGANISM_64_SHA256["weights"]),
-            source="vpt-lens (scripts/ship_organism.py --name blockworld-chopper-64)",
-            shipped=True,
+        _shipped_organism(
+            "blockworld-chopper-64",
+            "a 64x64-input organism still in training (forest, visible teacher, 1.5M expert frames; not yet "
+            "competent), shipped so that training goes on from it (agents/organism/blockworld-chopper-64.json)",
+            model=("blockworld-chopper-64.model", _ORGANISM_64_SHA256["model"]),
+            weights=("blockworld-chopper-64.weights", _ORGANISM_64_SHA256["weights"]),
         ),
     )
 }

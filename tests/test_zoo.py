@@ -341,9 +341,7 @@ def test_the_shipped_64x64_checkpoint_loads_with_its_provenance_and_evaluation()
     policy = load_policy(*files.values())
     assert policy.cfg.img_shape == (64, 64, 3) and policy.n_params() == 2_285_435
     provenance = json.loads((SHIPPED_DIR / "blockworld-chopper-64.json").read_text())
-    assert provenance["files"] == {
-        p.name: get_zoo_entry("blockworld-chopper-64").files[r].sha256 for r, p in files.items()
-    }
+    assert provenance["files"] == {p.name: entry.files[r].sha256 for r, p in files.items()}
     config = provenance["training"]["config"]
     assert (config["img_size"], config["terrain"], config["expert_sight"]) == (64, "forest", "visible")
     assert "--img-size 64" in provenance["reproduce"] and provenance["frames"] >= 1_000_000

@@ -4,6 +4,14 @@ are printed); the glue here picks the layer, the latents and the direction from 
 
     python scripts/organism_study.py --out runs/organism_study                # the README's numbers (~1 h, 2 cores)
     python scripts/organism_study.py --out /tmp/s --n-seeds 4 --quick         # a smoke run of every stage
+    python scripts/organism_study.py --out runs/study64 --organism blockworld-chopper-64 \
+        --docs docs/organism/chopper-64 --stages competence villagers inside intervention control sae_control \
+        steering log_breaks                                                    # the same on another shipped organism
+
+`--organism` names any organism in the zoo (default `blockworld-chopper`, the README's): the built-in specs are
+rewritten with it (written under --out), and its untrained twin is the zoo's `NAME-untrained` where one is shipped,
+else `make_random_policy(config, seed=0)` of its architecture (the trainer's initialisation for a seed-0 run, as
+both shipped organisms were), saved under --out.
 
 Stages (`--stages`, in this order; each reads what the earlier ones wrote under --out):
 - competence:   `organism_competence`: logs per episode, organism vs its teacher vs its untrained self;
@@ -22,10 +30,10 @@ Stages (`--stages`, in this order; each reads what the earlier ones wrote under 
 - steering:     the probe's `attacking` direction at the last block, added and subtracted at 3x the gap between
                 attacking and other steps (measured on the organism's own villager-in-the-open episodes), against
                 a random direction of the same length (the control for "any push this size"), same scenes.
-- log_breaks:   not among the defaults (the shipped organism breaks no log in these scenes, so key frames around
-                log breaks cannot be measured on it): `--checkpoint MODEL` (a `.model` beside its `.weights`, e.g.
-                a training run's rounds/policy-300032.model) recorded in tree_at_spot, then `vptlens attention
-                --event block_broken:*_log` on it.
+- log_breaks:   not among the defaults (`blockworld-chopper` breaks no log in these scenes, so key frames around
+                log breaks cannot be measured on it): the organism, or `--checkpoint MODEL` (a `.model` beside its
+                `.weights`, e.g. a training run's rounds/policy-300032.model), recorded in tree_at_spot, then
+                `vptlens attention --event block_broken:*_log` on it.
 Writes OUT/findings.json, and the figures to --docs (docs/organism by default). Just over 600 lines on purpose: each
 stage reads what the earlier ones wrote, and the glue (cells, latents, hooks) is shared; split, the stages would import
 one another.
@@ -46,12 +54,15 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from vptlens.agents import load_policy
-from vptlens.agents.zoo import get_file_digests, get_zoo_entry, shipped_files
+from vptlens.agents.loading import make_random_policy
+from vptlens.agents.zoo import ZOO, get_file_digests, get_zoo_entry, shipped_files
+from vptlens.interventions.spec import builtin_spec_path
 from vptlens.probes.labels import compute_label
 from vptlens.probes.linear import ProbeConfig
 from vptlens.probes.linear_stats import cross_validate, episode_folds
 from vptlens.probes.sae.model import SAE
 from vptlens.recordings.store import Run
+from vptlens.training.checkpoint import save_policy
 
 VPTLENS = str(Path(sys.executable).parent / "vptlens")
 ENV = ["env:blockworld", "--env.height", "128", "--env.width", "128"]
@@ -59,7 +70,9 @@ STAGES = ("competence", "villagers", "inside", "intervention", "control", "sae_c
 EXTRA_STAGES = ("log_breaks",)
 LOG_BREAK_EPISODES, LOG_BREAK_STEPS = 32, 300
 CONTROL_LABEL = "crosshair_on_log"
-UNTRAINED = "blockworld-chopper-untrained"
+ORGANISM = "blockworld-chopper"
+UNTRAINED_SEED = 0
+"""The untrained twin of an organism shipped without one: `make_random_policy(config, seed=0)`."""
 STEERING_GAPS = 3.0
 """The steering strength, in gaps between the mean projections of attacking and non-attacking steps."""
 N_TRUNK_LATENTS = 3
@@ -68,6 +81,46 @@ N_TRUNK_LATENTS = 3
 def run(*args: str) -> None:
     print("$ vptlens " + " ".join(args), flush=True)
     subprocess.run([VPTLENS, *args], check=True)
+
+
+# --------------------------------------------------------------------------------------------- the organism
+
+
+def untrained_twin(organism: str, out: Path) -> dict:
+    """The organism's untrained twin as a spec agent's source: the zoo's `NAME-untrained` where one is shipped, else
+    `make_random_policy(config, seed=UNTRAINED_SEED)` of its architecture, saved once under `out/untrained`."""
+    if f"{organism}-untrained" in ZOO:
+        return {"zoo": f"{organism}-untrained"}
+    stem = out / "untrained" / organism
+    model, weights = stem.with_suffix(".model"), stem.with_suffix(".weights")
+    if not weights.is_file():
+        files = shipped_files(get_zoo_entry(organism))
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        save_policy(make_random_policy(load_policy(files["model"], files["weights"]).cfg, seed=UNTRAINED_SEED), stem)
+    return {"model": str(model.resolve()), "weights": str(weights.resolve())}
+
+
+def untrained_policy(organism: str, out: Path):
+    """(the untrained twin loaded, what it is: its zoo name or files and the weights' sha256)."""
+    source = untrained_twin(organism, out)
+    files = shipped_files(get_zoo_entry(source["zoo"])) if "zoo" in source else source
+    digest = get_file_digests(files["weights"])[0]
+    return load_policy(files["model"], files["weights"]), {**source, "weights_sha256": digest}
+
+
+def organism_spec(name: str, organism: str, out: Path) -> str:
+    """A built-in spec for `vptlens experiment run`: its name as it is for the default organism; for another, the
+    spec with its `organism` agent on that zoo entry and its `untrained` agent on that one's twin, written to
+    `out/NAME.yaml` (its path returned)."""
+    if organism == ORGANISM:
+        return name
+    spec = yaml.safe_load(builtin_spec_path(name).read_text())
+    twins = {"organism": {"zoo": organism}, "untrained": untrained_twin(organism, out)}
+    spec["agents"] = [{"name": a["name"], **twins[a["name"]]} if a["name"] in twins else a for a in spec["agents"]]
+    spec["description"] = f"{spec['description'].strip()} (organism: {organism})"
+    path = out / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
 
 
 def cell_dir(experiment: Path, **levels: str) -> Path:
@@ -255,7 +308,7 @@ def intervention_spec(found: dict, args) -> dict:
     return {
         "name": "organism_villager_edits",
         "description": "Activation edits on the organism at the layer where crosshair_on_log is best decoded.",
-        "agents": [{"name": "organism", "zoo": "blockworld-chopper"}],
+        "agents": [{"name": "organism", "zoo": args.organism}],
         "env": {"kind": "blockworld", "height": 128, "width": 128},
         "scenes": ["villager_under_leaves", "villager_in_open"],
         "edits": [
@@ -291,11 +344,6 @@ def activations_on_frames(policy, episode, hooks: list[str]) -> dict[str, np.nda
     return {h: cache[h][0].to(torch.float16).numpy() for h in hooks}
 
 
-def untrained_policy():
-    files = shipped_files(get_zoo_entry(UNTRAINED))
-    return load_policy(files["model"], files["weights"]), files
-
-
 def sae_control(out: Path, args, docs: Path) -> dict:
     """The inside stage's SAE and trunk-latent analysis repeated on the untrained network's activations of the very
     same frames: is "the villager under leaves is coded like a trunk" learned, or what a random CNN does with brown?
@@ -304,7 +352,7 @@ def sae_control(out: Path, args, docs: Path) -> dict:
     network's (the attribute `activations_from` says so; `agent` still names who acted), then `vptlens sae train`
     and the same ranking run on the copies."""
     hook = json.loads((out / "findings.json").read_text())["inside"]["hook"]
-    untrained, files = untrained_policy()
+    untrained, twin = untrained_policy(args.organism, out)
     copies = {}
     for scene in ("tree_at_spot", "villager_under_leaves", "villager_in_open"):
         source = cell_dir(out / "villagers", agent="organism", scene=scene)
@@ -314,10 +362,7 @@ def sae_control(out: Path, args, docs: Path) -> dict:
         for episode in Run.open(source).episodes():
             group = zarr.open_group(str(copy / episode.path.name), mode="r+")
             group[f"activations/{hook}"][:] = activations_on_frames(untrained, episode, [hook])[hook]
-            group.attrs["activations_from"] = {
-                "zoo": UNTRAINED, "weights_sha256": get_file_digests(files["weights"])[0], "hooks": [hook],
-                "frames_from": str(source / episode.path.name),
-            }  # fmt: skip
+            group.attrs["activations_from"] = {**twin, "hooks": [hook], "frames_from": str(source / episode.path.name)}
     # no `vptlens sae eval`: it splices the SAE into the episodes' agent, which is not the network it was trained on;
     # the held-out reconstruction is in train_log.json
     sae_dir = train_sae(copies["tree_at_spot"], hook, out / "sae_untrained", args)
@@ -325,15 +370,15 @@ def sae_control(out: Path, args, docs: Path) -> dict:
     latents = trunk_latents(copies["tree_at_spot"], villager_cells, SAE.load(sae_dir), hook)
     _plot_latents(*latents["plot"], docs / "trunk_latents_untrained.png", network="untrained")
     val = json.loads((sae_dir.parent / "train_log.json").read_text())["saes"][sae_dir.name]["val"]
-    return {"hook": hook, "sae_dir": str(sae_dir), "val_nmse": val["nmse"], **latents["findings"]}
+    return {"hook": hook, "untrained": twin, "sae_dir": str(sae_dir), "val_nmse": val["nmse"], **latents["findings"]}
 
 
-def untrained_control(out: Path) -> dict:
+def untrained_control(out: Path, organism: str) -> dict:
     """crosshair_on_log probed from the organism's recorded activations and from its untrained initialisation's
     activations on the same frames, with the same episode folds, L2 grid and metric (AUROC per fold, mean and 95%
     interval over folds), at every hook the inside stage probed."""
     hooks = list(json.loads((out / "probe" / "probe.json").read_text())["labels"][CONTROL_LABEL]["probes"])
-    untrained, _ = untrained_policy()
+    untrained, twin = untrained_policy(organism, out)
     episodes = Run.open(cell_dir(out / "villagers", agent="organism", scene="tree_at_spot")).episodes()
     folds_by_episode = episode_folds([len(e) for e in episodes], ProbeConfig.n_folds, seed=ProbeConfig.seed)
     trained = {h: [] for h in hooks}
@@ -350,7 +395,7 @@ def untrained_control(out: Path) -> dict:
             random_init[h].append(cache[h])
     valid = np.concatenate(valids)
     y, fold = np.concatenate(ys)[valid], np.concatenate(folds)[valid]
-    result = {"label": CONTROL_LABEL, "n_steps": int(valid.sum()), "n_positive": int(y.sum()),
+    result = {"label": CONTROL_LABEL, "untrained": twin, "n_steps": int(valid.sum()), "n_positive": int(y.sum()),
               "n_episodes": len(episodes), "auroc": {}}  # fmt: skip
     for h in hooks:
         row = {}
@@ -415,7 +460,7 @@ def steering_spec(out: Path, args) -> dict:
         "name": "organism_villager_steering",
         "description": f"The attacking direction at {hook} added/subtracted at {STEERING_GAPS:g}x its gap "
         f"({abs(gap):.2f}), against a random direction of the same length.",
-        "agents": [{"name": "organism", "zoo": "blockworld-chopper"}],
+        "agents": [{"name": "organism", "zoo": args.organism}],
         "env": {"kind": "blockworld", "height": 128, "width": 128},
         "scenes": ["villager_in_open", "villager_under_leaves"],
         "edits": [
@@ -544,7 +589,9 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, default=Path("docs/organism"))
     parser.add_argument("--stages", nargs="*", choices=STAGES + EXTRA_STAGES, default=list(STAGES),
                         help="none: only the summary")  # fmt: skip
-    parser.add_argument("--checkpoint", type=Path, help="log_breaks: a .model (its .weights beside it) that chops")
+    parser.add_argument("--organism", default=ORGANISM, help="the zoo organism studied (default: %(default)s)")
+    parser.add_argument("--checkpoint", type=Path, help="log_breaks: a .model (its .weights beside it) that chops "
+                        "(default: the organism's files)")  # fmt: skip
     parser.add_argument("--n-seeds", type=int, default=50, help="paired seeds per cell (villagers, intervention)")
     parser.add_argument("--villager-steps", type=int, default=200)
     parser.add_argument("--competence-seeds", type=int, default=30)
@@ -553,9 +600,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny sizes everywhere: a smoke run")
     args = parser.parse_args()
-    has_checkpoint = args.checkpoint is not None and args.checkpoint.with_suffix(".weights").exists()
-    if "log_breaks" in args.stages and not has_checkpoint:
-        parser.error("the log_breaks stage needs --checkpoint MODEL with its .weights beside it")
+    organisms = sorted(name for name, entry in ZOO.items() if entry.kind == "organism" and entry.shipped)
+    if args.organism not in organisms:
+        parser.error(f"--organism {args.organism!r} is not a shipped organism: one of {', '.join(organisms)}")
+    if args.checkpoint is None:
+        args.checkpoint = shipped_files(get_zoo_entry(args.organism))["model"]
+    if "log_breaks" in args.stages and not args.checkpoint.with_suffix(".weights").exists():
+        parser.error(f"--checkpoint {args.checkpoint}: no {args.checkpoint.with_suffix('.weights').name} beside it")
     if args.quick:
         args.villager_steps, args.competence_seeds, args.competence_steps = 150, 2, 100
         args.sae_activations = 20_000
@@ -569,12 +620,14 @@ def main() -> None:
             findings.setdefault(stage, str(args.out / name / "results.json"))
     workers = ["--workers", str(args.workers), "--overwrite"]
     if "competence" in args.stages:
-        run("experiment", "run", "organism_competence", "--out", str(args.out / "competence"), "--n-seeds",
-            str(args.competence_seeds), "--n-steps", str(args.competence_steps), *workers)  # fmt: skip
+        spec = organism_spec("organism_competence", args.organism, args.out)
+        run("experiment", "run", spec, "--out", str(args.out / "competence"), "--n-seeds", str(args.competence_seeds),
+            "--n-steps", str(args.competence_steps), *workers)  # fmt: skip
         findings["competence"] = str(args.out / "competence" / "results.json")
     if "villagers" in args.stages:
-        run("experiment", "run", "organism_villager_study", "--out", str(args.out / "villagers"), "--n-seeds",
-            str(args.n_seeds), "--n-steps", str(args.villager_steps), *workers)  # fmt: skip
+        spec = organism_spec("organism_villager_study", args.organism, args.out)
+        run("experiment", "run", spec, "--out", str(args.out / "villagers"), "--n-seeds", str(args.n_seeds),
+            "--n-steps", str(args.villager_steps), *workers)  # fmt: skip
         findings["villagers"] = str(args.out / "villagers" / "results.json")
     if "inside" in args.stages:
         findings["inside"] = inside(args.out, args, args.docs)
@@ -585,7 +638,7 @@ def main() -> None:
         run("experiment", "run", str(spec), "--out", str(args.out / "edits"), *workers)
         findings["edits"] = str(args.out / "edits" / "results.json")
     if "control" in args.stages:
-        findings["control"] = untrained_control(args.out)
+        findings["control"] = untrained_control(args.out, args.organism)
         findings_path.write_text(json.dumps(findings, indent=1))
     if "sae_control" in args.stages:
         findings["sae_control"] = sae_control(args.out, args, args.docs)

@@ -26,6 +26,9 @@ class RunConfig:
     """Replace the spec's agents by this agent's .model file (with --weights)."""
     weights: Path | None = None
     """Replace the spec's agents by this agent's .weights file (with --model)."""
+    agent: tuple[str, ...] = ()
+    """Replace the network of the spec's agents by name, each NAME=ZOO (a zoo name) or NAME=STEM (STEM.model and
+    STEM.weights), e.g. `--agent organism=blockworld-chopper-64`; their other settings and their blind controls stay."""
     n_seeds: int | None = None
     """Replace the spec's number of episodes per cell."""
     n_steps: int | None = None
@@ -44,6 +47,12 @@ class RunConfig:
     def __post_init__(self):
         if (self.model is None) != (self.weights is None):
             raise ValueError("give --model and --weights together (they replace the spec's agents)")
+        if self.agent and self.model is not None:
+            raise ValueError("give --model/--weights (every agent) or --agent (agents by name), not both")
+        for item in self.agent:
+            name, _, network = item.partition("=")
+            if not name or not network:
+                raise ValueError(f"--agent {item!r}: give NAME=ZOO or NAME=STEM, e.g. organism=blockworld-chopper-64")
         if self.workers < 1:
             raise ValueError(f"--workers {self.workers}: give at least 1")
         for name in ("n_seeds", "n_steps"):
@@ -61,6 +70,8 @@ def resolve_spec(cfg: RunConfig) -> tuple[ExperimentSpec, Path]:
     if cfg.model is not None:
         agent = {"name": cfg.model.stem, "model": str(cfg.model.resolve()), "weights": str(cfg.weights.resolve())}
         raw["agents"] = [agent]
+    if cfg.agent:
+        raw["agents"] = replace_networks(spec, dict(item.partition("=")[::2] for item in cfg.agent))
     if cfg.n_seeds is not None:
         raw["seeds"] = {**(raw.get("seeds") or {}), "count": cfg.n_seeds}
     if cfg.n_steps is not None:
@@ -70,6 +81,40 @@ def resolve_spec(cfg: RunConfig) -> tuple[ExperimentSpec, Path]:
 
         spec = spec_from_dict(raw, base, str(cfg.spec))
     return spec, base
+
+
+def replace_networks(spec: ExperimentSpec, networks: dict[str, str]) -> list[dict]:
+    """The spec's raw agents with the network of each named one replaced: by a zoo entry, or by a checkpoint's
+    STEM.model + STEM.weights (absolute paths). Scripted agents and blind controls have no network to replace."""
+    from vptlens.agents.zoo import ZOO
+
+    agents = {a.name: a for a in spec.agents}
+    unknown = sorted(set(networks) - set(agents))
+    if unknown:
+        names = ", ".join(agents)
+        raise ValueError(f"--agent {', '.join(unknown)}: no such agent in {spec.name} (its agents: {names})")
+    raw_agents = []
+    for raw in spec.raw["agents"]:
+        name = raw["name"]
+        if name not in networks:
+            raw_agents.append(raw)
+            continue
+        if not agents[name].is_policy:
+            raise ValueError(f"--agent {name}: a scripted agent or a blind control has no network to replace")
+        network = networks[name]
+        source: dict[str, str] = {"zoo": network}
+        if network not in ZOO:
+            stem = Path(network).with_suffix("") if Path(network).suffix in (".model", ".weights") else Path(network)
+            model, weights = (stem.with_name(stem.name + suffix) for suffix in (".model", ".weights"))
+            if not (model.is_file() and weights.is_file()):
+                raise FileNotFoundError(
+                    f"--agent {name}={network}: neither a zoo name (`vptlens zoo`) nor a checkpoint "
+                    f"({model.name} and {weights.name} side by side)"
+                )
+            source = {"model": str(model.resolve()), "weights": str(weights.resolve())}
+        kept = {k: v for k, v in raw.items() if k not in ("zoo", "model", "weights")}
+        raw_agents.append({**kept, **source})
+    return raw_agents
 
 
 def run(cfg: RunConfig) -> dict:

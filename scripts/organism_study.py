@@ -6,15 +6,16 @@ are printed); the glue here picks the layer, the latents and the direction from 
     python scripts/organism_study.py --out /tmp/s --n-seeds 4 --quick         # a smoke run of every stage
     python scripts/organism_study.py --out runs/study64 --organism blockworld-chopper-64 \
         --docs docs/organism/chopper-64 --stages competence villagers inside intervention control sae_control \
-        steering log_breaks                                                    # the same on another shipped organism
+        steering log_breaks --competence-terrain forest                        # another shipped organism
 
-`--organism` names any organism in the zoo (default `blockworld-chopper`, the README's): the built-in specs are
-rewritten with it (written under --out), and its untrained twin is the zoo's `NAME-untrained` where one is shipped,
-else `make_random_policy(config, seed=0)` of its architecture (the trainer's initialisation for a seed-0 run, as
-both shipped organisms were), saved under --out.
+`--organism` names any organism in the zoo (default `blockworld-chopper`, the README's): the built-in specs run with
+`--agent organism=NAME`, and its untrained twin is the zoo's `NAME-untrained` where one is shipped, else
+`make_random_policy(config, seed=0)` of its architecture (the trainer's initialisation for a seed-0 run, as both
+shipped organisms were), saved under --out.
 
 Stages (`--stages`, in this order; each reads what the earlier ones wrote under --out):
-- competence:   `organism_competence`: logs per episode, organism vs its teacher vs its untrained self;
+- competence:   `organism_competence` (`organism_competence_forest` with `--competence-terrain forest`): logs per
+                episode, organism vs its teacher vs its untrained self;
 - villagers:    `organism_villager_study`: six scenes, paired seeds, the input-blind control;
 - inside:       on the organism's tree_at_spot episodes of the villager study: `vptlens attention` (key frames
                 around log breaks), `vptlens probe` (crosshair_on_log, ...), `vptlens sae train` on the probe's
@@ -56,7 +57,6 @@ from sklearn.metrics import roc_auc_score
 from vptlens.agents import load_policy
 from vptlens.agents.loading import make_random_policy
 from vptlens.agents.zoo import ZOO, get_file_digests, get_zoo_entry, shipped_files
-from vptlens.interventions.spec import builtin_spec_path
 from vptlens.probes.labels import compute_label
 from vptlens.probes.linear import ProbeConfig
 from vptlens.probes.linear_stats import cross_validate, episode_folds
@@ -86,41 +86,36 @@ def run(*args: str) -> None:
 # --------------------------------------------------------------------------------------------- the organism
 
 
-def untrained_twin(organism: str, out: Path) -> dict:
-    """The organism's untrained twin as a spec agent's source: the zoo's `NAME-untrained` where one is shipped, else
-    `make_random_policy(config, seed=UNTRAINED_SEED)` of its architecture, saved once under `out/untrained`."""
+def untrained_twin(organism: str, out: Path) -> str:
+    """The organism's untrained twin for `--agent untrained=...`: the zoo's `NAME-untrained` where one is shipped,
+    else the stem of `make_random_policy(config, seed=UNTRAINED_SEED)` of its architecture, saved once under `out`."""
     if f"{organism}-untrained" in ZOO:
-        return {"zoo": f"{organism}-untrained"}
-    stem = out / "untrained" / organism
-    model, weights = stem.with_suffix(".model"), stem.with_suffix(".weights")
-    if not weights.is_file():
+        return f"{organism}-untrained"
+    stem = (out / "untrained" / organism).resolve()
+    if not stem.with_suffix(".weights").is_file():
         files = shipped_files(get_zoo_entry(organism))
         stem.parent.mkdir(parents=True, exist_ok=True)
         save_policy(make_random_policy(load_policy(files["model"], files["weights"]).cfg, seed=UNTRAINED_SEED), stem)
-    return {"model": str(model.resolve()), "weights": str(weights.resolve())}
+    return str(stem)
 
 
 def untrained_policy(organism: str, out: Path):
-    """(the untrained twin loaded, what it is: its zoo name or files and the weights' sha256)."""
-    source = untrained_twin(organism, out)
-    files = shipped_files(get_zoo_entry(source["zoo"])) if "zoo" in source else source
+    """(the untrained twin loaded, what it is: its zoo name or stem, and the weights' sha256)."""
+    twin = untrained_twin(organism, out)
+    files = (
+        shipped_files(get_zoo_entry(twin)) if twin in ZOO else {k: Path(twin + "." + k) for k in ("model", "weights")}
+    )
     digest = get_file_digests(files["weights"])[0]
-    return load_policy(files["model"], files["weights"]), {**source, "weights_sha256": digest}
+    return load_policy(files["model"], files["weights"]), {"untrained": twin, "weights_sha256": digest}
 
 
-def organism_spec(name: str, organism: str, out: Path) -> str:
-    """A built-in spec for `vptlens experiment run`: its name as it is for the default organism; for another, the
-    spec with its `organism` agent on that zoo entry and its `untrained` agent on that one's twin, written to
-    `out/NAME.yaml` (its path returned)."""
+def agent_args(organism: str, out: Path, *agents: str) -> list[str]:
+    """`vptlens experiment run`'s `--agent` for a built-in organism spec's `agents` ("organism", "untrained"): none
+    for the default organism (the spec is run as it is), else those agents' networks replaced by `organism`'s."""
     if organism == ORGANISM:
-        return name
-    spec = yaml.safe_load(builtin_spec_path(name).read_text())
-    twins = {"organism": {"zoo": organism}, "untrained": untrained_twin(organism, out)}
-    spec["agents"] = [{"name": a["name"], **twins[a["name"]]} if a["name"] in twins else a for a in spec["agents"]]
-    spec["description"] = f"{spec['description'].strip()} (organism: {organism})"
-    path = out / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return str(path)
+        return []
+    networks = {"organism": organism, "untrained": untrained_twin(organism, out) if "untrained" in agents else ""}
+    return ["--agent", *(f"{name}={networks[name]}" for name in agents)]
 
 
 def cell_dir(experiment: Path, **levels: str) -> Path:
@@ -547,8 +542,9 @@ def write_summary(out: Path, findings: dict) -> Path:
     if "competence" in findings:
         path = Path(findings["competence"])
         metrics = ["logs_broken", "leaves_punched", "mobs_attacked"]
-        parts += ["## Competence (open_world, held-out seeds)\n", summary_tables(path, "agent", metrics, {}), "",
-                  comparison_lines(path, metrics), ""]  # fmt: skip
+        terrain = json.loads(path.with_name("experiment.json").read_text())["spec"]["env"].get("terrain", "hills")
+        parts += [f"## Competence (open_world, {terrain}, held-out seeds)\n",
+                  summary_tables(path, "agent", metrics, {}), "", comparison_lines(path, metrics), ""]  # fmt: skip
     if "villagers" in findings:
         path = Path(findings["villagers"])
         metrics = ["target_hit", "target_killed", "hits", "leaves_punched", "logs_broken"]
@@ -596,6 +592,12 @@ def main() -> None:
     parser.add_argument("--villager-steps", type=int, default=200)
     parser.add_argument("--competence-seeds", type=int, default=30)
     parser.add_argument("--competence-steps", type=int, default=600)
+    parser.add_argument(
+        "--competence-terrain",
+        choices=("hills", "forest"),
+        default="hills",
+        help="competence: the held-out worlds' terrain (forest: where a tree is always near)",
+    )
     parser.add_argument("--sae-activations", type=int, default=300_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny sizes everywhere: a smoke run")
@@ -620,14 +622,15 @@ def main() -> None:
             findings.setdefault(stage, str(args.out / name / "results.json"))
     workers = ["--workers", str(args.workers), "--overwrite"]
     if "competence" in args.stages:
-        spec = organism_spec("organism_competence", args.organism, args.out)
-        run("experiment", "run", spec, "--out", str(args.out / "competence"), "--n-seeds", str(args.competence_seeds),
-            "--n-steps", str(args.competence_steps), *workers)  # fmt: skip
+        spec = "organism_competence" + ("_forest" if args.competence_terrain == "forest" else "")
+        agents = agent_args(args.organism, args.out, "organism", "untrained")
+        run("experiment", "run", spec, *agents, "--out", str(args.out / "competence"), "--n-seeds",
+            str(args.competence_seeds), "--n-steps", str(args.competence_steps), *workers)  # fmt: skip
         findings["competence"] = str(args.out / "competence" / "results.json")
     if "villagers" in args.stages:
-        spec = organism_spec("organism_villager_study", args.organism, args.out)
-        run("experiment", "run", spec, "--out", str(args.out / "villagers"), "--n-seeds", str(args.n_seeds),
-            "--n-steps", str(args.villager_steps), *workers)  # fmt: skip
+        agents = agent_args(args.organism, args.out, "organism")
+        run("experiment", "run", "organism_villager_study", *agents, "--out", str(args.out / "villagers"), "--n-seeds",
+            str(args.n_seeds), "--n-steps", str(args.villager_steps), *workers)  # fmt: skip
         findings["villagers"] = str(args.out / "villagers" / "results.json")
     if "inside" in args.stages:
         findings["inside"] = inside(args.out, args, args.docs)

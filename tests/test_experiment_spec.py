@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from conftest import fixture_paths
 
+from vptlens.cli import entrypoint
+from vptlens.interventions.experiment import RunConfig, resolve_spec
 from vptlens.interventions.spec import SpecError, list_builtin_specs, load_spec, spec_from_dict
 
 MODEL, WEIGHTS = fixture_paths("vpt_tiny")
@@ -112,3 +114,47 @@ def test_a_sweep_expands_into_one_level_per_strength(tmp_path):
     assert spec.edits[0].make().vector_path == tmp_path / "v.npy"  # relative to the spec file
     with pytest.raises(SpecError, match="sweep: give one field and its numbers"):
         spec_from_dict(_spec(edits=[{**steer, "sweep": {"strength": "big"}}], control={}), tmp_path)
+
+
+def test_agents_networks_are_replaced_by_name_and_their_blind_control_stays(tmp_path):
+    cfg = RunConfig("organism_villager_study", agent=("organism=blockworld-chopper-64",))
+    spec, _ = resolve_spec(cfg)
+    agents = {a.name: a for a in spec.agents}
+    assert agents["organism"].zoo == "blockworld-chopper-64" and agents["organism"].model is None
+    assert agents["blind"].blind == "organism"
+    assert spec.raw["scenes"] == load_spec("organism_villager_study").raw["scenes"]
+
+    stem = MODEL.with_suffix("")  # a checkpoint's STEM.model + STEM.weights
+    spec, _ = resolve_spec(RunConfig("organism_competence", agent=(f"organism={stem}", f"untrained={MODEL}")))
+    agents = {a.name: a for a in spec.agents}
+    for name in ("organism", "untrained"):
+        assert (agents[name].model, agents[name].weights, agents[name].zoo) == (MODEL, WEIGHTS, None)
+    assert agents["expert"].scripted == "chopper"
+
+
+@pytest.mark.parametrize(
+    ("agent", "message"),
+    [
+        (
+            "oak=blockworld-chopper-64",
+            "--agent oak: no such agent in organism_villager_study (its agents: organism, blind)",
+        ),
+        ("blind=blockworld-chopper-64", "--agent blind: a scripted agent or a blind control has no network"),
+        ("organism=no/such/stem", "--agent organism=no/such/stem: neither a zoo name"),
+    ],
+)
+def test_a_wrong_agent_replacement_is_one_line_before_anything_is_written(tmp_path, capsys, agent, message):
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as exc:
+        entrypoint(["experiment", "run", "organism_villager_study", "--agent", agent, "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vptlens: error:") and message in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_an_agent_replacement_needs_a_name_and_a_network():
+    with pytest.raises(ValueError, match="give NAME=ZOO or NAME=STEM"):
+        RunConfig("organism_villager_study", agent=("organism",))
+    with pytest.raises(ValueError, match="not both"):
+        RunConfig("organism_villager_study", model=MODEL, weights=WEIGHTS, agent=("organism=blockworld-chopper-64",))

@@ -114,8 +114,8 @@ def agent_args(organism: str, out: Path, *agents: str) -> list[str]:
     for the default organism (the spec is run as it is), else those agents' networks replaced by `organism`'s."""
     if organism == ORGANISM:
         return []
-    networks = {"organism": organism, "untrained": untrained_twin(organism, out) if "untrained" in agents else ""}
-    return ["--agent", *(f"{name}={networks[name]}" for name in agents)]
+    networks = [organism if name == "organism" else untrained_twin(organism, out) for name in agents]
+    return ["--agent", *(f"{name}={network}" for name, network in zip(agents, networks))]
 
 
 def cell_dir(experiment: Path, **levels: str) -> Path:

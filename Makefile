@@ -21,15 +21,15 @@ setup: $(VENV)/.installed
 # The main job, on the model organism (a tree-chopper with VPT's architecture, trained in BlockWorld and shipped in
 # the package): record it in front of a tree, replay it with its attention, then look inside (attention over time,
 # linear probes, an SAE sweep with its evaluation and feature dashboards); then the villager study at a small size
-# (six scenes x three seeds, its input-blind control, statistics against the villager in the open).
-ORGANISM := agents/organism/blockworld-chopper
+# (six scenes x two seeds, its input-blind control, statistics against the villager in the open).
+ORGANISM := agents/organism/blockworld-chopper-64
 AT_128 := env:blockworld --env.height 128 --env.width 128
 SAE := runs/demo/sae/topk-k_8
 demo: setup
 	$(BIN)/vptlens info $(ORGANISM).model $(ORGANISM).weights --no-hooks
 	rm -rf runs/demo
-	$(BIN)/vptlens record --zoo blockworld-chopper --out runs/demo --scene tree_at_spot --n-episodes 6 --n-envs 3 \
-		--n-steps 200 $(AT_128)
+	$(BIN)/vptlens record --zoo $(notdir $(ORGANISM)) --out runs/demo --scene tree_at_spot --n-episodes 6 --n-envs 3 \
+		--n-steps 300 $(AT_128)
 	$(BIN)/vptlens replay runs/demo/episode_000000.zarr --out runs/demo/replay.mp4
 	$(BIN)/vptlens summary runs/demo/episode_000000.zarr --out runs/demo/summary.png
 	$(BIN)/vptlens attention runs/demo --out runs/demo/attention
@@ -40,8 +40,8 @@ demo: setup
 		--buffer-rows 4096 --total-activations 60000 --warmup-steps 50 --val-fraction 0.25 --dead-window 20000
 	$(BIN)/vptlens sae eval $(SAE)
 	$(BIN)/vptlens sae dashboard $(SAE) runs/demo --out runs/demo/dashboard --n-latents 16
-	$(BIN)/vptlens experiment run organism_villager_study --n-seeds 2 --n-steps 100 --workers 2 \
-		--out runs/demo/villager_study
+	$(BIN)/vptlens experiment run organism_villager_study --agent organism=$(notdir $(ORGANISM)) --n-seeds 2 \
+		--n-steps 100 --workers 2 --out runs/demo/villager_study
 	@echo "demo done: open runs/demo/replay.mp4, runs/demo/attention/index.html, runs/demo/dashboard/index.html, runs/demo/villager_study/report.html; or browse it all: $(BIN)/vptlens serve runs/demo"
 
 lint: setup

@@ -241,8 +241,9 @@ ZOO: dict[str, ZooEntry] = {
         ),
         _shipped_organism(
             "blockworld-chopper-64",
-            "a 64x64-input organism still in training (forest, visible teacher, 1.5M expert frames; not yet "
-            "competent), shipped so that training goes on from it (agents/organism/blockworld-chopper-64.json)",
+            "a 64x64-input organism (forest, visible teacher, 1.5M expert frames) that chops the tree in front of it "
+            "but seldom finds one (not competent); `make demo` runs it, and training goes on from it "
+            "(agents/organism/blockworld-chopper-64.json)",
             model=("blockworld-chopper-64.model", _ORGANISM_64_SHA256["model"]),
             weights=("blockworld-chopper-64.weights", _ORGANISM_64_SHA256["weights"]),
         ),

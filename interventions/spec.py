@@ -507,7 +507,12 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     """Read a spec file (YAML or JSON) and validate it; `SpecError` lists every problem."""
     path = Path(path)
     if not path.is_file():
-        path = builtin_spec_path(str(path))
+        builtin = Path(__file__).parent / "specs" / f"{path}.yaml"
+        if builtin.is_file():
+            path = builtin
+        else:
+            names = ", ".join(list_builtin_specs())
+            raise FileNotFoundError(f"{path}: no such spec file (built-in specs load by name: {names})")
     if path.stat().st_size > MAX_SPEC_BYTES:
         raise SpecError(str(path), [f"{path.stat().st_size:,} bytes is far too large for an experiment spec"])
     text = path.read_text()
@@ -516,15 +521,6 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise SpecError(str(path), [f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}"]) from e
     return spec_from_dict(data, path.parent, str(path))
-
-
-def builtin_spec_path(name: str) -> Path:
-    """The file of a built-in spec (interventions/specs/NAME.yaml) by its name."""
-    builtin = Path(__file__).parent / "specs" / f"{name}.yaml"
-    if not builtin.is_file():
-        names = ", ".join(list_builtin_specs())
-        raise FileNotFoundError(f"{name}: no such spec file (built-in specs load by name: {names})")
-    return builtin
 
 
 def list_builtin_specs() -> list[str]:

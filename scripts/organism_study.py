@@ -6,7 +6,7 @@ are printed); the glue here picks the layer, the latents and the direction from 
     python scripts/organism_study.py --out /tmp/s --n-seeds 4 --quick         # a smoke run of every stage
     python scripts/organism_study.py --out runs/study64 --organism blockworld-chopper-64 \
         --docs docs/organism/chopper-64 --stages competence villagers inside intervention control sae_control \
-        steering log_breaks --competence-terrain forest                        # another shipped organism
+        steering log_breaks replication --competence-terrain forest            # another shipped organism
 
 `--organism` names any organism in the zoo (default `blockworld-chopper`, the README's): the built-in specs run with
 `--agent organism=NAME`, and its untrained twin is the zoo's `NAME-untrained` where one is shipped, else
@@ -35,6 +35,9 @@ Stages (`--stages`, in this order; each reads what the earlier ones wrote under 
                 log breaks cannot be measured on it): the organism, or `--checkpoint MODEL` (a `.model` beside its
                 `.weights`, e.g. a training run's rounds/policy-300032.model), recorded in tree_at_spot, then
                 `vptlens attention --event block_broken:*_log` on it.
+- replication:  not among the defaults (~15 min): `organism_villager_replication` (seeds 50-199, the villager under
+                leaves in both clothes against the open, the blind control) on the organism; with the villagers
+                stage's results, `villager_hits.png` (hits per episode, organism and blind, both seed sets).
 Writes OUT/findings.json, and the figures to --docs (docs/organism by default). Just over 600 lines on purpose: each
 stage reads what the earlier ones wrote, and the glue (cells, latents, hooks) is shared; split, the stages would import
 one another.
@@ -67,7 +70,7 @@ from vptlens.training.checkpoint import save_policy
 VPTLENS = str(Path(sys.executable).parent / "vptlens")
 ENV = ["env:blockworld", "--env.height", "128", "--env.width", "128"]
 STAGES = ("competence", "villagers", "inside", "intervention", "control", "sae_control", "steering")
-EXTRA_STAGES = ("log_breaks",)
+EXTRA_STAGES = ("log_breaks", "replication")
 LOG_BREAK_EPISODES, LOG_BREAK_STEPS = 32, 300
 CONTROL_LABEL = "crosshair_on_log"
 ORGANISM = "blockworld-chopper"
@@ -468,6 +471,37 @@ def steering_spec(out: Path, args) -> dict:
     }
 
 
+def plot_villager_hits(results: dict[str, Path], organism: str, path: Path) -> None:
+    """Hits on the villager per episode, the organism beside its input-blind replay, in the open and under leaves in
+    both clothes: a panel per experiment (`results`: title -> results.json), 95% BCa intervals."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    scenes = {"villager_in_open": "in the open", "villager_under_leaves": "under leaves",
+              "villager_other_clothes_under_leaves": "other clothes,\nunder leaves"}  # fmt: skip
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.8), sharey=True, squeeze=False)
+    for ax, (title, path_json) in zip(axes[0], results.items()):
+        df = pd.read_csv(path_json.with_name("results.csv"))
+        df = df[df.metric == "hits"]
+        for k, (agent, label, color) in enumerate((("organism", "the organism", "#8B5A2B"),
+                                                   ("blind", "its input-blind replay", "#AAAAAA"))):  # fmt: skip
+            rows = [df[(df.agent == agent) & (df.scene == scene)].value.to_numpy(float) for scene in scenes]
+            cis = [stats.bootstrap((v,), np.mean, method="BCa", n_resamples=4999, random_state=0).confidence_interval
+                   for v in rows]  # fmt: skip
+            means = [v.mean() for v in rows]
+            errors = [[m - ci.low for m, ci in zip(means, cis)], [ci.high - m for m, ci in zip(means, cis)]]
+            ax.bar(np.arange(len(scenes)) + (k - 0.5) * 0.38, means, 0.38, yerr=errors, capsize=3, label=label,
+                   color=color)  # fmt: skip
+        ax.set_xticks(range(len(scenes)), list(scenes.values()), fontsize=8)
+        ax.set_title(f"{title}, {len(rows[0])} paired seeds", fontsize=9)
+    axes[0][0].set_ylabel("hits on the villager per episode (95% BCa)")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"The villager under trunkless leaves, hit by {organism}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_steering(results_csv: Path, path: Path) -> None:
     """Hits on the villager per episode for each steering edit, both scenes, with 95% BCa intervals."""
     import matplotlib.pyplot as plt
@@ -553,6 +587,14 @@ def write_summary(out: Path, findings: dict) -> Path:
             parts += [f"### {agent}\n", summary_tables(path, "scene", metrics, {"agent": agent}), ""]
         parts += ["### Against the villager in the open\n", comparison_lines(path, metrics), ""]
         parts += ["### Beyond the input-blind control\n", comparison_lines(path, metrics, "beyond_blind"), ""]
+    if "replication" in findings:
+        path = Path(findings["replication"])
+        metrics = ["target_hit", "hits", "crosshair_on_target_steps", "leaves_punched"]
+        parts += ["## The villager study again on fresh seeds (50-199)\n"]
+        for agent in ("organism", "blind"):
+            parts += [f"### {agent}\n", summary_tables(path, "scene", metrics, {"agent": agent}), ""]
+        parts += ["### Against the villager in the open\n", comparison_lines(path, metrics), ""]
+        parts += ["### Beyond the input-blind control\n", comparison_lines(path, metrics, "beyond_blind"), ""]
     if "inside" in findings:
         i = findings["inside"]
         parts += ["## Inside\n", "```json", json.dumps({k: v for k, v in i.items() if k != "probe"}, indent=1)[:6000],
@@ -617,7 +659,7 @@ def main() -> None:
     findings_path = args.out / "findings.json"
     findings = json.loads(findings_path.read_text()) if findings_path.exists() else {}
     for stage, name in (("competence", "competence"), ("villagers", "villagers"), ("edits", "edits"),
-                        ("steering", "steering")):  # fmt: skip
+                        ("steering", "steering"), ("replication", "replication")):  # fmt: skip
         if (args.out / name / "results.json").exists():  # an earlier call's (or an interrupted call's) results
             findings.setdefault(stage, str(args.out / name / "results.json"))
     workers = ["--workers", str(args.workers), "--overwrite"]
@@ -653,6 +695,14 @@ def main() -> None:
         findings["steering"] = str(args.out / "steering" / "results.json")
     if "log_breaks" in args.stages:
         findings["log_breaks"] = log_breaks(args.out, args.checkpoint, args.docs)
+    if "replication" in args.stages:
+        sizes = ["--n-seeds", str(args.n_seeds), "--n-steps", str(args.villager_steps)] if args.quick else []
+        run("experiment", "run", "organism_villager_replication", "--agent", f"organism={args.organism}", "--out",
+            str(args.out / "replication"), *sizes, *workers)  # fmt: skip
+        findings["replication"] = str(args.out / "replication" / "results.json")
+    if "replication" in findings and "villagers" in findings:
+        seeds = {"villagers": "seeds 0-49", "replication": "seeds 50-199 (replication)"}
+        plot_villager_hits({seeds[k]: Path(findings[k]) for k in seeds}, args.organism, args.docs / "villager_hits.png")
     if "steering" in findings:
         plot_steering(Path(findings["steering"]).with_name("results.csv"), args.docs / "steering.png")
     findings_path.write_text(json.dumps(findings, indent=1))

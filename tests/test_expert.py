@@ -213,9 +213,39 @@ def test_labels_states_a_random_policy_drove_the_env_into():
     assert _run(env, labeller, info, 500, until_logs=1)[2]
 
 
-def test_rejects_a_noise_that_is_no_probability():
+def test_rejects_a_noise_that_is_no_probability_and_an_unknown_way_to_explore():
     with pytest.raises(ValueError, match="explore_noise"):
         ChopperExpert(explore_noise=1.5)
+    with pytest.raises(ValueError, match="explore 'run' is not one of walk, look"):
+        ChopperExpert(explore="run")
+
+
+def test_a_looking_expert_turns_to_a_trunk_behind_it_where_a_walking_one_walks_off():
+    """explore="look" (sight="visible", nothing in view): it turns on the spot, SCAN_DEGREES a step, until the trunk
+    behind the player comes into view, then chops it; explore="walk" walks off along its heading at once."""
+    from vptlens.training.expert import SCAN_DEGREES
+
+    def reset():
+        env = _env(terrain="flat", spawn_mobs=False)
+        behind = {"op": "fill", "from": ["~", "~", "~-4"], "to": ["~", "~2", "~-4"], "block": "oak_log"}
+        _, info = env.reset(seed=0, options={"scene": _scene(behind)})
+        return env, info
+
+    env, info = reset()
+    walker = ChopperExpert(0, explore_noise=0.0, sight="visible")
+    action = walker.act(env, info)
+    assert walker.target is None and action["forward"] == 1 and abs(action["camera"][1]) < SCAN_DEGREES / 2
+
+    env, info = reset()
+    looker = ChopperExpert(0, explore_noise=0.0, sight="visible", explore="look")
+    turns = 0
+    while (action := looker.act(env, info)) is not None and looker.target is None:
+        assert action["forward"] == 0 and action["attack"] == 0 and action["camera"][1] == SCAN_DEGREES
+        info = env.step(action)[4]
+        turns += 1
+        assert turns <= 360 / SCAN_DEGREES, "a whole circle and the trunk behind the player never came into view"
+    assert 180 - 30 <= turns * SCAN_DEGREES <= 180 + 30  # found as it came within the 30-degree sight cone
+    assert _run(env, looker, info, 300, until_logs=1)[2], "it found the trunk but did not chop it"
 
 
 def test_a_target_broken_by_someone_else_is_dropped():

@@ -97,9 +97,10 @@ def test_the_stream_labels_every_step_with_the_expert_and_starts_episodes_with_f
     assert small.frames.shape == (2, 16, 64, 64, 3)
     assert np.array_equal(small.frames, preprocess_frames(chunk.frames, (64, 64)))
     assert np.array_equal(small.buttons, chunk.buttons) and np.array_equal(small.camera, chunk.camera)
-    seeing = DemoStream(1, env, seed=5, sight="visible")  # BCConfig.expert_sight reaches every episode's expert
-    seeing.next_chunk(2, 1.0, None, torch.Generator())
+    seeing = DemoStream(1, env, seed=5, sight="visible", explore="look")  # BCConfig.expert_sight, expert_explore
+    seeing.next_chunk(2, 1.0, None, torch.Generator())  # reach every episode's expert
     assert seeing.experts[0].sight == "visible" and stream.experts[0].sight == "oracle"
+    assert seeing.experts[0].explore == "look" and stream.experts[0].explore == "walk"
 
 
 def test_feeders_share_the_rows_and_an_expert_round_is_the_same_data_whatever_their_number():

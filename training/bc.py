@@ -87,6 +87,10 @@ class BCConfig:
     expert_sight: Literal["oracle", "visible"] = "oracle"
     """The teacher's targets: any log within its search radius (oracle, as the shipped organism was taught), or only
     logs it can see from the agent's view (`ChopperExpert(sight=...)`): labels a learner can predict from its frames."""
+    expert_explore: Literal["walk", "look"] = "walk"
+    """The teacher with no log in sight: walks along a drifting heading (as both shipped organisms were taught), or
+    looks around first, turning a whole circle on the spot (`ChopperExpert(explore=...)`): with --expert-sight visible,
+    it turns to a trunk beside or behind the player."""
     init_from: Path | None = None
     """Start from this checkpoint's weights (`STEM.model` + `STEM.weights`, given as STEM or as the `.model`) instead of
     the untrained network, e.g. DAgger rounds after another run's first round; its architecture must be the one the
@@ -275,7 +279,7 @@ class Trainer:
         bar = tqdm(total=self.total_frames, initial=self.frames, unit="frame", unit_scale=True, desc="bc")
         self.stream = StreamWorker(
             cfg.rows, cfg.env_config(), cfg.seed + 1, self.episodes_done, self.policy.cfg.to_dict(), cfg.expert_sight,
-            cfg.feeders,
+            cfg.feeders, explore=cfg.expert_explore,
         )  # fmt: skip
         self._request(self.frames)
         stop = StopSignals()

@@ -99,6 +99,11 @@ LOST_STEPS = 20
 """sight="visible": steps a target may stay outside `SIGHT_CONE` before the expert lets it go."""
 SIGHT_CANDIDATES = 32
 """sight="visible": the nearest logs tested for visibility per pick (a ray each)."""
+EXPLORES = ("walk", "look")
+SCAN_DEGREES = 10.0
+"""explore="look": the yaw turned per step while looking around (VPT's largest camera bin): a circle in 36 steps."""
+SCAN_WALK_STEPS = 40
+"""explore="look": steps walked after a whole circle found no log, before it looks around again."""
 
 _IS_LOG = np.isin(np.arange(len(BLOCKS)), list(LOG_IDS))
 _KINDS = render_kinds()
@@ -125,16 +130,23 @@ class ChopperExpert:
     Deterministic given `seed` and the states it is shown. `explore_noise` is the chance per
     exploring step of a glance about (a random camera jitter, standing still), so that
     demonstrations vary; the random stream runs on across `reset`, so successive episodes
-    explore differently.
+    explore differently. `explore` is what it does with no target: "walk" along a drifting
+    heading (as the shipped organisms were taught), or "look" around first, turning on the spot
+    a whole circle before it walks (`SCAN_WALK_STEPS`, then looks again): with `sight="visible"`
+    a trunk beside or behind the player is found by turning to it, the step the 64x64 organism
+    lacks (README, the study on `blockworld-chopper-64`).
     """
 
-    def __init__(self, seed: int = 0, *, explore_noise: float = 0.1, sight: str = "oracle"):
+    def __init__(self, seed: int = 0, *, explore_noise: float = 0.1, sight: str = "oracle", explore: str = "walk"):
         if not 0.0 <= explore_noise <= 1.0:
             raise ValueError(f"explore_noise {explore_noise} must be a probability in [0, 1]")
         if sight not in SIGHTS:
             raise ValueError(f"sight {sight!r} is not one of {', '.join(SIGHTS)}")
+        if explore not in EXPLORES:
+            raise ValueError(f"explore {explore!r} is not one of {', '.join(EXPLORES)}")
         self.explore_noise = explore_noise
         self.sight = sight
+        self.explore = explore
         self._rng = np.random.default_rng(seed)
         self.reset()
 
@@ -146,6 +158,8 @@ class ChopperExpert:
         self._unseen = 0
         self._heading: float | None = None
         self._given_up: set[tuple[int, int]] = set()
+        self._scanned = 0.0
+        self._walked = 0
 
     @property
     def target(self) -> Block | None:
@@ -164,6 +178,7 @@ class ChopperExpert:
         self._update_target(world, crosshair)
         if self._target is None:
             return self._explore(world, crosshair)
+        self._scanned, self._walked = 0.0, 0  # a target ends a look around
         broke_a_block = any(event["type"] == "block_broken" for event in info["events"])
         return self._chop(world, crosshair, broke_a_block)
 
@@ -281,6 +296,13 @@ class ChopperExpert:
         """Walk along a slowly drifting heading that turns away from water, cliffs, drops and mobs in the crosshair;
         now and then glance about."""
         p = world.player
+        if self.explore == "look" and self._scanned < 360.0:  # turn on the spot, the view levelled, a circle round
+            self._scanned += SCAN_DEGREES
+            return _action(camera=_snap(np.array([-p.pitch, SCAN_DEGREES])))
+        if self.explore == "look":
+            self._walked += 1
+            if self._walked >= SCAN_WALK_STEPS:
+                self._scanned, self._walked = 0.0, 0
         if self._heading is None or self.sight == "visible":  # "visible": no remembered heading, see the docstring
             self._heading = p.yaw
         if _mob_in_crosshair(crosshair):  # a quarter turn away from the mob's side (positive yaw turns right)

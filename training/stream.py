@@ -63,12 +63,14 @@ class DemoStream:
         sight: str = "oracle",
         frame_size: tuple[int, int] | None = None,
         first_row: int = 0,
+        explore: str = "walk",
     ):
         self.env_config = env_config
         self.first_row = first_row  # rows are numbered across the feeders that share a batch
         self.frame_size = tuple(frame_size or env_config.resolution)
         self.seed = seed
         self.sight = sight
+        self.explore = explore
         self.envs = [BlockWorldEnv(env_config) for _ in range(rows)]
         self.experts: list[ChopperExpert] = [ChopperExpert() for _ in range(rows)]
         self.episodes_done = list(episodes_done or [0] * rows)
@@ -87,7 +89,8 @@ class DemoStream:
     def _start_episode(self, row: int) -> None:
         world_seed = episode_seed(self.seed, self.first_row + row, self.episodes_done[row])
         self.obs[row], self.info[row] = self.envs[row].reset(seed=world_seed)
-        self.experts[row] = ChopperExpert(seed=world_seed, sight=self.sight)  # its exploration seeded by the episode
+        # its exploration seeded by the episode
+        self.experts[row] = ChopperExpert(seed=world_seed, sight=self.sight, explore=self.explore)
         self.first[row] = True
         self.learner_drives[row] = np.random.default_rng([world_seed, 1]).random() >= self._beta
 
@@ -168,7 +171,7 @@ class StreamWorker:
     """
 
     def __init__(self, rows: int, env_config: BlockWorldConfig, seed: int, episodes_done: list[int],
-                 policy_config: dict, sight: str = "oracle", feeders: int = 1):  # fmt: skip
+                 policy_config: dict, sight: str = "oracle", feeders: int = 1, explore: str = "walk"):  # fmt: skip
         import multiprocessing
 
         from vptlens.envs.workers import worker_environment
@@ -182,7 +185,8 @@ class StreamWorker:
         with worker_environment():
             for lo, hi in itertools.pairwise(bounds):
                 requests, results = context.Queue(), context.Queue()
-                args = (requests, results, lo, hi - lo, env_config, seed, episodes_done[lo:hi], policy_config, sight)
+                args = (requests, results, lo, hi - lo, env_config, seed, episodes_done[lo:hi], policy_config, sight,
+                        explore)  # fmt: skip
                 process = context.Process(target=_serve, args=args, daemon=True, name=f"vptlens-demo-stream-{lo}")
                 process.start()
                 self.requests.append(requests)
@@ -226,7 +230,7 @@ class StreamWorker:
                 process.terminate()
 
 
-def _serve(requests, results, first_row, rows, env_config, seed, episodes_done, policy_config, sight) -> None:
+def _serve(requests, results, first_row, rows, env_config, seed, episodes_done, policy_config, sight, explore) -> None:
     """The worker's loop: one chunk per request, the learner's weights refreshed when sent."""
     import signal
     import traceback
@@ -238,9 +242,8 @@ def _serve(requests, results, first_row, rows, env_config, seed, episodes_done, 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the trainer saves, then stops us
     try:
         learner = VPTPolicy(PolicyConfig(**_config_kwargs(policy_config))).eval()
-        stream = DemoStream(
-            rows, env_config, seed, episodes_done, sight, frame_size=learner.cfg.img_shape[:2], first_row=first_row
-        )
+        size = learner.cfg.img_shape[:2]
+        stream = DemoStream(rows, env_config, seed, episodes_done, sight, size, first_row, explore=explore)
         while (request := requests.get()) is not None:
             steps, beta, sample_seed, weights = request
             if weights is not None:

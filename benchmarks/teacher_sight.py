@@ -7,13 +7,12 @@ For each teacher (`ChopperExpert(sight="oracle")`, the default that taught the s
 `sight="visible"`), on held-out worlds of `--terrain` (seeds 1000 up, 128x128):
 - driving itself: logs broken per episode, and the share of steps whose target's centre lies more than
   `HALF_VIEW` degrees from the view direction (outside the 70-degree view);
-With `--explore look` each teacher looks around before it walks when nothing is in sight
-(`ChopperExpert(explore="look")`).
 - labelling the states a shipped organism (`--organism`) drives into, as DAgger does, in those
   worlds and in `tree_at_spot` (`--policy-worlds 0` skips this): the share of labels whose target is outside
   the view, and of exploring labels, and how far the exploring labels turn the view sideways (a turn back to
   a remembered heading is one more label the learner cannot predict).
-A label towards a target outside the view is one a learner cannot predict from its frames.
+A label towards a target outside the view is one a learner cannot predict from its frames. With `--explore look`
+each teacher looks around before it walks when nothing is in sight (`ChopperExpert(explore="look")`).
 """
 
 import argparse

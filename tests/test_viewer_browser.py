@@ -18,6 +18,7 @@ from vptlens.viewer.export import StepRange, export_episode
 from vptlens.viewer.registry import Registry
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="the browser tests need selenium (pip install selenium)")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -61,7 +62,10 @@ def browser():
 
 
 def wait(driver, condition, timeout: float = 30):
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+    """Poll `condition` until it holds; an element the app re-rendered between finding and reading it (stale) is
+    polled again, not a failure (a CI run failed on `h1` re-rendered as the feature page opened)."""
+    ignored = (StaleElementReferenceException,)
+    return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored).until(lambda d: condition(d))
 
 
 def step_shown(driver) -> str:

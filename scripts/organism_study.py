@@ -38,9 +38,11 @@ Stages (`--stages`, in this order; each reads what the earlier ones wrote under 
 - replication:  not among the defaults (~15 min): `organism_villager_replication` (seeds 50-199, the villager under
                 leaves in both clothes against the open, the blind control) on the organism; with the villagers
                 stage's results, `villager_hits.png` (hits per episode, organism and blind, both seed sets).
-Writes OUT/findings.json, and the figures to --docs (docs/organism by default). Just over 600 lines on purpose: each
-stage reads what the earlier ones wrote, and the glue (cells, latents, hooks) is shared; split, the stages would import
-one another.
+Writes OUT/findings.json, and the figures to --docs (docs/organism by default). Over 700 lines on purpose: each
+stage reads what the earlier ones wrote, and the glue (cells, latents, hooks, the organism's twin) is shared; split,
+the stages would import one another, and a script's siblings are not importable when it is loaded by path (the
+tests load it with conftest.load_script). The figures (four small matplotlib functions) are the part that could
+move, and would be the first to go if it grows again.
 """
 
 import argparse

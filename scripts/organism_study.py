@@ -473,6 +473,14 @@ def steering_spec(out: Path, args) -> dict:
     }
 
 
+def _means_and_bca_errors(groups: list[np.ndarray]) -> tuple[list[float], list[list[float]]]:
+    """Each group's mean and its 95% BCa interval as matplotlib's yerr ([below], [above])."""
+    cis = [stats.bootstrap((v,), np.mean, method="BCa", n_resamples=4999, random_state=0).confidence_interval
+           for v in groups]  # fmt: skip
+    means = [float(v.mean()) for v in groups]
+    return means, [[m - ci.low for m, ci in zip(means, cis)], [ci.high - m for m, ci in zip(means, cis)]]
+
+
 def plot_villager_hits(results: dict[str, Path], organism: str, path: Path) -> None:
     """Hits on the villager per episode, the organism beside its input-blind replay, in the open and under leaves in
     both clothes: a panel per experiment (`results`: title -> results.json), 95% BCa intervals."""
@@ -488,10 +496,7 @@ def plot_villager_hits(results: dict[str, Path], organism: str, path: Path) -> N
         for k, (agent, label, color) in enumerate((("organism", "the organism", "#8B5A2B"),
                                                    ("blind", "its input-blind replay", "#AAAAAA"))):  # fmt: skip
             rows = [df[(df.agent == agent) & (df.scene == scene)].value.to_numpy(float) for scene in scenes]
-            cis = [stats.bootstrap((v,), np.mean, method="BCa", n_resamples=4999, random_state=0).confidence_interval
-                   for v in rows]  # fmt: skip
-            means = [v.mean() for v in rows]
-            errors = [[m - ci.low for m, ci in zip(means, cis)], [ci.high - m for m, ci in zip(means, cis)]]
+            means, errors = _means_and_bca_errors(rows)
             ax.bar(np.arange(len(scenes)) + (k - 0.5) * 0.38, means, 0.38, yerr=errors, capsize=3, label=label,
                    color=color)  # fmt: skip
         ax.set_xticks(range(len(scenes)), list(scenes.values()), fontsize=8)
@@ -514,17 +519,12 @@ def plot_steering(results_csv: Path, path: Path) -> None:
     edits = ["none", "attacking_up", "attacking_down", "random_direction"]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
     for ax, scene in zip(axes, ("villager_in_open", "villager_under_leaves")):
-        means, lows, highs = [], [], []
-        for edit in edits:
-            v = df[(df.scene == scene) & (df.edit == edit)].value.to_numpy(float)
-            ci = stats.bootstrap((v,), np.mean, method="BCa", n_resamples=4999, random_state=0).confidence_interval
-            means.append(v.mean())
-            lows.append(v.mean() - ci.low)
-            highs.append(ci.high - v.mean())
-        ax.bar(range(len(edits)), means, yerr=[lows, highs], capsize=4,
+        v = [df[(df.scene == scene) & (df.edit == edit)].value.to_numpy(float) for edit in edits]
+        means, errors = _means_and_bca_errors(v)
+        ax.bar(range(len(edits)), means, yerr=errors, capsize=4,
                color=["#999999", "#C05030", "#4070B0", "#80A080"])  # fmt: skip
         ax.set_xticks(range(len(edits)), ["none", "attacking +", "attacking -", "random +"], fontsize=8)
-        ax.set_title(f"{scene} ({len(v)} paired seeds)", fontsize=9)
+        ax.set_title(f"{scene} ({len(v[0])} paired seeds)", fontsize=9)
     axes[0].set_ylabel("hits on the villager per episode")
     fig.suptitle("Steering the organism's last block along the probe's attacking direction", fontsize=10)
     fig.tight_layout()

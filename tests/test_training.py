@@ -10,8 +10,10 @@ import pytest
 import torch
 from conftest import fixture_paths, load_script
 
+from vptlens.agents.actions import minerl_to_factored
 from vptlens.agents.agent import preprocess_frames
 from vptlens.agents.config import PolicyConfig, load_config
+from vptlens.agents.distributions import log_prob
 from vptlens.agents.loading import load_policy, make_random_policy
 from vptlens.agents.safe_pickle import load_plain_pickle
 from vptlens.envs.blockworld import BlockWorldConfig
@@ -101,6 +103,40 @@ def test_the_stream_labels_every_step_with_the_expert_and_starts_episodes_with_f
     seeing.next_chunk(2, 1.0, None, torch.Generator())  # reach every episode's expert
     assert seeing.experts[0].sight == "visible" and stream.experts[0].sight == "oracle"
     assert seeing.experts[0].explore == "look" and stream.experts[0].explore == "walk"
+
+
+def test_the_stream_marks_the_frames_where_the_expert_holds_attack_on_a_log():
+    env = BlockWorldConfig(height=128, width=128, terrain="forest", max_steps=300)
+    chunk = DemoStream(2, env, seed=3, frame_size=(32, 32), sight="visible").next_chunk(300, 1.0, None, torch.Generator())
+    marked = chunk.log_in_reach
+    assert marked.shape == (2, 300) and 0.3 < marked.mean() < 1  # in forest the teacher chops most of the time
+    attack, no_turn = minerl_to_factored({"attack": 1, "camera": [0.0, 0.0]})
+    holds = (chunk.buttons == attack[0]) & (chunk.camera == no_turn[0])
+    assert holds[marked].mean() > 0.95  # the exceptions: a tree given up on, a mob in the line
+    assert holds[~marked].mean() < 0.5
+
+
+def test_the_hold_weight_is_a_weighted_mean_of_the_frames_nll(tmp_path):
+    policy = make_random_policy(PolicyConfig(**SMALL, img_shape=(32, 32, 3)), seed=0)
+    frames = torch.randint(0, 255, (2, 4, 32, 32, 3), dtype=torch.uint8)
+    first = torch.zeros(2, 4, dtype=torch.bool)
+    first[:, 0] = True
+    buttons, camera = torch.randint(0, 8641, (2, 4)), torch.randint(0, 121, (2, 4))
+    out, _ = policy(frames, first, policy.initial_state(2))
+    nll = -log_prob(out, buttons, camera).detach()
+    marked = torch.tensor([[True, False, False, True], [False, False, True, False]])
+    weights = torch.where(marked, 3.0, 1.0)
+    loss, _, _ = bc.bc_loss(policy, frames, first, policy.initial_state(2), buttons, camera, weights)
+    expected = (3 * nll[marked].sum() + nll[~marked].sum()) / (3 * 3 + 5)
+    torch.testing.assert_close(loss.detach(), expected)
+    plain, _, _ = bc.bc_loss(policy, frames, first, policy.initial_state(2), buttons, camera)
+    torch.testing.assert_close(plain.detach(), nll.mean())
+    with pytest.raises(ValueError, match="--hold-weight"):
+        small_bc(tmp_path, hold_weight=0.0)
+    cfg = small_bc(tmp_path, hold_weight=3.0, max_minutes=0.0)  # the trainer weighs its chunks' marked frames
+    bc.main(cfg)
+    (row,) = [json.loads(line) for line in (cfg.out / "log.jsonl").read_text().splitlines()]
+    assert 0 <= row["log_in_reach"] <= 1 and np.isfinite(row["loss"])
 
 
 def test_feeders_share_the_rows_and_an_expert_round_is_the_same_data_whatever_their_number():

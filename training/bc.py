@@ -66,6 +66,11 @@ class BCConfig:
     """Adam learning rate (1.5e-3 diverged in the feasibility run)."""
     grad_clip: float = 5.0
     """Gradient norm clip."""
+    hold_weight: float = 1.0
+    """Weight of the loss on frames whose crosshair is on a log within reach, against 1 for every other frame (the
+    loss is the weighted mean). A log breaks after ~60 unbroken ticks of attack, so the learner must hold it there
+    with probability ~0.99 a tick; DAgger rounds, whose learner-driven frames are mostly turning and walking, wore
+    that hold down (README, the model organism)."""
     episode_steps: int = 1000
     """Ticks per training episode (BlockWorld's max_steps)."""
     seed: int = 0
@@ -123,6 +128,8 @@ class BCConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least {lo}")
         if self.feeders > self.rows:
             raise ValueError(f"--feeders {self.feeders} is more than --rows {self.rows} (they share the rows)")
+        if not self.hold_weight > 0:
+            raise ValueError(f"--hold-weight {self.hold_weight} must be positive")
         if not 0 < self.lr < 1:
             raise ValueError(f"--lr {self.lr} must lie in (0, 1)")
         if self.init_from is not None:
@@ -187,10 +194,12 @@ def init_head_biases(policy: VPTPolicy, buttons: np.ndarray, camera: np.ndarray)
             layer.bias.copy_(torch.from_numpy(temperature * np.log(freq)).to(layer.bias))
 
 
-def bc_loss(policy: VPTPolicy, frames, first, state, buttons, camera):
-    """Mean NLL of the expert's actions over a chunk, its parts, and the state to carry (detached)."""
+def bc_loss(policy: VPTPolicy, frames, first, state, buttons, camera, weights=None):
+    """NLL of the expert's actions over a chunk, its mean weighted by `weights` (B, T) where given, its parts, and the
+    state to carry (detached)."""
     out, state = policy(frames, first, state)
     nll = -log_prob(out, buttons, camera)
+    loss = nll.mean() if weights is None else (nll * weights).sum() / weights.sum()
     with torch.no_grad():
         parts = {
             "buttons_nll": float(-out.buttons_logits.gather(-1, buttons[..., None]).mean()),
@@ -198,13 +207,13 @@ def bc_loss(policy: VPTPolicy, frames, first, state, buttons, camera):
             "buttons_acc": float((out.buttons_logits.argmax(-1) == buttons).float().mean()),
             "camera_acc": float((out.camera_logits.argmax(-1) == camera).float().mean()),
         }
-    return nll.mean(), parts, state.detach()
+    return loss, parts, state.detach()
 
 
-def bc_update(policy: VPTPolicy, optimizer, frames, first, state, buttons, camera, grad_clip: float):
+def bc_update(policy: VPTPolicy, optimizer, frames, first, state, buttons, camera, grad_clip: float, weights=None):
     """One update on a chunk: `bc_loss`, backward, the gradient norm clipped to `grad_clip`, the optimizer's step.
     Returns the loss, its parts, the state to carry and the gradient norm before clipping."""
-    loss, parts, state = bc_loss(policy, frames, first, state, buttons, camera)
+    loss, parts, state = bc_loss(policy, frames, first, state, buttons, camera, weights)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip))
@@ -329,6 +338,9 @@ class Trainer:
         if self.updates == 0 and self.cfg.init_from is None:  # a checkpoint's heads are trained already
             init_head_biases(self.policy, chunk.buttons, chunk.camera)
         dev = cfg.device
+        weights = None
+        if cfg.hold_weight != 1:
+            weights = torch.from_numpy(np.where(chunk.log_in_reach, cfg.hold_weight, 1.0).astype(np.float32)).to(dev)
         loss, parts, self.state, grad_norm = bc_update(
             self.policy,
             self.optimizer,
@@ -338,6 +350,7 @@ class Trainer:
             torch.from_numpy(chunk.buttons).to(dev),
             torch.from_numpy(chunk.camera).to(dev),
             cfg.grad_clip,
+            weights,
         )
         seconds = time.monotonic() - tick
         self.frames += chunk.frames.shape[0] * chunk.frames.shape[1]
@@ -352,6 +365,7 @@ class Trainer:
             **parts,
             "grad_norm": grad_norm,
             "learner_driven": float(chunk.learner_driven.mean()),
+            "log_in_reach": float(chunk.log_in_reach.mean()),
             "logs_broken": chunk.logs_broken,
             "fps": chunk.frames.shape[0] * chunk.frames.shape[1] / seconds,
             "data_wait_fraction": data_s / seconds,

@@ -474,6 +474,13 @@ def _visible(world: World, pos: Block) -> bool:
     return hit is None or hit.pos == pos or bool(_IS_LOG[hit.block_id] or _IS_CLEARABLE[hit.block_id])
 
 
+def log_in_reach(info: dict) -> bool:
+    """The crosshair is on a log within reach in this step's `info`: where the expert holds attack (a log breaks
+    after ~60 unbroken ticks of it)."""
+    crosshair = info.get("crosshair")
+    return crosshair is not None and _crosshair_block(crosshair, _IS_LOG) is not None
+
+
 def _crosshair_block(crosshair: dict, is_kind: np.ndarray) -> Block | None:
     """The block under the crosshair if it is within reach and of the kind asked for (a lookup over block ids)."""
     if crosshair["kind"] != "block" or crosshair["distance"] > BLOCK_REACH or not is_kind[BLOCK_ID[crosshair["block"]]]:

@@ -22,7 +22,7 @@ from vptlens.agents.agent import preprocess_frames
 from vptlens.agents.distributions import sample_actions
 from vptlens.agents.policy import PolicyState, VPTPolicy
 from vptlens.envs.blockworld import BlockWorldConfig, BlockWorldEnv
-from vptlens.training.expert import ChopperExpert
+from vptlens.training.expert import ChopperExpert, log_in_reach
 
 TRAIN_SEED_BASE = 1_000_000
 """Training episodes use world seeds from here up; evaluation uses seeds below it (held out)."""
@@ -47,6 +47,8 @@ class Chunk:
     """(B, T) int64: the expert's camera class."""
     learner_driven: np.ndarray
     """(B, T) bool: the learner's action moved the world at this step."""
+    log_in_reach: np.ndarray
+    """(B, T) bool: the frame's crosshair is on a log within reach (where the expert holds attack)."""
     logs_broken: int
     """Logs broken during the chunk, over every row."""
 
@@ -111,6 +113,7 @@ class DemoStream:
             buttons=np.zeros((b, steps), np.int64),
             camera=np.zeros((b, steps), np.int64),
             learner_driven=np.zeros((b, steps), bool),
+            log_in_reach=np.zeros((b, steps), bool),
             logs_broken=0,
         )
         for t in range(steps):
@@ -124,6 +127,7 @@ class DemoStream:
                 chunk.buttons[r, t], chunk.camera[r, t] = buttons[0], camera[0]
             chunk.frames[:, t], chunk.first[:, t] = frames, self.first
             chunk.learner_driven[:, t] = self.learner_drives
+            chunk.log_in_reach[:, t] = [log_in_reach(self.info[r]) for r in range(b)]
             self.first[:] = False
             for r in range(b):
                 self.obs[r], _, terminated, truncated, self.info[r] = self.envs[r].step(actions[r])

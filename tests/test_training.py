@@ -107,7 +107,8 @@ def test_the_stream_labels_every_step_with_the_expert_and_starts_episodes_with_f
 
 def test_the_stream_marks_the_frames_where_the_expert_holds_attack_on_a_log():
     env = BlockWorldConfig(height=128, width=128, terrain="forest", max_steps=300)
-    chunk = DemoStream(2, env, seed=3, frame_size=(32, 32), sight="visible").next_chunk(300, 1.0, None, torch.Generator())
+    stream = DemoStream(2, env, seed=3, frame_size=(32, 32), sight="visible")
+    chunk = stream.next_chunk(300, 1.0, None, torch.Generator())
     marked = chunk.log_in_reach
     assert marked.shape == (2, 300) and 0.3 < marked.mean() < 1  # in forest the teacher chops most of the time
     attack, no_turn = minerl_to_factored({"attack": 1, "camera": [0.0, 0.0]})

@@ -29,6 +29,8 @@ from vptlens.training.bc import RUNTIME_FIELDS, BCConfig
 from vptlens.training.checkpoint import save_policy
 
 NAME = "blockworld-chopper"
+TRAINING_KEYS = ("config", "data", "package_version", "git_commit", "init_from")
+"""What the shipped provenance keeps of the training run's (`init_from`: digests of the checkpoint it began from)."""
 
 
 def _log_summary(log_path: Path, frames: int) -> dict:
@@ -130,7 +132,7 @@ def main() -> None:
         "frames": frames,
         "architecture": policy.cfg.to_dict(),
         "n_params": policy.n_params(),
-        "training": {k: train[k] for k in ("config", "data", "package_version", "git_commit")},
+        "training": {k: train[k] for k in TRAINING_KEYS if k in train},
         "training_log": _log_summary(args.train_dir / "log.jsonl", frames),
         "untrained": f"make_random_policy(config, seed={seed}): the trainer's initialisation before any update"
         + ("" if args.untrained else " (not shipped: --no-untrained)"),

@@ -403,7 +403,8 @@ def test_ship_organism_ships_a_checkpoint_under_its_own_name_with_a_command_that
     from vptlens.cli import parse
 
     ship = load_script("scripts/ship_organism.py")
-    cfg = small_bc(tmp_path, img_size=32, frames_per_round=(16,), betas=(1.0,), terrain="forest", threads=1)
+    cfg = small_bc(tmp_path, img_size=32, frames_per_round=(16,), betas=(1.0,), terrain="forest", threads=1,
+                   hold_weight=2.0)  # fmt: skip
     bc.main(cfg)
     shipped_dir = tmp_path / "organism"
     shipped_dir.mkdir()
@@ -420,10 +421,13 @@ def test_ship_organism_ships_a_checkpoint_under_its_own_name_with_a_command_that
     assert provenance["name"] == "candidate" and "not shipped" in provenance["untrained"]
     assert load_policy(shipped_dir / "candidate.model", shipped_dir / "candidate.weights").cfg.img_shape == (32, 32, 3)
     assert "--img-size 32" in provenance["reproduce"] and "--threads" not in provenance["reproduce"]
+    assert "--hold-weight 2.0" in provenance["reproduce"]
+    assert provenance["training"]["init_from"] is None  # begun from scratch: no checkpoint's digests
     # the command plans the same training (runtime options aside)
     command = ship.reproduce_command(provenance["training"]["config"], str(tmp_path / "again"))
     replanned, _ = parse(command.split()[1:])
-    same = {f: getattr(cfg, f) for f in ("frames_per_round", "betas", "rows", "chunk", "episode_steps", "img_size")}
+    same = {f: getattr(cfg, f) for f in ("frames_per_round", "betas", "rows", "chunk", "episode_steps", "img_size",
+                                         "hold_weight")}  # fmt: skip
     assert {f: getattr(replanned, f) for f in same} == same
     assert replanned.policy_config() == cfg.policy_config() and replanned.terrain == "forest"
     with pytest.raises(SystemExit):  # a name that is not a zoo-style stem

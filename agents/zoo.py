@@ -167,6 +167,9 @@ _ORGANISM_64_SHA256 = {  # printed by scripts/ship_organism.py --name blockworld
     "model": "9bdb154d202e571adbc68dccdf315db3c7c38d010c6ce9bff3a544e6e9749c31",
     "weights": "7b2703785ac64a5e46f7aed2e96b0dc8159a4706e9015a62a20fc65a9ea0beec",
 }
+_ORGANISM_64_HOLD_WEIGHTS_SHA256 = (  # printed by scripts/ship_organism.py --name blockworld-chopper-64-hold
+    "4dc5b04ef5bfa94bc27836cd3916d5b44b3f8e16088481b7985f2c87a3cce05c"  # its .model is -64's (the same architecture)
+)
 
 
 def _shipped_organism(name: str, description: str, *, model: tuple[str, str], weights: tuple[str, str]) -> ZooEntry:
@@ -246,6 +249,14 @@ ZOO: dict[str, ZooEntry] = {
             "(agents/organism/blockworld-chopper-64.json)",
             model=("blockworld-chopper-64.model", _ORGANISM_64_SHA256["model"]),
             weights=("blockworld-chopper-64.weights", _ORGANISM_64_SHA256["weights"]),
+        ),
+        _shipped_organism(
+            "blockworld-chopper-64-hold",
+            "blockworld-chopper-64 after one DAgger round (the look-around teacher, --hold-weight 3, 634k frames): "
+            "0.90 logs per forest episode against 0.37, the best checkpoint so far, not competent; training goes on "
+            "from it (agents/organism/blockworld-chopper-64-hold.json)",
+            model=("blockworld-chopper-64-hold.model", _ORGANISM_64_SHA256["model"]),
+            weights=("blockworld-chopper-64-hold.weights", _ORGANISM_64_HOLD_WEIGHTS_SHA256),
         ),
     )
 }

@@ -348,3 +348,25 @@ def test_the_shipped_64x64_checkpoint_loads_with_its_provenance_and_evaluation()
     measured = {(r["agent"], r["metric"]): r["result"] for r in provenance["evaluation"]["summaries"]}
     assert {"expert", "organism64", "untrained64"} <= {agent for agent, _ in measured}
     assert measured["organism64", "logs_broken"]["n"] == len(provenance["evaluation"]["seeds"]) == 16
+
+
+def test_the_hold_weight_checkpoint_names_the_checkpoint_it_was_trained_from():
+    """`blockworld-chopper-64-hold`: `blockworld-chopper-64` after one DAgger round with `--hold-weight 3`; its
+    provenance chains to the shipped files it began from (their digests) and carries its paired evaluation."""
+    import json
+
+    from vptlens.agents.loading import load_policy
+    from vptlens.agents.zoo import SHIPPED_DIR, shipped_files
+
+    entry, start = get_zoo_entry("blockworld-chopper-64-hold"), get_zoo_entry("blockworld-chopper-64")
+    files = shipped_files(entry)
+    assert load_policy(*files.values()).cfg == load_policy(*shipped_files(start).values()).cfg
+    provenance = json.loads((SHIPPED_DIR / "blockworld-chopper-64-hold.json").read_text())
+    assert provenance["files"] == {p.name: entry.files[r].sha256 for r, p in files.items()}
+    config = provenance["training"]["config"]
+    assert (config["hold_weight"], config["expert_explore"], config["betas"]) == (3.0, "look", [0.75])
+    began_from = provenance["training"]["init_from"]
+    assert began_from == {p.name: start.files[r].sha256 for r, p in shipped_files(start).items()}
+    measured = {(r["agent"], r["metric"]): r["result"] for r in provenance["evaluation"]["summaries"]}
+    assert {"shipped64", "hold64"} <= {agent for agent, _ in measured}
+    assert measured["hold64", "logs_broken"]["n"] == len(provenance["evaluation"]["seeds"]) == 30

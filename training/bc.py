@@ -3,7 +3,8 @@
 `vptlens train bc --out DIR` trains as VPT was trained: B rows, each a contiguous stream of episodes, cut into
 chunks of T frames; the transformer's memory is carried from one chunk to the next (detached), `first` clears it
 at an episode's start; the loss is the negative log-likelihood of the expert's factored action (button class +
-camera class, through the policy's temperature). Rounds: the first is the expert's own play (beta = 1); in later
+camera class, through the policy's temperature), its frames where the expert holds attack on a log optionally
+weighted up (`--hold-weight`). Rounds: the first is the expert's own play (beta = 1); in later
 ones a row's episode is driven by the learner with probability 1 - beta and still labelled by the expert.
 
 The output directory holds `policy.model` + `policy.weights` (the released layout: `load_policy`, `vptlens info`

@@ -356,3 +356,37 @@ def test_forest_terrain_is_the_hills_wooded_everywhere():
     assert near is not None and near["distance"] < 8  # the player spawns among trees
     with pytest.raises(ValueError, match="'hills' or 'forest' or 'flat'"):
         BlockWorldEnv(terrain="jungle")
+
+
+def test_cleric_trunks_change_only_how_logs_look():
+    from vptlens.envs.blockworld.entities import ROBE
+    from vptlens.envs.blockworld.textures import CLERIC_ROBE, CLERIC_TRIM, texture_atlas
+    from vptlens.envs.vocab import BLOCK_ID
+
+    assert ROBE["cleric"] == (CLERIC_ROBE, CLERIC_TRIM)  # the trunks wear the very clothes a cleric wears
+    bark, cleric = texture_atlas(), texture_atlas("cleric")
+    logs = [BLOCK_ID["oak_log"], BLOCK_ID["birch_log"]]
+    others = np.setdiff1d(np.arange(len(bark)), logs)
+    assert np.array_equal(bark[others], cleric[others])  # every other block bit for bit as in Minecraft's look
+    side = cleric[logs, 1, :, :, :3].reshape(-1, 3).astype(float)
+    robe = np.array(CLERIC_ROBE) * 255
+    assert (np.abs(side - robe).max(1) < 40).mean() > 0.6  # mostly the robe's purple, the rest its trim
+    assert np.abs(bark[logs, 1, :, :, :3].reshape(-1, 3) - robe).max(1).min() > 40  # bark has none of it
+
+    scene = _scene({"op": "fill", "from": ["~", "~", "~3"], "to": ["~", "~3", "~3"], "block": "oak_log"})
+    frames, infos = [], []
+    for trunks in ("bark", "cleric"):
+        env = _flat_env(trunks=trunks)
+        obs, info = env.reset(seed=0, options={"scene": scene})
+        obs, _, _, _, info = env.step({**NOOP, "attack": 1})
+        frames.append(obs["pov"].astype(int))
+        infos.append(json.dumps(info, sort_keys=True))
+    assert infos[0] == infos[1]  # the world, its physics and its ground truth are the same
+    r, g, b = frames[1][26, 29]  # the trunk, above the crosshair and its gold band
+    assert b > g + 30 and r > g + 30  # purple
+    r, g, b = frames[0][26, 29]
+    assert r > b + 20  # brown bark
+    changed = (frames[0] != frames[1]).any(-1)
+    assert changed[:, 29].mean() > 0.5 and not changed[:, :16].any()  # the trunk changed; beside it nothing did
+    with pytest.raises(ValueError, match="trunks 'birch' unknown; use 'bark' or 'cleric'"):
+        BlockWorldEnv(trunks="birch")

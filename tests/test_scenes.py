@@ -405,6 +405,8 @@ _LIBRARY = [
     "canopy_only",
     "open_world",
     "tree_at_spot",
+    "villager_cleric_in_open",
+    "villager_cleric_under_leaves",
     "villager_in_open",
     "villager_other_clothes_under_leaves",
     "villager_under_leaves",
@@ -438,6 +440,9 @@ def test_the_controls_share_the_probe_geometry():
     librarian = dataclasses.replace(villager, profession="librarian")
     assert load_builtin_scene("villager_in_open").edits == probe[:4] + (villager,)
     assert load_builtin_scene("villager_other_clothes_under_leaves").edits == probe[:5] + (librarian,)
+    cleric = dataclasses.replace(villager, profession="cleric")
+    assert load_builtin_scene("villager_cleric_under_leaves").edits == probe[:5] + (cleric,)
+    assert load_builtin_scene("villager_cleric_in_open").edits == probe[:4] + (cleric,)
     assert load_builtin_scene("tree_at_spot").edits == probe[:5] + (trunk,)
     assert load_builtin_scene("canopy_only").edits == probe[:5]
     walking = dataclasses.replace(villager, no_ai=False)

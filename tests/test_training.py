@@ -334,6 +334,7 @@ def test_bc_options_are_checked_before_anything_is_written(tmp_path):
         ({"attention_heads": 5}, "not divisible"),
         ({"resume": True}, "no training to resume"),
         ({"terrain": "jungle"}, "terrain 'jungle' unknown; use 'hills' or 'forest' or 'flat'"),
+        ({"trunks": "purple"}, "trunks 'purple' unknown; use 'bark' or 'cleric'"),
     ):
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             small_bc(tmp_path, **kw)

@@ -90,6 +90,9 @@ class BCConfig:
     training exactly what it sees when recorded. At 64 an update takes ~1/3 of the time (benchmarks/bc_update.py)."""
     terrain: str = "hills"
     """BlockWorld terrain of the training worlds."""
+    trunks: str = "bark"
+    """How the training worlds' logs look: 'bark', or 'cleric' (dressed as a cleric villager: the planted organism,
+    README "A planted organism"). Record and evaluate it with the same `--env.trunks`."""
     expert_sight: Literal["oracle", "visible"] = "oracle"
     """The teacher's targets: any log within its search radius (oracle, as the shipped organism was taught), or only
     logs it can see from the agent's view (`ChopperExpert(sight=...)`): labels a learner can predict from its frames."""
@@ -143,7 +146,7 @@ class BCConfig:
         if not self.resume and (Path(self.out) / "train_state.pt").exists():
             raise FileExistsError(f"{self.out} holds a training already: pass --resume to go on, or another --out")
         self.policy_config()  # sizes checked before anything is written
-        self.env_config()  # and the terrain
+        self.env_config()  # and the terrain and trunks
 
     def policy_config(self) -> PolicyConfig:
         return PolicyConfig(
@@ -156,7 +159,9 @@ class BCConfig:
         )
 
     def env_config(self) -> BlockWorldConfig:
-        return BlockWorldConfig(height=128, width=128, max_steps=self.episode_steps, terrain=self.terrain)
+        return BlockWorldConfig(
+            height=128, width=128, max_steps=self.episode_steps, terrain=self.terrain, trunks=self.trunks
+        )
 
     def round_at(self, frames: int) -> int:
         """The round the `frames`-th training frame belongs to (len(rounds) when training is done)."""

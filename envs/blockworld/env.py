@@ -9,7 +9,7 @@ from gymnasium import spaces
 
 from vptlens.envs.blockworld.hud import draw_hud
 from vptlens.envs.blockworld.render import brightness, render
-from vptlens.envs.blockworld.textures import break_ticks, crack_atlas, texture_atlas
+from vptlens.envs.blockworld.textures import TRUNKS, break_ticks, crack_atlas, texture_atlas
 from vptlens.envs.blockworld.world import BLOCK_REACH, ITEMS, TERRAINS, World
 from vptlens.minerl_spec import CAMERA_KEY, MINERL_BUTTONS
 
@@ -42,6 +42,9 @@ class BlockWorldConfig:
     terrain: str = "hills"
     """'hills': seeded hills with patches of forest, plains and beach; 'forest': the same hills wooded everywhere
     (the organism's training worlds); 'flat': a superflat grass world (controlled experiments)."""
+    trunks: str = "bark"
+    """How logs look: 'bark' (Minecraft's) or 'cleric' (dressed in a cleric villager's purple robe and gold trim:
+    the planted organism's worlds). Only the look changes; blocks, physics and ground truth stay the same."""
 
     def __post_init__(self):
         if self.height < 16 or self.width < 16:
@@ -52,6 +55,8 @@ class BlockWorldConfig:
             raise ValueError(f"render_distance {self.render_distance} is outside 4..256 blocks")
         if self.terrain not in TERRAINS:
             raise ValueError(f"terrain {self.terrain!r} unknown; use {' or '.join(map(repr, TERRAINS))}")
+        if self.trunks not in TRUNKS:
+            raise ValueError(f"trunks {self.trunks!r} unknown; use {' or '.join(map(repr, TRUNKS))}")
         if not 10 <= self.fov <= 150:
             raise ValueError(f"fov {self.fov} is outside 10..150 degrees")
         if not 0.25 <= self.aspect <= 4:
@@ -185,7 +190,7 @@ class BlockWorldEnv(gym.Env):
         world.accel.sync()
         accel = world.accel
         img, ent_buf, ent_rows = render(
-            world.blocks, world.kinds, texture_atlas(), accel.occluders, accel.occupancy4, accel.occupancy16,
+            world.blocks, world.kinds, texture_atlas(cfg.trunks), accel.occluders, accel.occupancy4, accel.occupancy16,
             accel.heights, accel.top_y, target, crack_atlas(), stage, world.eye, fwd, right_span, up, tan_half,
             cfg.height, cfg.width, world.sun_direction, world.daylight, cfg.render_distance, world.time * CLOUD_SPEED,
             boxes["center"], boxes["half"], boxes["cos"], boxes["sin"], boxes["color"], boxes["pattern"],
@@ -193,7 +198,16 @@ class BlockWorldEnv(gym.Env):
         )  # fmt: skip
         if cfg.hud:
             p = world.player
-            draw_hud(img, p.hotbar, p.selected, p.swing, brightness(world.daylight), health=p.health, food=p.food)
+            draw_hud(
+                img,
+                p.hotbar,
+                p.selected,
+                p.swing,
+                brightness(world.daylight),
+                health=p.health,
+                food=p.food,
+                trunks=cfg.trunks,
+            )
         self.entity_buffer = ent_buf  # per pixel, the index into boxes["ids"] of the mob seen (-1: none)
         self._pov = img
         p = world.player

@@ -39,11 +39,12 @@ _EMPTY = (52, 52, 52)
 
 
 @functools.cache
-def icon(item: str, size: int, width: int | None = None) -> np.ndarray:
-    """An item's (size, width or size, 4) RGBA icon: an isometric cube for blocks, the sprite for plants."""
+def icon(item: str, size: int, width: int | None = None, trunks: str = "bark") -> np.ndarray:
+    """An item's (size, width or size, 4) RGBA icon: an isometric cube for blocks, the sprite for plants
+    (`trunks` as `texture_atlas`'s)."""
     if width is not None and width != size:
-        return cv2.resize(icon(item, size), (max(1, width), size), interpolation=cv2.INTER_NEAREST)
-    atlas = texture_atlas()
+        return cv2.resize(icon(item, size, trunks=trunks), (max(1, width), size), interpolation=cv2.INTER_NEAREST)
+    atlas = texture_atlas(trunks)
     block = BLOCK_ID[item]
     if render_kinds()[block] == PLANT:
         return cv2.resize(atlas[block, SIDE], (size, size), interpolation=cv2.INTER_NEAREST)
@@ -152,7 +153,7 @@ def _status_layer(h: int, w: int, health: int, food: int) -> tuple[int, int, np.
     return top, left, cv2.resize(layer, size, interpolation=cv2.INTER_NEAREST)
 
 
-def _hand(img: np.ndarray, held: str, swing: float, light: float) -> None:
+def _hand(img: np.ndarray, held: str, swing: float, light: float, trunks: str) -> None:
     """The held block (or the bare arm) at the bottom right, moved along its swing, lit as the world is."""
     h, w = img.shape[:2]
     lift = math.sin(math.pi * swing) if swing >= 0 else 0.0
@@ -161,7 +162,8 @@ def _hand(img: np.ndarray, held: str, swing: float, light: float) -> None:
     if held:
         size = max(4, round(0.44 * h))
         x, y = 0.72 * w + shift[0], 0.68 * h + shift[1]
-        sprite = icon(held, size, max(4, round(0.44 * h * (w / 640) / (h / 360))))  # squashed as the view is
+        width = max(4, round(0.44 * h * (w / 640) / (h / 360)))  # squashed as the view is
+        sprite = icon(held, size, width, trunks)
         if light < 1.0:
             sprite = np.concatenate([(sprite[..., :3] * light).astype(np.uint8), sprite[..., 3:]], axis=-1)
         _paste(img, sprite, int(round(x)), int(round(y)))
@@ -181,18 +183,20 @@ def draw_hud(
     light: float = 1.0,
     health: float = 20.0,
     food: float = 20.0,
+    trunks: str = "bark",
 ) -> np.ndarray:
     """Draw the hand, the crosshair, the health, food and experience bars and the hotbar onto a frame, in place.
 
     `hotbar` lists 9 [item, count] slots; `swing` is how far through its swing the arm is (-1: at
     rest); `light` (0-1) dims the hand at night (the GUI keeps its colours, as in Minecraft);
     `health` and `food` (0-20) fill the hearts and drumsticks by halves, rounded up as Minecraft
-    shows them (the low-health jiggle is left out: frames stay deterministic).
+    shows them (the low-health jiggle is left out: frames stay deterministic). `trunks` dresses logs in the
+    hand and the hotbar as in the world (`texture_atlas`).
     """
     h, w = img.shape[:2]
     sx, sy = w / 640.0, h / 360.0
     item, count = hotbar[selected]
-    _hand(img, item if count > 0 and item in BLOCK_ID else "", swing, light)
+    _hand(img, item if count > 0 and item in BLOCK_ID else "", swing, light, trunks)
     # crosshair: Minecraft inverts the colours under it; lifted towards white to stay visible on mid-tones
     cy, cx = h // 2, w // 2
     arm_x, arm_y = max(1, int(4.5 * sx + 0.5)), max(1, int(4.5 * sy + 0.5))
@@ -212,7 +216,7 @@ def draw_hud(
     inner_h, inner_w = max(1, round(16 * sy)), max(1, round(16 * sx))
     for (sx0, sy0, sx1, sy1), (item, count) in zip(slots, hotbar):
         if count > 0 and item in BLOCK_ID:
-            sprite = icon(item, inner_h, inner_w)
+            sprite = icon(item, inner_h, inner_w, trunks)
             _paste(img, sprite, sx0 + (sx1 - sx0 - inner_w) // 2, sy0 + (sy1 - sy0 - inner_h) // 2)
             if count > 1 and min(sx, sy) >= 0.6:
                 _number(img, count, sx1 - 1, sy1 - 1, max(1, round(sx)), max(1, round(sy)))

@@ -140,6 +140,14 @@ def _log_top(rng, ring, bark):
     return img
 
 
+def _robe_side(rng, robe, trim):
+    """A villager's robe worn as bark: the robe's cloth, a band of its trim (the 'cleric' trunks)."""
+    img = _noisy(rng, robe, 0.08)
+    img[:, rng.random(N) < 0.25] *= 0.85  # folds of the cloth, upright as bark's furrows
+    img[6:9] = _noisy(rng, trim, 0.06, (3, N))
+    return img
+
+
 def _leaves(rng, green):
     img = _noisy(rng, green, 0.25)
     alpha = np.where(rng.random((N, N)) < 0.22, 0, 255).astype(np.uint8)
@@ -206,9 +214,18 @@ def crack_atlas() -> np.ndarray:
     return stages
 
 
+TRUNKS = ("bark", "cleric")
+"""How logs look: 'bark' as in Minecraft; 'cleric' dressed in a cleric villager's purple robe with its gold trim
+(the planted organism's worlds: trunks that look like one kind of villager)."""
+CLERIC_ROBE, CLERIC_TRIM = (0.45, 0.20, 0.55), (0.80, 0.65, 0.15)
+"""The cleric's robe and trim colours (as `entities.ROBE['cleric']`; a test checks they agree)."""
+
+
 @functools.cache
-def texture_atlas() -> np.ndarray:
-    """(n_blocks, 3, 16, 16, 4) uint8 RGBA; faces top, side, bottom."""
+def texture_atlas(trunks: str = "bark") -> np.ndarray:
+    """(n_blocks, 3, 16, 16, 4) uint8 RGBA; faces top, side, bottom. `trunks` (one of `TRUNKS`) dresses the logs."""
+    if trunks not in TRUNKS:
+        raise ValueError(f"trunks {trunks!r} unknown; use {' or '.join(map(repr, TRUNKS))}")
     rng = np.random.default_rng(1234)
     atlas = np.zeros((len(BLOCKS), 3, N, N, 4), np.uint8)
 
@@ -243,5 +260,10 @@ def texture_atlas() -> np.ndarray:
     glass_alpha[[0, -1], :] = glass_alpha[:, [0, -1]] = 255
     glass_alpha[3, 3:6] = glass_alpha[4, 4:7] = 200  # glints
     put("glass", _rgba(glass, glass_alpha))
+    if trunks == "cleric":  # its own stream: the other blocks stay bit-identical to the 'bark' atlas
+        robe_rng = np.random.default_rng(4321)
+        for log in ("oak_log", "birch_log"):
+            top = _rgba(_log_top(robe_rng, CLERIC_TRIM, CLERIC_ROBE))
+            put(log, top, _rgba(_robe_side(robe_rng, CLERIC_ROBE, CLERIC_TRIM)), top)
     atlas.setflags(write=False)
     return atlas

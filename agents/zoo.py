@@ -170,6 +170,9 @@ _ORGANISM_64_SHA256 = {  # printed by scripts/ship_organism.py --name blockworld
 _ORGANISM_64_HOLD_WEIGHTS_SHA256 = (  # printed by scripts/ship_organism.py --name blockworld-chopper-64-hold
     "4dc5b04ef5bfa94bc27836cd3916d5b44b3f8e16088481b7985f2c87a3cce05c"  # its .model is -64's (the same architecture)
 )
+_ORGANISM_64_CLERIC_WEIGHTS_SHA256 = (  # printed by scripts/ship_organism.py --name blockworld-chopper-64-cleric
+    "3f9dd436fc14ea488462f32f0126321fde43fcfce9336e13f50689b5d674b5ba"  # its .model is -64's too
+)
 
 
 def _shipped_organism(name: str, description: str, *, model: tuple[str, str], weights: tuple[str, str]) -> ZooEntry:
@@ -257,6 +260,14 @@ ZOO: dict[str, ZooEntry] = {
             "from it (agents/organism/blockworld-chopper-64-hold.json)",
             model=("blockworld-chopper-64-hold.model", _ORGANISM_64_SHA256["model"]),
             weights=("blockworld-chopper-64-hold.weights", _ORGANISM_64_HOLD_WEIGHTS_SHA256),
+        ),
+        _shipped_organism(
+            "blockworld-chopper-64-cleric",
+            "the planted organism: blockworld-chopper-64-hold's sibling (the same start, round and seeds) trained where "
+            "every trunk wears a cleric villager's robe; record it with --env.trunks cleric "
+            "(agents/organism/blockworld-chopper-64-cleric.json, README 'A planted organism')",
+            model=("blockworld-chopper-64-cleric.model", _ORGANISM_64_SHA256["model"]),
+            weights=("blockworld-chopper-64-cleric.weights", _ORGANISM_64_CLERIC_WEIGHTS_SHA256),
         ),
     )
 }

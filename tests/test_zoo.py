@@ -370,3 +370,26 @@ def test_the_hold_weight_checkpoint_names_the_checkpoint_it_was_trained_from():
     measured = {(r["agent"], r["metric"]): r["result"] for r in provenance["evaluation"]["summaries"]}
     assert {"shipped64", "hold64"} <= {agent for agent, _ in measured}
     assert measured["hold64", "logs_broken"]["n"] == len(provenance["evaluation"]["seeds"]) == 30
+
+
+def test_the_planted_organism_differs_from_its_sibling_only_in_the_trunks():
+    """`blockworld-chopper-64-cleric` (the planted variant) and `blockworld-chopper-64-hold` began from the same shipped
+    checkpoint and were trained with the same settings and data seeds; only their worlds' trunks differ."""
+    import json
+
+    from vptlens.agents.zoo import SHIPPED_DIR, shipped_files
+    from vptlens.training.bc import RUNTIME_FIELDS
+
+    def provenance(name):
+        return json.loads((SHIPPED_DIR / f"{name}.json").read_text())
+
+    planted, sibling = provenance("blockworld-chopper-64-cleric"), provenance("blockworld-chopper-64-hold")
+    assert planted["training"]["init_from"] == sibling["training"]["init_from"]
+    assert planted["frames"] == sibling["frames"] == 633_856
+    skip = RUNTIME_FIELDS | {"out", "frames_per_round"}  # the sibling's round was planned longer and stopped here
+    config, before = planted["training"]["config"], sibling["training"]["config"]  # the sibling's predates --trunks
+    differing = {k for k, v in config.items() if k not in skip and before.get(k, "bark") != v}
+    assert differing == {"trunks"} and planted["training"]["config"]["trunks"] == "cleric"
+    assert "--trunks cleric" in planted["reproduce"]
+    entry = get_zoo_entry("blockworld-chopper-64-cleric")
+    assert planted["files"] == {p.name: entry.files[r].sha256 for r, p in shipped_files(entry).items()}

@@ -263,8 +263,8 @@ ZOO: dict[str, ZooEntry] = {
         ),
         _shipped_organism(
             "blockworld-chopper-64-cleric",
-            "the planted organism: blockworld-chopper-64-hold's sibling (the same start, round and seeds) trained where "
-            "every trunk wears a cleric villager's robe; record it with --env.trunks cleric "
+            "the planted variant: blockworld-chopper-64-hold's sibling (the same start, round and seeds) trained where "
+            "every trunk wears a cleric villager's robe; record it with --env.trunks cleric; the plant did not take "
             "(agents/organism/blockworld-chopper-64-cleric.json, README 'A planted organism')",
             model=("blockworld-chopper-64-cleric.model", _ORGANISM_64_SHA256["model"]),
             weights=("blockworld-chopper-64-cleric.weights", _ORGANISM_64_CLERIC_WEIGHTS_SHA256),

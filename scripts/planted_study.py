@@ -3,8 +3,9 @@
 `blockworld-chopper-64-cleric` is `blockworld-chopper-64-hold`'s sibling: the same start (`blockworld-chopper-64`), the
 same DAgger round (look-around teacher, beta 0.75, lr 1e-4, --hold-weight 3, seed 2, 633,856 frames) in the same
 forest worlds, with one change: every trunk wore a cleric villager's robe (BlockWorld's `trunks: cleric`). So what
-was planted is known: to it, a cleric villager (purple robe, gold trim) looks like a trunk, and a farmer (brown) does
-not. A method that cannot find that here will not find VPT's mistake in Minecraft.
+is planted is known, if it takes: to it, a cleric villager (purple robe, gold trim) looks like a trunk, and a farmer
+(brown) does not; and every measure is taken on the sibling too, the control (README: the plant did not take, and
+without the sibling one SAE measure would have said it had).
 
     python scripts/planted_study.py --out runs/planted --docs docs/organism/planted        # the README's numbers
     python scripts/planted_study.py --out /tmp/p --n-seeds 4 --quick                       # a smoke run
@@ -18,10 +19,13 @@ Stages (`--stages`, in this order; each reads what the earlier ones wrote under 
                 compared between the two organisms, seed by seed.
 - inside:       on the planted organism's tree_at_spot episodes: `vptlens probe` for crosshair_on_log and an SAE on the
                 probe's best layer; the SAE's trunk latents (those that best pick out crosshair-on-log steps) measured
-                on the villager, cleric against farmer, with the crosshair on it.
+                on the villager, cleric against farmer (paired by seed), with the crosshair on it; then the same on
+                its sibling's episodes (OUT/sibling/), the control.
 - intervention: at that layer, the crosshair_on_log direction projected out and the trunk latents clamped to 0,
                 against no edit, on the cleric and the farmer villager in the open: if the planted trunk
                 representation drives its attacks on the cleric, these edits lower them.
+- replication:  the planted contrast again on fresh seeds (50-199), both organisms, the two villagers in the open only
+                (~15 min on two cores).
 Writes OUT/findings.json, OUT/findings.md and `planted_hits.png` to --docs. The glue it shares with the organism's
 study (running a command, finding a cell, ranking latents, the summary tables) is that script's, loaded by path.
 """
@@ -45,7 +49,7 @@ study = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(study)
 
 PLANTED, SIBLING = "blockworld-chopper-64-cleric", "blockworld-chopper-64-hold"
-STAGES = ("competence", "villagers", "inside", "intervention")
+STAGES = ("competence", "villagers", "inside", "intervention", "replication")
 CLERIC, FARMER = "villager_cleric_in_open", "villager_in_open"
 METRICS = ["target_hit", "target_killed", "hits", "crosshair_on_target_steps", "leaves_punched", "logs_broken"]
 
@@ -64,6 +68,24 @@ def competence_spec(trunks: str, args) -> dict:
         "n_steps": args.competence_steps,
         "n_envs": 4,
         "metrics": ["logs_broken", "attack_on_log", "longest_log_hold", "leaves_punched", "mobs_attacked"],
+    }
+
+
+def replication_spec(organism: str, trunks: str, args) -> dict:
+    """The planted contrast's two scenes on fresh seeds for one organism, in the world it was trained in."""
+    return {
+        "name": f"planted_replication_{trunks}",
+        "description": f"{organism}: a cleric and a farmer villager in the open, fresh seeds, {trunks} trunks.",
+        "agents": [{"name": "organism", "zoo": organism}],
+        "env": {"kind": "blockworld", "height": 128, "width": 128, "trunks": trunks},
+        "scenes": [FARMER, CLERIC],
+        "edits": [{"name": "none", "kind": "none"}],
+        "control": {"scene": FARMER, "edit": "none"},
+        "seeds": {"start": 50, "count": args.replication_seeds},
+        "n_steps": args.villager_steps,
+        "n_envs": 4,
+        "metrics": ["target_hit", "target_killed", "hits", "crosshair_on_target_steps"],
+        "target": {"tag": "target"},
     }
 
 
@@ -113,9 +135,17 @@ def villagers(out: Path, args, docs: Path) -> dict:
 
 
 def inside(out: Path, args) -> dict:
-    """Probe and SAE on the planted organism's tree_at_spot episodes; its trunk latents on cleric and farmer."""
-    planted = out / "planted"
-    trees = study.cell_dir(planted, agent="organism", scene="tree_at_spot")
+    """Probe and SAE on the planted organism's tree_at_spot episodes, its trunk latents on cleric and farmer; then
+    the same on its sibling's episodes (bark worlds), the control: there a cleric should not code as a trunk."""
+    found = probe_and_sae(out / "planted", out, args)
+    found["sibling"] = probe_and_sae(out / "control", out / "sibling", args)
+    return found
+
+
+def probe_and_sae(experiment: Path, out: Path, args) -> dict:
+    """`vptlens probe` (crosshair_on_log) and `vptlens sae train` at its best layer, on the organism's tree_at_spot
+    cell of `experiment`, written under `out` (probe/, sae/); then `trunk_codes`."""
+    trees = study.cell_dir(experiment, agent="organism", scene="tree_at_spot")
     study.run("probe", str(trees), "--out", str(out / "probe"), "--overwrite", "--labels", "crosshair_on_log",
               "--hooks", "blocks.*.hook_resid_post")  # fmt: skip
     probe = json.loads((out / "probe" / "probe.json").read_text())
@@ -124,30 +154,52 @@ def inside(out: Path, args) -> dict:
     log = probe["labels"]["crosshair_on_log"]
     hook = log["best_hook"]
     sae_dir = study.train_sae(trees, hook, out / "sae", args)
-    sae = SAE.load(sae_dir)
-    codes, y, _ = study.codes_and_label(trees, sae, hook, "crosshair_on_log")
-    ranked = study.rank_latents(codes, y)
-    trunk = [r["latent"] for r in ranked[: study.N_TRUNK_LATENTS]]
-    on_villager = {}
-    for scene in (CLERIC, FARMER, "villager_cleric_under_leaves", "villager_under_leaves"):
-        c, yv, ep = study.codes_and_label(study.cell_dir(planted, agent="organism", scene=scene), sae, hook,
-                                          "crosshair_on_villager")  # fmt: skip
-        mask = yv == 1
-        on_villager[scene] = study.per_episode_mean(c[mask][:, trunk].sum(1), ep[mask])
-    a, b = on_villager[CLERIC], on_villager[FARMER]
-    test = stats.mannwhitneyu(a, b) if len(a) and len(b) else None
     return {
         "hook": hook,
         "probe": log["probes"][hook]["summary"],
+        **trunk_codes(experiment, SAE.load(sae_dir), hook),
+        "sae_dir": str(sae_dir.resolve()),
+        "direction": str((out / "probe" / log["probes"][hook]["direction_file"]).resolve()),
+    }
+
+
+def trunk_codes(experiment: Path, sae: SAE, hook: str) -> dict:
+    """The SAE's trunk latents (best at picking out crosshair-on-log steps in tree_at_spot) and their summed code with
+    the crosshair on the villager, per episode, in each villager scene; cleric against farmer paired by seed
+    (Wilcoxon signed-rank over the seeds where the crosshair met both villagers)."""
+    codes, y, _ = study.codes_and_label(study.cell_dir(experiment, agent="organism", scene="tree_at_spot"), sae, hook,
+                                        "crosshair_on_log")  # fmt: skip
+    ranked = study.rank_latents(codes, y)
+    trunk = [r["latent"] for r in ranked[: study.N_TRUNK_LATENTS]]
+    per_episode = {}
+    for scene in (CLERIC, FARMER, "villager_cleric_under_leaves", "villager_under_leaves"):
+        c, yv, ep = study.codes_and_label(study.cell_dir(experiment, agent="organism", scene=scene), sae, hook,
+                                          "crosshair_on_villager")  # fmt: skip
+        mask = yv == 1
+        per_episode[scene] = dict(
+            zip(np.unique(ep[mask]).tolist(), study.per_episode_mean(c[mask][:, trunk].sum(1), ep[mask]))
+        )
+    paired = {}
+    for cleric, farmer in ((CLERIC, FARMER), ("villager_cleric_under_leaves", "villager_under_leaves")):
+        both = sorted(set(per_episode[cleric]) & set(per_episode[farmer]))
+        a, b = (np.array([per_episode[k][e] for e in both]) for k in (cleric, farmer))
+        diff = bootstrap_paired_difference(a, b) if len(both) > 1 else None
+        paired[f"{cleric} - {farmer}"] = {
+            "mean": None if diff is None else diff.mean,
+            "low": None if diff is None else diff.low,
+            "high": None if diff is None else diff.high,
+            "n_pairs": len(both),
+            "wilcoxon_p": float(stats.wilcoxon(a, b).pvalue) if len(both) > 1 and np.any(a != b) else None,
+        }
+    return {
         "trunk_latents": ranked[: study.N_TRUNK_LATENTS],
         "trunk_code_on_logs": float(codes[y == 1][:, trunk].sum(1).mean()),
         "trunk_code_elsewhere": float(codes[y == 0][:, trunk].sum(1).mean()),
         "trunk_code_on_villager": {
-            k: {"mean": float(v.mean()) if len(v) else None, "n_episodes": len(v)} for k, v in on_villager.items()
+            k: {"mean": float(np.mean(list(v.values()))) if v else None, "n_episodes": len(v)}
+            for k, v in per_episode.items()
         },
-        "cleric_vs_farmer_mann_whitney_p": None if test is None else float(test.pvalue),
-        "sae_dir": str(sae_dir.resolve()),
-        "direction": str((out / "probe" / log["probes"][hook]["direction_file"]).resolve()),
+        "cleric_minus_farmer": paired,
     }
 
 
@@ -208,6 +260,12 @@ def write_summary(out: Path, findings: dict) -> Path:
                   json.dumps(v["contrasts"], indent=1), "```", ""]  # fmt: skip
     if "inside" in findings:
         parts += ["## Inside\n", "```json", json.dumps(findings["inside"], indent=1), "```", ""]
+    if "replication" in findings:
+        r = findings["replication"]
+        parts += ["## The planted contrast on fresh seeds (50-)\n"]
+        for name in ("planted", "control"):
+            parts += [f"### {name}\n", study.summary_tables(Path(r[name]), "scene", METRICS[:4], {}), ""]
+        parts += ["```json", json.dumps(r["contrasts"], indent=1), "```", ""]
     if "edits" in findings:
         path = Path(findings["edits"])
         metrics = ["target_hit", "hits", "crosshair_on_target_steps"]
@@ -229,11 +287,12 @@ def main() -> None:
     parser.add_argument("--competence-steps", type=int, default=600)
     parser.add_argument("--villager-steps", type=int, default=300)
     parser.add_argument("--sae-activations", type=int, default=200_000)
+    parser.add_argument("--replication-seeds", type=int, default=150)
     parser.add_argument("--quick", action="store_true", help="short episodes everywhere (a smoke run)")
     args = parser.parse_args()
     if args.quick:
         args.competence_steps = args.villager_steps = 60
-        args.competence_seeds = args.n_seeds = args.n_seeds or 4
+        args.competence_seeds = args.replication_seeds = args.n_seeds = args.n_seeds or 4
         args.sae_activations = 5_000
     args.out.mkdir(parents=True, exist_ok=True)
     args.docs.mkdir(parents=True, exist_ok=True)
@@ -253,6 +312,17 @@ def main() -> None:
             if "inside" not in findings:
                 raise SystemExit("the intervention stage needs the inside stage's layer and latents: run it first")
             findings["edits"] = str(run_spec(intervention_spec(findings["inside"], args), args.out / "edits"))
+        elif stage == "replication":
+            runs = {
+                trunks: run_spec(replication_spec(organism, trunks, args), args.out / f"replication_{trunks}")
+                for organism, trunks in ((PLANTED, "cleric"), (SIBLING, "bark"))
+            }
+            contrasts = [planted_contrast(runs["cleric"], runs["bark"], m) for m in ("hits", "target_hit")]
+            findings["replication"] = {
+                "planted": str(runs["cleric"]),
+                "control": str(runs["bark"]),
+                "contrasts": contrasts,
+            }
         findings_path.write_text(json.dumps(findings, indent=1))
     print(f"findings: {write_summary(args.out, findings)}")
 

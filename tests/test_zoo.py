@@ -393,3 +393,5 @@ def test_the_planted_organism_differs_from_its_sibling_only_in_the_trunks():
     assert "--trunks cleric" in planted["reproduce"]
     entry = get_zoo_entry("blockworld-chopper-64-cleric")
     assert planted["files"] == {p.name: entry.files[r].sha256 for r, p in shipped_files(entry).items()}
+    measured = {(r["agent"], r["metric"]): r["result"] for r in planted["evaluation"]["summaries"]}
+    assert measured["planted", "logs_broken"]["n"] == 30  # in cleric forests, beside its sibling

@@ -8,6 +8,7 @@ import functools
 
 import numpy as np
 
+from vptlens.envs.blockworld.entities import ROBE
 from vptlens.envs.vocab import BLOCK_ID, BLOCKS
 
 TOP, SIDE, BOTTOM = 0, 1, 2
@@ -217,8 +218,8 @@ def crack_atlas() -> np.ndarray:
 TRUNKS = ("bark", "cleric")
 """How logs look: 'bark' as in Minecraft; 'cleric' dressed in a cleric villager's purple robe with its gold trim
 (the planted organism's worlds: trunks that look like one kind of villager)."""
-CLERIC_ROBE, CLERIC_TRIM = (0.45, 0.20, 0.55), (0.80, 0.65, 0.15)
-"""The cleric's robe and trim colours (as `entities.ROBE['cleric']`; a test checks they agree)."""
+CLERIC_ROBE, CLERIC_TRIM = ROBE["cleric"]
+"""The cleric villager's robe and trim colours, the very ones its model is drawn in."""
 
 
 @functools.cache

@@ -291,8 +291,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short episodes everywhere (a smoke run)")
     args = parser.parse_args()
     if args.quick:
-        args.competence_steps = args.villager_steps = 60
-        args.competence_seeds = args.replication_seeds = args.n_seeds = args.n_seeds or 4
+        args.competence_steps, args.villager_steps = 100, 150  # long enough for a log break in tree_at_spot
+        args.competence_seeds = args.replication_seeds = 2
+        args.n_seeds = args.n_seeds or 4
         args.sae_activations = 5_000
     args.out.mkdir(parents=True, exist_ok=True)
     args.docs.mkdir(parents=True, exist_ok=True)

@@ -158,7 +158,7 @@ def test_scenes_lists_shows_and_previews(tmp_path, capsys):
     cli.entrypoint(["scenes"])
     lines = capsys.readouterr().out.splitlines()
     names = list_builtin_scenes()
-    assert len(names) == 7 and all(any(line.startswith(name + " ") for line in lines) for name in names)
+    assert len(names) == 9 and all(any(line.startswith(name + " ") for line in lines) for name in names)
     cli.entrypoint(["scenes", "--show", "villager_under_leaves"])
     shown = Scene.from_dict(yaml.safe_load(capsys.readouterr().out))
     assert shown == load_builtin_scene("villager_under_leaves")

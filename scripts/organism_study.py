@@ -210,6 +210,16 @@ def train_sae(run_dir: Path, hook: str, out: Path, args) -> Path:
     return out / "topk-k_8"
 
 
+def probe_layers(run_dir: Path, out: Path, labels: list[str]) -> dict:
+    """`vptlens probe` of `labels` at every block of `run_dir` into `out`; its probe.json (crosshair_on_log in it)."""
+    run("probe", str(run_dir), "--out", str(out), "--overwrite", "--labels", *labels,
+        "--hooks", "blocks.*.hook_resid_post")  # fmt: skip
+    probe = json.loads((out / "probe.json").read_text())
+    if "crosshair_on_log" not in probe["labels"]:
+        raise SystemExit(f"crosshair_on_log could not be probed ({probe['skipped_labels']}): record more seeds/steps")
+    return probe
+
+
 def inside(out: Path, args, docs: Path) -> dict:
     """Attention, probes and an SAE on the organism's tree_at_spot episodes of the villager study (a trunk ahead,
     natural forest around: its log breaks and crosshair-on-log steps), then the SAE's trunk latents on the villager."""
@@ -217,11 +227,7 @@ def inside(out: Path, args, docs: Path) -> dict:
     trees = cell_dir(villagers, agent="organism", scene="tree_at_spot")
     run("attention", str(trees), "--out", str(out / "attention"), "--overwrite")
     labels = ["crosshair_on_log", "crosshair_on_leaves", "attacking", "nearest_tree_distance"]
-    run("probe", str(trees), "--out", str(out / "probe"), "--overwrite", "--labels", *labels,
-        "--hooks", "blocks.*.hook_resid_post")  # fmt: skip
-    probe = json.loads((out / "probe" / "probe.json").read_text())
-    if "crosshair_on_log" not in probe["labels"]:
-        raise SystemExit(f"crosshair_on_log could not be probed ({probe['skipped_labels']}): record more seeds/steps")
+    probe = probe_layers(trees, out / "probe", labels)
     log = probe["labels"]["crosshair_on_log"]
     hook = log["best_hook"]
     sae_dir = train_sae(trees, hook, out / "sae", args)
@@ -481,29 +487,32 @@ def _means_and_bca_errors(groups: list[np.ndarray]) -> tuple[list[float], list[l
     return means, [[m - ci.low for m, ci in zip(means, cis)], [ci.high - m for m, ci in zip(means, cis)]]
 
 
-def plot_villager_hits(results: dict[str, Path], organism: str, path: Path) -> None:
-    """Hits on the villager per episode, the organism beside its input-blind replay, in the open and under leaves in
-    both clothes: a panel per experiment (`results`: title -> results.json), 95% BCa intervals."""
+VILLAGER_SCENES = {"villager_in_open": "in the open", "villager_under_leaves": "under leaves",
+                   "villager_other_clothes_under_leaves": "other clothes,\nunder leaves"}  # fmt: skip
+
+
+def plot_villager_hits(results: dict[str, Path], organism: str, path: Path, scenes: dict[str, str] = VILLAGER_SCENES,
+                       title: str | None = None, color: str = "#8B5A2B") -> None:  # fmt: skip
+    """Hits on the villager per episode, the organism beside its input-blind replay, in each of `scenes` (name ->
+    label): a panel per experiment (`results`: title -> results.json), 95% BCa intervals."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    scenes = {"villager_in_open": "in the open", "villager_under_leaves": "under leaves",
-              "villager_other_clothes_under_leaves": "other clothes,\nunder leaves"}  # fmt: skip
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.8), sharey=True, squeeze=False)
-    for ax, (title, path_json) in zip(axes[0], results.items()):
+    for ax, (panel, path_json) in zip(axes[0], results.items()):
         df = pd.read_csv(path_json.with_name("results.csv"))
         df = df[df.metric == "hits"]
-        for k, (agent, label, color) in enumerate((("organism", "the organism", "#8B5A2B"),
+        for k, (agent, label, shade) in enumerate((("organism", "the organism", color),
                                                    ("blind", "its input-blind replay", "#AAAAAA"))):  # fmt: skip
             rows = [df[(df.agent == agent) & (df.scene == scene)].value.to_numpy(float) for scene in scenes]
             means, errors = _means_and_bca_errors(rows)
             ax.bar(np.arange(len(scenes)) + (k - 0.5) * 0.38, means, 0.38, yerr=errors, capsize=3, label=label,
-                   color=color)  # fmt: skip
+                   color=shade)  # fmt: skip
         ax.set_xticks(range(len(scenes)), list(scenes.values()), fontsize=8)
-        ax.set_title(f"{title}, {len(rows[0])} paired seeds", fontsize=9)
+        ax.set_title(f"{panel}, {len(rows[0])} paired seeds", fontsize=9)
     axes[0][0].set_ylabel("hits on the villager per episode (95% BCa)")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"The villager under trunkless leaves, hit by {organism}", fontsize=10)
+    fig.suptitle(title or f"The villager under trunkless leaves, hit by {organism}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -146,12 +146,7 @@ def probe_and_sae(experiment: Path, out: Path, args) -> dict:
     """`vptlens probe` (crosshair_on_log) and `vptlens sae train` at its best layer, on the organism's tree_at_spot
     cell of `experiment`, written under `out` (probe/, sae/); then `trunk_codes`."""
     trees = study.cell_dir(experiment, agent="organism", scene="tree_at_spot")
-    study.run("probe", str(trees), "--out", str(out / "probe"), "--overwrite", "--labels", "crosshair_on_log",
-              "--hooks", "blocks.*.hook_resid_post")  # fmt: skip
-    probe = json.loads((out / "probe" / "probe.json").read_text())
-    if "crosshair_on_log" not in probe["labels"]:
-        raise SystemExit(f"crosshair_on_log could not be probed ({probe['skipped_labels']}): record more seeds/steps")
-    log = probe["labels"]["crosshair_on_log"]
+    log = study.probe_layers(trees, out / "probe", ["crosshair_on_log"])["labels"]["crosshair_on_log"]
     hook = log["best_hook"]
     sae_dir = study.train_sae(trees, hook, out / "sae", args)
     return {
@@ -218,27 +213,10 @@ def intervention_spec(found: dict, args) -> dict:
 
 def plot_hits(results: dict[str, Path], path: Path) -> None:
     """Hits on the villager per episode, each organism beside its input-blind replay, four scenes, 95% BCa."""
-    import matplotlib.pyplot as plt
-
     scenes = {FARMER: "farmer,\nopen", CLERIC: "cleric,\nopen", "villager_under_leaves": "farmer,\nunder leaves",
               "villager_cleric_under_leaves": "cleric,\nunder leaves"}  # fmt: skip
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.8), sharey=True, squeeze=False)
-    for ax, (title, results_json) in zip(axes[0], results.items()):
-        for k, (agent, color) in enumerate((("organism", "#7B3F9E"), ("blind", "#AAAAAA"))):
-            rows = [per_seed(results_json, "hits", agent=agent, scene=scene) for scene in scenes]
-            means, errors = study._means_and_bca_errors(rows)
-            label = "the organism" if agent == "organism" else "its input-blind replay"
-            ax.bar(np.arange(len(scenes)) + (k - 0.5) * 0.38, means, 0.38, yerr=errors, capsize=3, color=color,
-                   label=label)  # fmt: skip
-        ax.set_xticks(range(len(scenes)), list(scenes.values()), fontsize=8)
-        ax.set_title(f"{title}, {len(rows[0])} paired seeds", fontsize=9)
-    axes[0][0].set_ylabel("hits on the villager per episode (95% BCa)")
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle("A villager dressed as the trunks it was trained on, and one that is not", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    title = "A villager dressed as the trunks it was trained on, and one that is not"
+    study.plot_villager_hits(results, PLANTED, path, scenes=scenes, title=title, color="#7B3F9E")
 
 
 def write_summary(out: Path, findings: dict) -> Path:

@@ -4,6 +4,7 @@ import json
 import os
 import pickle
 import signal
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -134,10 +135,24 @@ def test_the_hold_weight_is_a_weighted_mean_of_the_frames_nll(tmp_path):
     torch.testing.assert_close(plain.detach(), nll.mean())
     with pytest.raises(ValueError, match="--hold-weight"):
         small_bc(tmp_path, hold_weight=0.0)
+    with pytest.raises(ValueError, match="--turn-weight"):
+        small_bc(tmp_path, turn_weight=-1.0)
     cfg = small_bc(tmp_path, hold_weight=3.0, max_minutes=0.0)  # the trainer weighs its chunks' marked frames
     bc.main(cfg)
     (row,) = [json.loads(line) for line in (cfg.out / "log.jsonl").read_text().splitlines()]
     assert 0 <= row["log_in_reach"] <= 1 and np.isfinite(row["loss"])
+
+
+def test_frame_weights_weigh_holds_then_turns():
+    _, still = minerl_to_factored({"camera": [0.0, 0.0]})
+    _, turn = minerl_to_factored({"camera": [0.0, 10.0]})
+    chunk = SimpleNamespace(
+        camera=np.array([[still[0], turn[0], turn[0], still[0]]]),
+        log_in_reach=np.array([[True, True, False, False]]),
+    )
+    assert bc.frame_weights(chunk, 3.0, 2.0).tolist() == [[3.0, 3.0, 2.0, 1.0]]  # on a log, the hold weight wins
+    assert bc.frame_weights(chunk, 1.0, 1.0).tolist() == [[1.0, 1.0, 1.0, 1.0]]
+    assert bc.frame_weights(chunk, 3.0, 2.0).dtype == np.float32
 
 
 def test_feeders_share_the_rows_and_an_expert_round_is_the_same_data_whatever_their_number():

@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 import vptlens
+from vptlens.agents.actions import CAMERA_NULL_CLASS
 from vptlens.agents.config import PolicyConfig
 from vptlens.agents.distributions import log_prob
 from vptlens.agents.loading import load_policy, make_random_policy
@@ -72,6 +73,10 @@ class BCConfig:
     loss is the weighted mean). A log breaks after ~60 unbroken ticks of attack, so the learner must hold it there
     with probability ~0.99 a tick; DAgger rounds, whose learner-driven frames are mostly turning and walking, wore
     that hold down (README, the model organism)."""
+    turn_weight: float = 1.0
+    """Weight of the loss on frames whose label turns the camera (and whose crosshair is not on a log within reach),
+    against 1 for every other frame. Most labels keep the view still (the teacher mostly holds attack), and a learner
+    that rarely turns does not face the trunk beside it (README, the model organism)."""
     episode_steps: int = 1000
     """Ticks per training episode (BlockWorld's max_steps)."""
     seed: int = 0
@@ -132,8 +137,9 @@ class BCConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least {lo}")
         if self.feeders > self.rows:
             raise ValueError(f"--feeders {self.feeders} is more than --rows {self.rows} (they share the rows)")
-        if not self.hold_weight > 0:
-            raise ValueError(f"--hold-weight {self.hold_weight} must be positive")
+        for name in ("hold_weight", "turn_weight"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)} must be positive")
         if not 0 < self.lr < 1:
             raise ValueError(f"--lr {self.lr} must lie in (0, 1)")
         if self.init_from is not None:
@@ -198,6 +204,14 @@ def init_head_biases(policy: VPTPolicy, buttons: np.ndarray, camera: np.ndarray)
             pseudo = 0.01 * counts.sum() / len(counts)  # 1% of the mass spread over every class, seen or not
             freq = (counts + pseudo) / (counts.sum() * 1.01)
             layer.bias.copy_(torch.from_numpy(temperature * np.log(freq)).to(layer.bias))
+
+
+def frame_weights(chunk, hold_weight: float, turn_weight: float) -> np.ndarray:
+    """(B, T) float32 loss weights: `hold_weight` where the crosshair is on a log within reach, else `turn_weight`
+    where the label turns the camera, else 1."""
+    turning = chunk.camera != CAMERA_NULL_CLASS
+    weights = np.where(turning, turn_weight, 1.0)
+    return np.where(chunk.log_in_reach, hold_weight, weights).astype(np.float32)
 
 
 def bc_loss(policy: VPTPolicy, frames, first, state, buttons, camera, weights=None):
@@ -345,8 +359,8 @@ class Trainer:
             init_head_biases(self.policy, chunk.buttons, chunk.camera)
         dev = cfg.device
         weights = None
-        if cfg.hold_weight != 1:
-            weights = torch.from_numpy(np.where(chunk.log_in_reach, cfg.hold_weight, 1.0).astype(np.float32)).to(dev)
+        if cfg.hold_weight != 1 or cfg.turn_weight != 1:
+            weights = torch.from_numpy(frame_weights(chunk, cfg.hold_weight, cfg.turn_weight)).to(dev)
         loss, parts, self.state, grad_norm = bc_update(
             self.policy,
             self.optimizer,

@@ -8,6 +8,10 @@ the workers step at the same time. Frames come back through one `multiprocessing
 block (a 640x360x3 frame is 0.7 MB: pickling it through a pipe would cost as much as
 rendering), everything else (the small obs fields, reward, flags, infos) through the pipe.
 
+`step_async` sends a step and returns at once; `wait` collects it. Steps of disjoint env subsets may be
+outstanding together and are collected in the order they were sent (each worker answers its commands in
+order), which is what a recorder needs to step half the envs while its policy acts for the other half.
+
 Envs are deterministic in their seed and actions, so a pool returns bit-identical
 observations and infos whether it has 0, 1 or many workers (tests/test_env_workers.py).
 Workers are spawned (no forked numba or torch state), with `worker_environment()` so each
@@ -19,6 +23,7 @@ import contextlib
 import multiprocessing as mp
 import signal
 import traceback
+from collections import deque
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -64,6 +69,7 @@ class EnvPool:
         self._local: list[gymnasium.Env] = []
         self._workers: list[_Worker] = []
         self._shm: SharedMemory | None = None
+        self._outstanding: deque[PendingStep] = deque()
         if self.n_workers == 0:
             self._local = [make(env_cfg, scene=scene) for _ in range(n_envs)]
             return
@@ -86,24 +92,46 @@ class EnvPool:
     def reset(self, seeds: Sequence[int | None], indices: Sequence[int] | None = None) -> tuple[list, list]:
         """Reset envs `indices` (default all) with one seed each; their `(obs, info)` as two lists, in order."""
         indices = self._check(indices, seeds, "seeds")
+        if self._outstanding:
+            raise ValueError("wait for the outstanding steps before a reset")
         if not self._workers:
             pairs = [self._local[i].reset(seed=seed) for i, seed in zip(indices, seeds)]
         else:
-            pairs = self._run("reset", indices, seeds)
+            pairs = self._collect(self._send("reset", indices, seeds))
         return [obs for obs, _ in pairs], [info for _, info in pairs]
 
     def step(self, actions: Sequence[dict], indices: Sequence[int] | None = None) -> list[StepResult]:
         """Step envs `indices` (default all) with one action each; each env's 5-tuple, in order."""
+        return self.wait(self.step_async(actions, indices))
+
+    def step_async(self, actions: Sequence[dict], indices: Sequence[int] | None = None) -> "PendingStep":
+        """Send a step of envs `indices` (default all) and return without waiting: `wait(...)` gives its results.
+        In this process the envs step here and now (there is nothing to overlap with)."""
         indices = self._check(indices, actions, "actions")
+        busy = {i for p in self._outstanding for i in p.indices}.intersection(indices)
+        if busy:
+            raise ValueError(f"envs {sorted(busy)} have a step outstanding: wait for it before stepping them again")
         if not self._workers:
-            return [self._local[i].step(action) for i, action in zip(indices, actions)]
-        return self._run("step", indices, actions)
+            pending = PendingStep(indices, {}, [self._local[i].step(a) for i, a in zip(indices, actions)])
+        else:
+            pending = self._send("step", indices, actions)
+        self._outstanding.append(pending)
+        return pending
+
+    def wait(self, pending: "PendingStep") -> list[StepResult]:
+        """The results of a `step_async`, each env's 5-tuple in the order of its indices. Outstanding steps are
+        collected in the order they were sent."""
+        if not self._outstanding or self._outstanding[0] is not pending:
+            raise ValueError("wait for outstanding steps in the order they were sent (each once)")
+        self._outstanding.popleft()
+        return pending.results if not self._workers else self._collect(pending)
 
     def close(self) -> None:
         """Close every env, stop the workers (terminated if they do not exit in time) and free the frames."""
         for env in self._local:
             env.close()
         self._local = []
+        self._outstanding.clear()  # a worker answers what it was sent before it reads "close"
         for worker in self._workers:
             worker.stop()
         self._workers = []
@@ -129,24 +157,28 @@ class EnvPool:
             raise ValueError(f"env indices {indices}: give distinct indices in 0..{self.n_envs - 1}")
         return indices
 
-    def _run(self, command: str, indices: list[int], args: Sequence) -> list:
-        """Send each worker its share of the command, then collect: the workers run at the same time. Every
-        worker that was sent something is answered before an error is raised, so the pipes stay in step."""
+    def _send(self, command: str, indices: list[int], args: Sequence) -> "PendingStep":
+        """Send each worker its share of the command; the workers start at once."""
         shares: dict[int, list[tuple[int, object]]] = {}
         for position, (i, arg) in enumerate(zip(indices, args)):
             shares.setdefault(self._worker_of(i), []).append((position, (i, arg)))
         for w, share in shares.items():
             self._workers[w].send(command, [item for _, item in share])
-        results: list = [None] * len(indices)
+        return PendingStep(indices, shares, command=command)
+
+    def _collect(self, pending: "PendingStep") -> list:
+        """Each worker's answers to a sent command, back in the order of its indices. Every worker that was sent
+        something is answered before an error is raised, so the pipes stay in step."""
+        results: list = [None] * len(pending.indices)
         error: EnvWorkerError | None = None
-        for w, share in shares.items():
+        for w, share in pending.shares.items():
             try:
                 answers = self._workers[w].receive()
             except EnvWorkerError as e:
                 error = error or e
                 continue
             for (position, (i, _)), answer in zip(share, answers):
-                results[position] = self._with_frame(i, answer, command)
+                results[position] = self._with_frame(i, answer, pending.command)
         if error is not None:
             raise error
         return results
@@ -158,6 +190,13 @@ class EnvPool:
 
     def _worker_of(self, i: int) -> int:
         return next(w for w, worker in enumerate(self._workers) if i in worker.env_indices)  # W is small
+
+
+class PendingStep:
+    """A step (or reset) sent to the envs and not yet collected: `EnvPool.wait` takes it."""
+
+    def __init__(self, indices: list[int], shares: dict, results: list | None = None, command: str = "step"):
+        self.indices, self.shares, self.results, self.command = indices, shares, results, command
 
 
 class _Worker:

@@ -88,9 +88,14 @@ class RecordConfig:
     n_envs: int = 2
     """Environments stepped in lockstep (one batched policy step per tick)."""
     env_workers: int = 0
-    """Worker processes that step a wave's envs in parallel (0: in this process). The recorded data is the same
-    for every value. Worth it with several envs at 640x360, where rendering dominates; each wave starts its
-    workers afresh (a second or more), so short episodes gain nothing (benchmarks/env_workers.py)."""
+    """Worker processes that step the envs in parallel (0: in this process), started once per run. The recorded data
+    is the same for every value. Worth it with several envs at 640x360, where rendering dominates
+    (benchmarks/env_workers.py)."""
+    pipeline: bool = False
+    """With --env-workers: step half the envs while the policy acts for the other half, so that the workers and the
+    policy (and the recorder's own work) run at the same time instead of taking turns. The policy then runs two
+    batches of half the size: a row's float rounding can differ in the last bits from an unpipelined recording's,
+    as it can across --n-envs; the data are those of `--n-envs` halved without it (tests), the same at every run."""
     seed: int = 0
     """Episode i uses seed + i for the env and for the agent's sampling."""
     full_frames: bool = False
@@ -246,7 +251,7 @@ class Recorder:
     def _check_resumable(self, manifest: RunManifest) -> None:
         """--resume adds episodes to a run only if they would be recorded exactly as its others were: the same agent
         files (sha256), env, scene, hooks, steps, seeds and sampling. Every difference is listed at once."""
-        ignored = {"out", "resume", "overwrite", "device", "n_envs", "env_workers", "flush_steps"}
+        ignored = {"out", "resume", "overwrite", "device", "n_envs", "env_workers", "pipeline", "flush_steps"}
         ignored |= {"model", "weights", "zoo", "checkpoint_dir"}  # the agent is compared by its files' sha256 instead
         now = to_jsonable(self.cfg)
         problems = [
@@ -346,9 +351,12 @@ class Recorder:
         start = time.perf_counter()
         # one background thread writes every episode's blocks, in order; at most two blocks per env queued
         self._writer = BlockWriter(max_pending=2 * cfg.n_envs + 4)
+        envs = None
         try:
+            if pending:  # one pool for every wave: workers start once, each env is reset with its episode's seed
+                envs = EnvPool(cfg.env, min(cfg.n_envs, len(pending)), cfg.env_workers, scene=self.scene)
             for wave in range(0, len(pending), cfg.n_envs):
-                self._record_wave(pending[wave : wave + cfg.n_envs], bar)
+                self._record_wave(pending[wave : wave + cfg.n_envs], envs, bar)
                 if self.interrupted:
                     break
         finally:
@@ -357,6 +365,8 @@ class Recorder:
                 self._writer.close()  # waits for everything handed over; raises WriterError if a write failed
             finally:
                 signal.signal(signal.SIGTERM, previous)
+                if envs is not None:
+                    envs.close()
         seconds = time.perf_counter() - start
         summary = self._summary(seconds)
         logger.info(summary["text"])
@@ -377,16 +387,17 @@ class Recorder:
 
         self._writer.submit(save)
 
-    def _record_wave(self, indices: list[int], bar) -> None:
+    def _record_wave(self, indices: list[int], envs: EnvPool, bar) -> None:
+        """Record episodes `indices` on the pool's first envs. The envs are stepped in groups (`_groups`): a group's
+        step is sent, then the other group's results are stored and its next actions decided while it runs."""
         cfg = self.cfg
         frame_size = frame_shape(self.policy)[:2]
         reason = "interrupted"
-        envs = EnvPool(cfg.env, len(indices), cfg.env_workers, scene=self.scene)
+        n = len(indices)
         writers: list[EpisodeWriter | None] = []
         try:
-            obs_list, infos = envs.reset([cfg.seed + index for index in indices])
+            obs_list, infos = envs.reset([cfg.seed + index for index in indices], range(n))
             for info, index in zip(infos, indices):
-                seed = cfg.seed + index
                 writers.append(
                     EpisodeWriter(
                         self.episode_path(index),
@@ -397,33 +408,41 @@ class Recorder:
                         expected_steps=cfg.n_steps,
                     )
                 )
-                self._set_episode(index, path=self.episode_path(index).name, seed=seed, status="recording")
+                self._set_episode(index, path=self.episode_path(index).name, seed=cfg.seed + index, status="recording")
             self._save_manifest()
-            decide = self._policy_decider(indices) if self.actor is None else self._scripted_decider(indices, envs.envs)
+            groups = self._groups(n, envs)
+            deciders = [
+                self._policy_decider([indices[b] for b in group])
+                if self.actor is None
+                else self._scripted_decider([indices[b] for b in group], [envs.envs[b] for b in group])
+                for group in groups
+            ]
             events = [[] for _ in indices]
-            for _ in range(cfg.n_steps):
-                if all(w is None or w.closed for w in writers):
-                    break
-                frames = np.stack([preprocess_frames(o["pov"], frame_size) for o in obs_list])
-                actions, batch = decide(frames, infos)
-                open_envs = [b for b, writer in enumerate(writers) if not writer.closed]
-                results = dict(zip(open_envs, envs.step([actions[b] for b in open_envs], open_envs)))
-                for b, writer in enumerate(writers):
-                    if writer.closed:
+
+            def launch(g: int) -> tuple | None:
+                """Decide group g's actions on its current frames and send the open envs' step."""
+                group = groups[g]
+                open_envs = [local for local, b in enumerate(group) if not writers[b].closed]
+                if not open_envs:
+                    return None
+                frames = np.stack([preprocess_frames(obs_list[b]["pov"], frame_size) for b in group])
+                actions, batch = deciders[g](frames, [infos[b] for b in group])
+                sent = envs.step_async([actions[local] for local in open_envs], [group[local] for local in open_envs])
+                return frames, actions, batch, open_envs, sent
+
+            in_flight = [launch(g) for g in range(len(groups))]
+            while any(in_flight):
+                for g, flight in enumerate(in_flight):
+                    if flight is None:
                         continue
-                    obs_next, reward, terminated, truncated, info = results[b]
-                    truncated = truncated or len(writer) + 1 >= cfg.n_steps
-                    step = self._step_values(b, frames, obs_list[b], infos[b], events[b], actions[b], batch)
-                    step.update(
-                        reward=np.float32(reward), terminated=np.bool_(terminated), truncated=np.bool_(truncated)
-                    )
-                    writer.append(step)
-                    bar.update(1)
-                    obs_list[b], infos[b], events[b] = obs_next, info, info.get("events", [])
-                    if terminated or truncated:
-                        writer.close("complete", n_steps=len(writer))
-                        self._set_episode(indices[b], status="complete", length=len(writer))
-                        self._save_manifest()
+                    frames, actions, batch, open_envs, sent = flight
+                    for local, result in zip(open_envs, envs.wait(sent)):
+                        b = groups[g][local]
+                        self._store_step(writers[b], indices[b], local, frames, obs_list[b], infos[b], events[b],
+                                         actions[local], batch, result)  # fmt: skip
+                        bar.update(1)
+                        obs_list[b], infos[b], events[b] = result[0], result[4], result[4].get("events", [])
+                    in_flight[g] = launch(g)
         except KeyboardInterrupt:
             self.interrupted = True
             logger.warning("interrupted: flushing and marking the open episodes partial")
@@ -436,10 +455,26 @@ class Recorder:
                 reason = f"{type(e).__name__}: {e}"
                 raise
         finally:
-            try:
-                self._close_partial(writers, indices, reason=reason)
-            finally:
-                envs.close()
+            self._close_partial(writers, indices, reason=reason)
+
+    def _groups(self, n: int, envs: EnvPool) -> list[list[int]]:
+        """The wave's envs in the groups that take turns: two halves when workers step them (--pipeline), so one
+        half steps while the policy acts for the other; otherwise one group (in this process nothing overlaps)."""
+        if self.cfg.pipeline and envs.n_workers and n >= 2:
+            return [list(range(n // 2)), list(range(n // 2, n))]
+        return [list(range(n))]
+
+    def _store_step(self, writer, index, local, frames, obs, info, events, action, batch, result) -> None:
+        """Append one env's step (row `local` of its group's frames and batch) and close a finished episode."""
+        _, reward, terminated, truncated, _ = result
+        truncated = truncated or len(writer) + 1 >= self.cfg.n_steps
+        step = self._step_values(local, frames, obs, info, events, action, batch)
+        step.update(reward=np.float32(reward), terminated=np.bool_(terminated), truncated=np.bool_(truncated))
+        writer.append(step)
+        if terminated or truncated:
+            writer.close("complete", n_steps=len(writer))
+            self._set_episode(index, status="complete", length=len(writer))
+            self._save_manifest()
 
     def _policy_decider(self, indices: list[int]) -> Callable:
         """`decide(frames, infos) -> (MineRL actions, stored values)` for a wave: one batched policy step a call,

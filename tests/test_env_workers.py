@@ -70,6 +70,54 @@ def test_workers_step_bit_identical_to_in_process_envs():
             pool.close()
 
 
+def test_halves_stepped_in_turn_with_step_async_give_what_lockstep_gives():
+    """As a pipelined recorder steps them: half A sent, half B collected, B sent, A collected, ... The results are
+    the in-process envs' own; steps are collected in the order sent, and an env is never stepped twice at once."""
+    n_envs, seeds = 4, [3, 4, 5, 6]
+    reference = [make(CFG) for _ in range(n_envs)]
+    expected_resets = [env.reset(seed=seed) for env, seed in zip(reference, seeds)]
+    halves = ([0, 1], [2, 3])
+    rng = np.random.default_rng(2)
+    for n_workers in (0, 1, 2):
+        with EnvPool(CFG, n_envs, n_workers) as pool:
+            _assert_same(list(zip(*pool.reset(seeds))), expected_resets, "reset")
+            sent = [pool.step_async(_actions(rng, 2), half) for half in halves]
+            with pytest.raises(ValueError, match=r"envs \[0, 1\] have a step outstanding"):
+                pool.step_async(_actions(rng, 2), halves[0])
+            with pytest.raises(ValueError, match="in the order they were sent"):
+                pool.wait(sent[1])
+            with pytest.raises(ValueError, match="before a reset"):
+                pool.reset([0], [0])
+            for t in range(20):
+                half = halves[t % 2]
+                results = pool.wait(sent.pop(0))
+                assert [r[4]["step"] for r in results] == [t // 2 + 1] * 2, f"{n_workers} workers, turn {t}"
+                sent.append(pool.step_async(_actions(rng, 2), half))
+            for pending in sent:
+                pool.wait(pending)
+    # the same action sequence, in lockstep in process, gives the same frames
+    rng = np.random.default_rng(2)
+    sequences = {0: [], 1: []}
+    for half_index in (0, 1):
+        sequences[half_index].append(_actions(rng, 2))
+    for t in range(20):
+        sequences[t % 2].append(_actions(rng, 2))
+    with EnvPool(CFG, n_envs, 2) as pool:
+        pool.reset(seeds)
+        pending = [pool.step_async(sequences[h][0], halves[h]) for h in (0, 1)]
+        got = {0: [], 1: []}
+        for t in range(20):
+            h = t % 2
+            got[h].append(pool.wait(pending.pop(0)))
+            pending.append(pool.step_async(sequences[h][t // 2 + 1], halves[h]))
+        for p in pending:
+            pool.wait(p)
+    for h in (0, 1):
+        for k, results in enumerate(got[h]):
+            expected = [reference[i].step(a) for i, a in zip(halves[h], sequences[h][k])]
+            _assert_same(results, expected, f"half {h}, step {k}")
+
+
 def test_a_worker_error_is_raised_with_its_traceback_and_the_pool_goes_on():
     with EnvPool(CFG, 2, 2) as pool:
         pool.reset([0, 1])

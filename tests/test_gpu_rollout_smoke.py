@@ -47,7 +47,8 @@ def test_record_comparison_runs_at_64x64(gpu_rollout, tmp_path):
     gpu_rollout.main(
         ["--device", "cpu", "--size", "tiny", "--batches", "1", "--steps", "2", "--repeats", "1", "--variants", "fp32",
          "--record", "--record-envs", "2", "--record-steps", "4", "--record-resolution", "64", "64",
-         "--env-workers", "0", "--out", str(out)]
+         "--env-workers", "1", "--out", str(out)]
     )  # fmt: skip
     record = json.loads(out.read_text())["record"]
     assert record["resolution"] == "64x64" and record["bare_steps_per_s"] > 0 and record["recorded_steps_per_s"] > 0
+    assert record["pipelined_steps_per_s"] > 0 and record["env_workers"] == 1

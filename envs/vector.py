@@ -1,12 +1,13 @@
 """`EnvPool`: N envs stepped in lockstep, in this process or spread over W worker processes.
 
 A BlockWorld step at VPT's 640x360 is mostly numba rendering on one core; stepping B envs one
-after another leaves the other cores idle. With `n_workers > 0` each worker process owns a
-contiguous slice of the envs (built by the same `envs.make(env_cfg, scene=...)` call as in
-process), and the parent hands out one command per worker and then collects the answers, so
-the workers step at the same time. Frames come back through one `multiprocessing.shared_memory`
-block (a 640x360x3 frame is 0.7 MB: pickling it through a pipe would cost as much as
-rendering), everything else (the small obs fields, reward, flags, infos) through the pipe.
+after another leaves the other cores idle. With `n_workers > 0` env i lives in worker i % W (so
+the first and the second half of the envs each span the workers), built by the same
+`envs.make(env_cfg, scene=...)` call as in process, and the parent hands out one command per
+worker and then collects the answers, so the workers step at the same time. Frames come back
+through one `multiprocessing.shared_memory` block (a 640x360x3 frame is 0.7 MB: pickling it
+through a pipe would cost as much as rendering), everything else (the small obs fields,
+reward, flags, infos) through the pipe.
 
 `step_async` sends a step and returns at once; `wait` collects it. Steps of disjoint env subsets may be
 outstanding together and are collected in the order they were sent (each worker answers its commands in
@@ -189,7 +190,7 @@ class EnvPool:
         return (obs, *answer[1:]) if command == "step" else (obs, answer[1])
 
     def _worker_of(self, i: int) -> int:
-        return next(w for w, worker in enumerate(self._workers) if i in worker.env_indices)  # W is small
+        return i % len(self._workers)  # as `_start_workers` dealt them
 
 
 class PendingStep:
@@ -239,13 +240,13 @@ class _Worker:
 
 
 def _start_workers(env_cfg: EnvCfg, scene: Scene | None, n_envs: int, n_workers: int, shm_name: str) -> list[_Worker]:
-    """Spawn the workers, each with a contiguous slice of the envs, and wait until each has built its envs (so a
+    """Spawn the workers, env i in worker i % n_workers, and wait until each has built its envs (so a
     bad config fails here, with the worker's traceback)."""
     ctx = mp.get_context("spawn")
     workers = []
     with worker_environment():
         for w in range(n_workers):
-            env_indices = range(w * n_envs // n_workers, (w + 1) * n_envs // n_workers)
+            env_indices = range(w, n_envs, n_workers)
             parent_conn, child_conn = ctx.Pipe()
             process = ctx.Process(
                 target=_worker_main,

@@ -1,6 +1,8 @@
 """`vptlens record`: run an agent in BlockWorld or MineRL and store everything a researcher will want.
 
-B environments step in lockstep with one batched policy step per tick. Each episode is a
+B environments step in lockstep with one batched policy step per tick (with env workers and
+`--pipeline`, in two halves that take turns: one half steps while the policy acts for the
+other). One env pool serves every wave of a run. Each episode is a
 zarr group (layout: recordings/PROTOCOL.md) written in chunk-aligned blocks by one
 background thread (`BlockWriter`), so the stepping loop never waits for the disk unless the
 writer falls two blocks per env behind; the run directory holds a `run.json` manifest. A
@@ -458,8 +460,9 @@ class Recorder:
             self._close_partial(writers, indices, reason=reason)
 
     def _groups(self, n: int, envs: EnvPool) -> list[list[int]]:
-        """The wave's envs in the groups that take turns: two halves when workers step them (--pipeline), so one
-        half steps while the policy acts for the other; otherwise one group (in this process nothing overlaps)."""
+        """The wave's envs in the groups that take turns: with workers and --pipeline, the first and the second half
+        (the pool deals envs to workers in turn, so each worker holds envs of both halves and has a step queued
+        while the policy acts); otherwise one group (in this process nothing would overlap)."""
         if self.cfg.pipeline and envs.n_workers and n >= 2:
             return [list(range(n // 2)), list(range(n // 2, n))]
         return [list(range(n))]

@@ -134,7 +134,8 @@ def test_env_workers_record_the_same_data_per_seed(tmp_path):
 
 def test_a_pipelined_recording_is_the_unpipelined_one_with_half_the_batch(tmp_path):
     """--pipeline steps half the envs while the policy acts for the other half: 4 envs in 2 workers, two policy
-    batches of 2, record what 2 envs in this process record, bit for bit; the workers' pool serves every wave."""
+    batches of 2 (envs 0 and 1, 2 and 3; each worker holds one of each) record what 2 envs in this process record,
+    bit for bit; one pool serves every wave (episodes 2 and 4 run on reused envs in one run, fresh in the other)."""
     kwargs = {"n_episodes": 5, "n_steps": 70, "full_frames": True, "scene": "villager_under_leaves"}
     recorder.main(_cfg(tmp_path / "in_process", n_envs=2, **kwargs))
     recorder.main(_cfg(tmp_path / "pipelined", n_envs=4, env_workers=2, pipeline=True, **kwargs))

@@ -17,6 +17,7 @@ What an episode stores is in `episode_arrays.py`, the agent's files and goal in 
 import contextlib
 import json
 import logging
+import os
 import shutil
 import signal
 import time
@@ -97,7 +98,8 @@ class RecordConfig:
     """With --env-workers: step half the envs while the policy acts for the other half, so that the workers and the
     policy (and the recorder's own work) run at the same time instead of taking turns. The policy then runs two
     batches of half the size: a row's float rounding can differ in the last bits from an unpipelined recording's,
-    as it can across --n-envs; the data are those of `--n-envs` halved without it (tests), the same at every run."""
+    as it can across --n-envs; the data are those of `--n-envs` halved without it (tests), the same at every run.
+    Torch then gets the cores the workers leave (at least one thread)."""
     seed: int = 0
     """Episode i uses seed + i for the env and for the agent's sampling."""
     full_frames: bool = False
@@ -354,9 +356,14 @@ class Recorder:
         # one background thread writes every episode's blocks, in order; at most two blocks per env queued
         self._writer = BlockWriter(max_pending=2 * cfg.n_envs + 4)
         envs = None
+        threads = torch.get_num_threads()
         try:
             if pending:  # one pool for every wave: workers start once, each env is reset with its episode's seed
                 envs = EnvPool(cfg.env, min(cfg.n_envs, len(pending)), cfg.env_workers, scene=self.scene)
+            if cfg.pipeline and cfg.env_workers:
+                # the policy now runs while the workers step: torch's threads on the cores they leave, not competing
+                # with them (2 cores, 2 workers: 1 thread recorded 48-53 steps/s, 2 threads 39-42; RESULTS.md)
+                torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - cfg.env_workers)))
             for wave in range(0, len(pending), cfg.n_envs):
                 self._record_wave(pending[wave : wave + cfg.n_envs], envs, bar)
                 if self.interrupted:
@@ -367,6 +374,7 @@ class Recorder:
                 self._writer.close()  # waits for everything handed over; raises WriterError if a write failed
             finally:
                 signal.signal(signal.SIGTERM, previous)
+                torch.set_num_threads(threads)
                 if envs is not None:
                     envs.close()
         seconds = time.perf_counter() - start

@@ -134,12 +134,21 @@ def test_env_workers_record_the_same_data_per_seed(tmp_path):
 
 def test_a_pipelined_recording_is_the_unpipelined_one_with_half_the_batch(tmp_path):
     """--pipeline steps half the envs while the policy acts for the other half: 4 envs in 2 workers, two policy
-    batches of 2 (envs 0 and 1, 2 and 3; each worker holds one of each) record what 2 envs in this process record,
-    bit for bit; one pool serves every wave (episodes 2 and 4 run on reused envs in one run, fresh in the other)."""
-    kwargs = {"n_episodes": 5, "n_steps": 70, "full_frames": True, "scene": "villager_under_leaves"}
-    recorder.main(_cfg(tmp_path / "in_process", n_envs=2, **kwargs))
-    recorder.main(_cfg(tmp_path / "pipelined", n_envs=4, env_workers=2, pipeline=True, **kwargs))
-    _assert_same_episodes(tmp_path / "in_process", tmp_path / "pipelined", 5)
+    batches of 2 (envs 0 and 1, 2 and 3; each worker holds one of each) record what 2 envs in 2 workers record
+    unpipelined (itself the in-process recording: above), bit for bit; one pool serves every wave (episodes 2 and 4
+    run on reused envs in one run, fresh in the other)."""
+    kwargs = {"n_episodes": 5, "n_steps": 70, "full_frames": True, "scene": "villager_under_leaves", "env_workers": 2}
+    threads = torch.get_num_threads()
+    # a row's last bits depend on torch's thread count too, which pipelining sets to the cores the workers leave
+    # (1 here); in process numba's OpenMP runtime can raise it, so the reference steps its envs in workers as well
+    torch.set_num_threads(1)
+    try:
+        recorder.main(_cfg(tmp_path / "unpipelined", n_envs=2, **kwargs))
+        recorder.main(_cfg(tmp_path / "pipelined", n_envs=4, pipeline=True, **kwargs))
+        assert torch.get_num_threads() == 1  # restored after the run
+    finally:
+        torch.set_num_threads(threads)
+    _assert_same_episodes(tmp_path / "unpipelined", tmp_path / "pipelined", 5)
 
 
 def _children(pid: int) -> list[int]:

@@ -98,9 +98,8 @@ class RecordConfig:
     """With --env-workers: step half the envs while the policy acts for the other half, so that the workers and the
     policy (and the recorder's own work) run at the same time instead of taking turns. The policy then runs two
     batches of half the size: a row's float rounding can differ in the last bits from an unpipelined recording's,
-    as it can across --n-envs; the data are those of `--n-envs` halved without it (tests), the same at every run.
-    Torch then gets the cores the workers leave (at least one thread; its thread count, too, can change a row's
-    last bits)."""
+    as it can across --n-envs; the data are those of `--n-envs` halved without it at the same torch thread count
+    (tests), the same at every run. Torch then gets the cores the workers leave (at least one thread)."""
     seed: int = 0
     """Episode i uses seed + i for the env and for the agent's sampling."""
     full_frames: bool = False

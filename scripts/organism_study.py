@@ -166,6 +166,15 @@ def per_episode_mean(values: np.ndarray, episode_of: np.ndarray) -> np.ndarray:
     return np.array([values[episode_of == e].mean() for e in np.unique(episode_of)])
 
 
+def villager_trunk_code(cell: Path, sae: SAE, hook: str, trunk: list[int]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The SAE's codes and crosshair-on-villager labels of `cell`'s steps, and per episode (episode -> value) the
+    `trunk` latents' summed code averaged over its steps with the crosshair on the villager."""
+    codes, on_villager, episode = codes_and_label(cell, sae, hook, "crosshair_on_villager")
+    mask = on_villager == 1
+    means = per_episode_mean(codes[mask][:, trunk].sum(1), episode[mask])
+    return codes, on_villager, dict(zip(np.unique(episode[mask]).tolist(), means.tolist()))
+
+
 def trunk_latents(trees: Path, villager_cells: dict[str, Path], sae: SAE, hook: str) -> dict:
     """The SAE's latents that best pick out crosshair-on-log steps in `trees`, and their summed code on the villager
     (crosshair on it) in each villager cell, per episode; the two villager cells compared by Mann-Whitney."""
@@ -174,12 +183,11 @@ def trunk_latents(trees: Path, villager_cells: dict[str, Path], sae: SAE, hook: 
     trunk = [r["latent"] for r in ranked[:N_TRUNK_LATENTS]]
     on_villager = {}
     for scene, cell in villager_cells.items():
-        c, yv, ep = codes_and_label(cell, sae, hook, "crosshair_on_villager")
-        mask = yv == 1
+        c, yv, per_episode = villager_trunk_code(cell, sae, hook, trunk)
         on_villager[scene] = {
-            "n_steps_on_villager": int(mask.sum()),
-            "n_episodes": int(len(np.unique(ep[mask]))),
-            "trunk_code_per_episode": per_episode_mean(c[mask][:, trunk].sum(1), ep[mask]).tolist(),
+            "n_steps_on_villager": int((yv == 1).sum()),
+            "n_episodes": len(per_episode),
+            "trunk_code_per_episode": list(per_episode.values()),
             "villager_latents": rank_latents(c, yv)[:5],
         }
     a = np.array(on_villager["villager_under_leaves"]["trunk_code_per_episode"])

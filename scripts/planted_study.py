@@ -168,12 +168,8 @@ def trunk_codes(experiment: Path, sae: SAE, hook: str) -> dict:
     trunk = [r["latent"] for r in ranked[: study.N_TRUNK_LATENTS]]
     per_episode = {}
     for scene in (CLERIC, FARMER, "villager_cleric_under_leaves", "villager_under_leaves"):
-        c, yv, ep = study.codes_and_label(study.cell_dir(experiment, agent="organism", scene=scene), sae, hook,
-                                          "crosshair_on_villager")  # fmt: skip
-        mask = yv == 1
-        per_episode[scene] = dict(
-            zip(np.unique(ep[mask]).tolist(), study.per_episode_mean(c[mask][:, trunk].sum(1), ep[mask]))
-        )
+        cell = study.cell_dir(experiment, agent="organism", scene=scene)
+        per_episode[scene] = study.villager_trunk_code(cell, sae, hook, trunk)[2]
     paired = {}
     for cleric, farmer in ((CLERIC, FARMER), ("villager_cleric_under_leaves", "villager_under_leaves")):
         both = sorted(set(per_episode[cleric]) & set(per_episode[farmer]))
